@@ -1,0 +1,88 @@
+"""The interface every model family provides to the methods and the API.
+
+A backend turns images into latents and back, prompts into conditionings, and exposes its
+denoising network as ``model_fn(x, t, cond)`` plus its `NoiseSchedule`. Nothing else about the
+model leaks into the methods, so SDXL (a conditioning with pooled embeddings and time ids) or a
+flow-matching model (a different schedule object) is a new backend, not a change to the methods.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from PIL import Image
+
+from unsample.core.denoiser import CallCounter, Denoiser
+from unsample.core.schedule import NoiseSchedule
+
+
+class Model(ABC):
+    """A loaded diffusion model, as `unsample.load` returns it."""
+
+    name: str
+    """What the user passed to `unsample.load` (hub id, folder) or "embedded"."""
+    schedule: NoiseSchedule
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    @abstractmethod
+    def resolution(self) -> int:
+        """The image side the model was trained at, in pixels."""
+
+    @property
+    @abstractmethod
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this (VAE factor times UNet downsampling)."""
+
+    @property
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """A short digest identifying the weights and configs (checked when an inversion is reused)."""
+
+    @abstractmethod
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """Images [B, 3, H, W] in [0, 1] -> scaled latents (float32, the posterior mean)."""
+
+    @abstractmethod
+    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> images [B, 3, H, W] in [0, 1] (float32)."""
+
+    @abstractmethod
+    def encode_prompt(self, prompt: str) -> Any:
+        """A prompt -> a conditioning (an object with ``cat``) for `model_fn`."""
+
+    @abstractmethod
+    def model_fn(self, x: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
+        """The denoising network's raw output (eps, v or x0 per ``schedule.prediction_type``)."""
+
+    def denoiser(
+        self,
+        prompt: str,
+        *,
+        guidance: float = 1.0,
+        negative_prompt: str = "",
+        dtype: torch.dtype = torch.float32,
+        counter: CallCounter | None = None,
+    ) -> Denoiser:
+        """The Denoiser for a prompt pair; the unconditional branch is built only when guided."""
+        cond = self.encode_prompt(prompt)
+        uncond = self.encode_prompt(negative_prompt) if guidance != 1.0 else None
+        return Denoiser(
+            model=self.model_fn,
+            schedule=self.schedule,
+            cond=cond,
+            uncond=uncond,
+            guidance=guidance,
+            dtype=dtype,
+            counter=counter or CallCounter(),
+        )
+
+    def image_to_tensor(self, image: Image.Image) -> torch.Tensor:
+        """A PIL image -> [1, 3, H, W] float32 in [0, 1] on the model's device."""
+        import numpy as np
+
+        arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+        return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).to(self.device)

@@ -1,0 +1,1 @@
+"""Core: schedules, prediction conversions and the Denoiser adapter. No diffusers here."""

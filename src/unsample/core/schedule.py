@@ -1,0 +1,183 @@
+"""Noise schedules and timestep grids, read from a diffusers-style scheduler config.
+
+Notation (DDIM paper / DESIGN.md):
+
+    a_t        alphas_cumprod[t]        DDIM's alpha_t, DDPM's alpha-bar_t
+    a_final    final_alpha_cumprod      the alpha of the state after the last sampling step
+                                        (1 with ``set_alpha_to_one``, else alphas_cumprod[0])
+    sigma_t    sqrt((1 - a_t) / a_t)    the k-diffusion / EDM noise level of x_t / sqrt(a_t)
+
+A `TimestepGrid` of N steps holds the model's time labels ``timesteps[0] > ... > timesteps[N-1]``
+and N + 1 alphas: ``alphas[i] = a(timesteps[i])`` for i < N and ``alphas[N] = a_final``.
+Sampling step i goes from grid position i to i + 1 and evaluates the model at ``timesteps[i]``;
+inversion step i goes from position i + 1 to i and evaluates it at the same label. Every step
+pairs the alphas of two *neighbouring grid positions*: for "leading" and "trailing" spacing this
+is what diffusers' DDIMScheduler computes with its ``t - T // N`` rule; for "linspace" spacing
+diffusers' rule points between grid points (diffusers issue #11347) and we deliberately follow
+the grid instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+SPACINGS = ("leading", "trailing", "linspace")
+
+
+@dataclass(frozen=True)
+class TimestepGrid:
+    """The N steps one run walks: time labels [N] (descending) and alphas [N + 1] (float64)."""
+
+    timesteps: torch.Tensor
+    alphas: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.alphas.shape[0] != self.timesteps.shape[0] + 1:
+            raise ValueError(
+                f"a grid of {self.timesteps.shape[0]} steps needs {self.timesteps.shape[0] + 1} alphas, "
+                f"got {self.alphas.shape[0]}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.timesteps.shape[0])
+
+    @property
+    def sigmas(self) -> torch.Tensor:
+        """sigma at each of the N + 1 positions (0 where alpha is 1)."""
+        return alpha_to_sigma(self.alphas)
+
+    def check_start(self, start_step: int) -> None:
+        if not 0 <= start_step <= len(self):
+            raise ValueError(f"start_step={start_step} is outside 0..{len(self)} for a grid of {len(self)} steps")
+
+
+def alpha_to_sigma(alpha: torch.Tensor) -> torch.Tensor:
+    """sigma = sqrt((1 - a) / a)."""
+    return ((1 - alpha) / alpha).clamp_min(0).sqrt()
+
+
+def sigma_to_alpha(sigma: torch.Tensor) -> torch.Tensor:
+    """a = 1 / (1 + sigma^2)."""
+    return 1 / (1 + sigma**2)
+
+
+def _betas(config: Mapping[str, Any], n: int) -> torch.Tensor:
+    kind = config.get("beta_schedule", "linear")
+    start = float(config.get("beta_start", 0.0001))
+    end = float(config.get("beta_end", 0.02))
+    if config.get("trained_betas") is not None:
+        return torch.tensor(config["trained_betas"], dtype=torch.float64)
+    if kind == "linear":
+        return torch.linspace(start, end, n, dtype=torch.float64)
+    if kind == "scaled_linear":
+        return torch.linspace(start**0.5, end**0.5, n, dtype=torch.float64) ** 2
+    if kind == "squaredcos_cap_v2":
+        def f(t: float) -> float:
+            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+        return torch.tensor([min(1 - f((i + 1) / n) / f(i / n), 0.999) for i in range(n)], dtype=torch.float64)
+    raise ValueError(f"beta_schedule {kind!r} is not supported; use linear, scaled_linear or squaredcos_cap_v2")
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """The training noise schedule of a model and the rule that picks its inference grid."""
+
+    alphas_cumprod: torch.Tensor
+    final_alpha_cumprod: float
+    timestep_spacing: str = "leading"
+    steps_offset: int = 0
+    prediction_type: str = "epsilon"
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> NoiseSchedule:
+        """Build from a diffusers scheduler config (DDIM, PNDM, Euler, ... share these keys)."""
+        n = int(config.get("num_train_timesteps", 1000))
+        # diffusers computes the cumulative product in float32; we do the same, then widen,
+        # so our alphas are bit-identical to the scheduler's.
+        alphas_cumprod = torch.cumprod(1.0 - _betas(config, n).to(torch.float32), dim=0).to(torch.float64)
+        set_one = bool(config.get("set_alpha_to_one", False))
+        spacing = str(config.get("timestep_spacing", "leading"))
+        if spacing not in SPACINGS:
+            raise ValueError(f"timestep_spacing {spacing!r} is not supported; use one of {', '.join(SPACINGS)}")
+        prediction = str(config.get("prediction_type", "epsilon"))
+        if prediction not in ("epsilon", "v_prediction", "sample"):
+            raise ValueError(f"prediction_type {prediction!r} is not supported; use epsilon, v_prediction or sample")
+        return cls(
+            alphas_cumprod=alphas_cumprod,
+            final_alpha_cumprod=1.0 if set_one else float(alphas_cumprod[0]),
+            timestep_spacing=spacing,
+            steps_offset=int(config.get("steps_offset", 0)),
+            prediction_type=prediction,
+        )
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.alphas_cumprod.shape[0])
+
+    def timesteps(self, steps: int) -> torch.Tensor:
+        """The descending integer time labels of an N-step run (diffusers' ``set_timesteps``)."""
+        n_train = self.num_train_timesteps
+        if not 1 <= steps <= n_train:
+            raise ValueError(f"steps={steps} must be between 1 and the model's {n_train} training timesteps")
+        if self.timestep_spacing == "leading":
+            ratio = n_train // steps
+            t = torch.arange(steps, dtype=torch.float64) * ratio + self.steps_offset
+        elif self.timestep_spacing == "trailing":
+            ratio = n_train / steps
+            t = torch.round(torch.arange(n_train, 0, -ratio, dtype=torch.float64)).flip(0) - 1
+        else:  # linspace
+            t = torch.round(torch.linspace(0, n_train - 1, steps, dtype=torch.float64))
+        t = t.flip(0).to(torch.int64)
+        if int(t.max()) >= n_train or int(t.min()) < 0:
+            raise ValueError(
+                f"steps={steps} with {self.timestep_spacing} spacing and steps_offset={self.steps_offset} gives "
+                f"time label {int(t.max())}, outside 0..{n_train - 1}; use fewer steps or trailing spacing"
+            )
+        return t
+
+    def alpha_at(self, t: torch.Tensor) -> torch.Tensor:
+        """a(t) for integer or fractional time labels (linear in t between train timesteps)."""
+        t = torch.as_tensor(t, dtype=torch.float64).clamp(0, self.num_train_timesteps - 1)
+        lo = t.floor().long()
+        hi = (lo + 1).clamp_max(self.num_train_timesteps - 1)
+        w = t - lo
+        ac = self.alphas_cumprod.to(t.device)
+        return ac[lo] * (1 - w) + ac[hi] * w
+
+    def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The fractional time label whose sigma is ``sigma`` (interpolated in log sigma)."""
+        log_sigmas = alpha_to_sigma(self.alphas_cumprod).log()
+        log_s = torch.as_tensor(sigma, dtype=torch.float64).log()
+        idx = torch.searchsorted(log_sigmas, log_s).clamp(1, self.num_train_timesteps - 1)
+        lo, hi = log_sigmas[idx - 1], log_sigmas[idx]
+        w = ((log_s - lo) / (hi - lo)).clamp(0, 1)
+        return idx - 1 + w
+
+    @property
+    def sigma_min(self) -> float:
+        return float(alpha_to_sigma(self.alphas_cumprod[0]))
+
+    @property
+    def sigma_max(self) -> float:
+        return float(alpha_to_sigma(self.alphas_cumprod[-1]))
+
+    def grid(self, steps: int) -> TimestepGrid:
+        """The DDIM grid of ``steps`` steps: the config's time labels and their alphas."""
+        t = self.timesteps(steps)
+        alphas = torch.cat([self.alphas_cumprod[t], torch.tensor([self.final_alpha_cumprod], dtype=torch.float64)])
+        return TimestepGrid(timesteps=t.to(torch.float64), alphas=alphas)
+
+    def karras_grid(self, steps: int, rho: float = 7.0) -> TimestepGrid:
+        """Karras et al. (2022) sigmas between the schedule's sigma_max and sigma_min, then a_final."""
+        if steps < 1:
+            raise ValueError(f"steps={steps} must be at least 1")
+        ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+        lo, hi = self.sigma_min ** (1 / rho), self.sigma_max ** (1 / rho)
+        sigmas = (hi + ramp * (lo - hi)) ** rho
+        alphas = torch.cat([sigma_to_alpha(sigmas), torch.tensor([self.final_alpha_cumprod], dtype=torch.float64)])
+        return TimestepGrid(timesteps=self.sigma_to_t(sigmas), alphas=alphas)

@@ -1,0 +1,151 @@
+"""`Inversion`: the result of inverting one image, and its file format.
+
+A file is one ``.safetensors`` holding the tensors (``trajectory``, ``image_latent`` and the
+method's ``extra.*`` tensors) and, under the metadata key ``"unsample"``, a JSON object with
+every parameter, the cost and a SHA-256 of the tensor bytes. Loading never unpickles; it checks
+the format name and version and the digest, and `Inversion.check_model` checks that the model
+an inversion is replayed with is the one it was made with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "unsample.inversion"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Inversion:
+    """An inverted image: the trajectory, what replaying it needs, and what it cost."""
+
+    method: str
+    trajectory: torch.Tensor
+    """[steps + 1, B, C, h, w]: [0] the inverted noise ... [steps] the image latent (method's own space)."""
+    image_latent: torch.Tensor
+    """[B, C, h, w]: the VAE's posterior mean, scaled; what a perfect reconstruction returns."""
+    prompt: str
+    negative_prompt: str
+    guidance: float
+    steps: int
+    seed: int
+    options: dict[str, Any]
+    """The method's config (including ``precision``), as a dict."""
+    model_name: str
+    model_fingerprint: str
+    image_size: tuple[int, int]
+    """(height, width) in pixels of the image that was inverted."""
+    nfe: int
+    model_calls: int
+    seconds: float
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def noise(self) -> torch.Tensor:
+        """The inverted noise, trajectory[0]."""
+        return self.trajectory[0]
+
+    def metadata(self) -> dict[str, Any]:
+        """Every field but the tensors, JSON-able."""
+        meta = {k: v for k, v in asdict(self).items() if k not in ("trajectory", "image_latent", "extras")}
+        meta["image_size"] = list(self.image_size)
+        return meta
+
+    def check_model(self, model: Any) -> None:
+        """Refuse a model other than the one this inversion was made with."""
+        if model.fingerprint != self.model_fingerprint:
+            raise ValueError(
+                f"this inversion was made with model {self.model_name!r} (fingerprint {self.model_fingerprint}), "
+                f"not with {model.name!r} (fingerprint {model.fingerprint}); load that model or invert again"
+            )
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {"trajectory": self.trajectory, "image_latent": self.image_latent}
+        tensors.update({f"extra.{k}": v for k, v in self.extras.items()})
+        return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+
+    def save(self, path: str | Path) -> Path:
+        """Write one .safetensors file atomically (a temp file, then a rename)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            raise ValueError(f"{str(path)!r}: an inversion file must end in .safetensors")
+        if not path.parent.is_dir():
+            raise ValueError(f"folder {str(path.parent)!r} does not exist; create it first")
+        tensors = self._tensors()
+        header = {"format": FORMAT, "format_version": FORMAT_VERSION, "sha256": _digest(tensors), **self.metadata()}
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={"unsample": json.dumps(header)})
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Inversion:
+        """Read a file written by `save`; refuse anything else with a clear message."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"inversion file {str(path)!r} does not exist")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                raw = (f.metadata() or {}).get("unsample")
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as err:  # safetensors raises its own error types for damaged headers
+            raise ValueError(f"{str(path)!r} is not a readable safetensors file ({err}); give a file made by 'unsample invert'") from err
+        if raw is None:
+            raise ValueError(f"{str(path)!r} is a safetensors file but not an unsample inversion (no 'unsample' metadata)")
+        try:
+            header = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{str(path)!r}: its unsample metadata is not valid JSON ({err}); the file is damaged") from err
+        if header.get("format") != FORMAT:
+            raise ValueError(f"{str(path)!r} is not an unsample inversion (format {header.get('format')!r})")
+        version = header.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"{str(path)!r} has inversion format version {version}, this unsample reads version {FORMAT_VERSION}; "
+                "invert the image again with this version"
+            )
+        if header.get("sha256") != _digest(tensors):
+            raise ValueError(f"{str(path)!r}: its tensors do not match their recorded digest; the file was changed or damaged")
+        extras = {k.removeprefix("extra."): v for k, v in tensors.items() if k.startswith("extra.")}
+        try:
+            fields_ = {k: header[k] for k in _META_FIELDS}
+        except KeyError as err:
+            raise ValueError(f"{str(path)!r}: its metadata lacks the field {err}; the file is damaged") from err
+        fields_["image_size"] = tuple(fields_["image_size"])
+        inv = cls(trajectory=tensors["trajectory"], image_latent=tensors["image_latent"], extras=extras, **fields_)
+        if inv.trajectory.shape[0] != inv.steps + 1:
+            raise ValueError(f"{str(path)!r}: trajectory has {inv.trajectory.shape[0]} states for {inv.steps} steps; damaged file")
+        return inv
+
+
+_META_FIELDS = (
+    "method", "prompt", "negative_prompt", "guidance", "steps", "seed", "options", "model_name",
+    "model_fingerprint", "image_size", "nfe", "model_calls", "seconds", "stats",
+)
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

@@ -1,0 +1,101 @@
+"""What every inversion method shares: its config base, its output, its registry entry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, Protocol
+
+import torch
+
+from unsample.core.denoiser import Denoiser
+from unsample.core.schedule import NoiseSchedule, TimestepGrid
+
+Precision = Literal["float32", "float64"]
+StepCallback = Callable[[int, torch.Tensor], None]
+"""Called after each step with the step index and the new latent (progress bars, trajectories)."""
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Knobs every method has. Subclasses add their own fields (CLI and UI read them)."""
+
+    precision: Precision = "float32"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float64 if self.precision == "float64" else torch.float32
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("float32", "float64"):
+            raise ValueError(f"precision={self.precision!r} is not supported; use float32 or float64")
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any], method: str) -> MethodConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(
+                f"method {method!r} has no option(s) {', '.join(unknown)}; its options are {', '.join(sorted(known))}"
+            )
+        return cls(**options)
+
+    def make_grid(self, schedule: NoiseSchedule, steps: int) -> TimestepGrid:
+        """The grid this method walks for ``steps`` steps (the schedule's DDIM grid by default)."""
+        return schedule.grid(steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class MethodOutput:
+    """An inversion's result in the method's own terms.
+
+    ``trajectory[i]`` is the state at grid position i, in the order sampling visits them:
+    ``trajectory[0]`` is the inverted noise, ``trajectory[N]`` the image latent. ``extras``
+    holds whatever else exact replay needs (tensors only, so it saves to safetensors);
+    ``stats`` holds per-step diagnostics (JSON-able).
+    """
+
+    trajectory: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class InvertFn(Protocol):
+    def __call__(
+        self,
+        denoiser: Denoiser,
+        grid: TimestepGrid,
+        latent: torch.Tensor,
+        config: Any,
+        callback: StepCallback | None = None,
+        generator: torch.Generator | None = None,
+    ) -> MethodOutput: ...
+
+
+class SampleFn(Protocol):
+    def __call__(
+        self,
+        denoiser: Denoiser,
+        grid: TimestepGrid,
+        inverted: MethodOutput,
+        start_step: int,
+        config: Any,
+        callback: StepCallback | None = None,
+    ) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registry entry: a name, its config class, its invert/sample pair and its cost."""
+
+    name: str
+    summary: str
+    config: type[MethodConfig]
+    invert: InvertFn
+    sample: SampleFn
+    calls_per_step: str
+    """Model evaluations per step without CFG, and with CFG in parentheses, e.g. "1 (2)"."""
+    exact: bool = False
