@@ -67,19 +67,22 @@ def sigma_to_alpha(sigma: torch.Tensor) -> torch.Tensor:
 
 
 def _betas(config: Mapping[str, Any], n: int) -> torch.Tensor:
+    """The training betas, computed in float32 exactly as diffusers' schedulers do."""
     kind = config.get("beta_schedule", "linear")
     start = float(config.get("beta_start", 0.0001))
     end = float(config.get("beta_end", 0.02))
+    if config.get("rescale_betas_zero_snr"):
+        raise ValueError("rescale_betas_zero_snr schedules (zero terminal SNR) are not supported yet")
     if config.get("trained_betas") is not None:
-        return torch.tensor(config["trained_betas"], dtype=torch.float64)
+        return torch.tensor(config["trained_betas"], dtype=torch.float32)
     if kind == "linear":
-        return torch.linspace(start, end, n, dtype=torch.float64)
+        return torch.linspace(start, end, n, dtype=torch.float32)
     if kind == "scaled_linear":
-        return torch.linspace(start**0.5, end**0.5, n, dtype=torch.float64) ** 2
+        return torch.linspace(start**0.5, end**0.5, n, dtype=torch.float32) ** 2
     if kind == "squaredcos_cap_v2":
         def f(t: float) -> float:
             return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
-        return torch.tensor([min(1 - f((i + 1) / n) / f(i / n), 0.999) for i in range(n)], dtype=torch.float64)
+        return torch.tensor([min(1 - f((i + 1) / n) / f(i / n), 0.999) for i in range(n)], dtype=torch.float32)
     raise ValueError(f"beta_schedule {kind!r} is not supported; use linear, scaled_linear or squaredcos_cap_v2")
 
 
@@ -99,7 +102,7 @@ class NoiseSchedule:
         n = int(config.get("num_train_timesteps", 1000))
         # diffusers computes the cumulative product in float32; we do the same, then widen,
         # so our alphas are bit-identical to the scheduler's.
-        alphas_cumprod = torch.cumprod(1.0 - _betas(config, n).to(torch.float32), dim=0).to(torch.float64)
+        alphas_cumprod = torch.cumprod(1.0 - _betas(config, n), dim=0).to(torch.float64)
         set_one = bool(config.get("set_alpha_to_one", False))
         spacing = str(config.get("timestep_spacing", "leading"))
         if spacing not in SPACINGS:
@@ -173,11 +176,21 @@ class NoiseSchedule:
         return TimestepGrid(timesteps=t.to(torch.float64), alphas=alphas)
 
     def karras_grid(self, steps: int, rho: float = 7.0) -> TimestepGrid:
-        """Karras et al. (2022) sigmas between the schedule's sigma_max and sigma_min, then a_final."""
+        """Karras et al. (2022) rho-spaced sigmas from sigma_max down to the final state.
+
+        With ``set_alpha_to_one`` the final sigma is 0 and the N sigmas end at sigma_min, as in
+        k-diffusion; otherwise the N + 1 positions run from sigma_max to the final sigma
+        (= sigma_min), so no step is of zero length.
+        """
         if steps < 1:
             raise ValueError(f"steps={steps} must be at least 1")
-        ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
-        lo, hi = self.sigma_min ** (1 / rho), self.sigma_max ** (1 / rho)
-        sigmas = (hi + ramp * (lo - hi)) ** rho
-        alphas = torch.cat([sigma_to_alpha(sigmas), torch.tensor([self.final_alpha_cumprod], dtype=torch.float64)])
+        final = torch.tensor([self.final_alpha_cumprod], dtype=torch.float64)
+        hi = self.sigma_max ** (1 / rho)
+        if self.final_alpha_cumprod >= 1.0:
+            ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+            sigmas = (hi + ramp * (self.sigma_min ** (1 / rho) - hi)) ** rho
+        else:
+            ramp = torch.linspace(0, 1, steps + 1, dtype=torch.float64)[:-1]
+            sigmas = (hi + ramp * (float(alpha_to_sigma(final)) ** (1 / rho) - hi)) ** rho
+        alphas = torch.cat([sigma_to_alpha(sigmas), final])
         return TimestepGrid(timesteps=self.sigma_to_t(sigmas), alphas=alphas)

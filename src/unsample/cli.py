@@ -1,0 +1,223 @@
+"""The ``unsample`` command line: a thin layer over `unsample.api`.
+
+Every command that writes a PNG writes a JSON sidecar next to it (same name, ``.json``) with
+all parameters, the model cost (NFE, calls) and the timings. Bad input gets a one-line error
+and exit code 2; outputs are written to a temp name and renamed, so nothing half-written stays.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Invert diffusion models and edit real images with text.")
+
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Hub id or local diffusers folder (default: the embedded model).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto|cpu|cuda|mps")]
+DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="Model dtype: float32|float16|bfloat16 (inversion math stays float32+).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed as one line, exit code 2."""
+
+
+def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, UserError, FileNotFoundError) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper
+
+
+def _quiet_libraries() -> None:
+    import logging
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for name in ("transformers", "diffusers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from diffusers.utils import logging as dlogging
+
+    dlogging.disable_progress_bar()
+    dlogging.set_verbosity_error()
+
+
+def _load(model: str | None, device: str, dtype: str | None) -> Any:
+    _quiet_libraries()
+    import unsample
+
+    return unsample.load(model, device=device, dtype=dtype)
+
+
+def _check_output(path: Path, suffix: str) -> None:
+    if path.suffix.lower() != suffix:
+        raise UserError(f"output {str(path)!r} must end in {suffix}")
+    if not path.parent.resolve().is_dir():
+        raise UserError(f"output folder {str(path.parent)!r} does not exist; create it first")
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent.resolve())
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_png_with_sidecar(image: Any, path: Path, record: dict[str, Any]) -> Path:
+    """Save a PNG and ``<name>.json`` beside it, both atomically."""
+    from unsample import __version__
+
+    sidecar = path.with_suffix(".json")
+    record = {"unsample_version": __version__, "image": path.name, **record}
+    _atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+    _atomic_write(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2, default=str) + "\n"))
+    return sidecar
+
+
+def _inversion_record(inv: Any) -> dict[str, Any]:
+    return {"inversion": inv.metadata()}
+
+
+@app.command()
+@_friendly
+def invert(
+    image: Annotated[Path, typer.Argument(help="The image to invert (PNG/JPEG).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the inversion (.safetensors).")],
+    prompt: Annotated[str, typer.Option("--prompt", help="A prompt that describes the image.")] = "",
+    negative_prompt: Annotated[str, typer.Option("--negative-prompt")] = "",
+    method: Annotated[str, typer.Option("--method", help="Inversion method; see 'unsample methods'.")] = "ddim",
+    steps: Annotated[int, typer.Option("--steps", min=1)] = 50,
+    guidance: Annotated[float, typer.Option("--guidance", help="CFG scale; 1 = no guidance.")] = 1.0,
+    option: Annotated[list[str] | None, typer.Option("--option", help="Method option KEY=VALUE (repeatable).")] = None,
+    fit: Annotated[str, typer.Option("--fit", help="model (resize+centre-crop) | multiple (keep aspect).")] = "model",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Invert IMAGE into the noise the sampler turns back into it."""
+    from unsample.methods.options import parse_options
+    from unsample.methods.registry import get_method
+
+    _check_output(output, ".safetensors")
+    options = parse_options(get_method(method).config, option or [], method)
+    if fit not in ("model", "multiple"):
+        raise UserError(f"--fit {fit!r} is not model or multiple")
+    from unsample.images import load_image
+
+    picture = load_image(image)  # a missing or unreadable image fails before the model loads
+    m = _load(model, device, dtype)
+    import unsample
+
+    inv = unsample.invert(
+        m, picture, prompt, method=method, steps=steps, guidance=guidance, negative_prompt=negative_prompt,
+        seed=seed, fit=fit, progress=not quiet, **options,  # type: ignore[arg-type]
+    )
+    inv.save(output)
+    typer.echo(f"wrote {output} ({inv.method}, {inv.steps} steps, NFE {inv.nfe}, {inv.seconds:.2f} s)")
+
+
+def _replay_command(
+    inversion: Path, output: Path, prompt: str | None, start_step: int, guidance: float | None,
+    negative_prompt: str | None, model: str | None, device: str, dtype: str | None, quiet: bool, kind: str,
+) -> None:
+    import unsample
+    from unsample.images import tensor_to_pil
+
+    _check_output(output, ".png")
+    inv = unsample.Inversion.load(inversion)
+    m = _load(model, device, dtype)
+    start = time.perf_counter()
+    sample = unsample.replay(
+        m, inv, prompt, start_step=start_step, guidance=guidance, negative_prompt=negative_prompt, progress=not quiet
+    )
+    image = tensor_to_pil(m.decode_latent(sample.latent.float()))
+    record = {
+        "command": kind,
+        "inversion_file": str(inversion),
+        "model": m.name,
+        "prompt": sample.prompt,
+        "guidance": sample.guidance,
+        "start_step": sample.start_step,
+        "nfe": sample.nfe,
+        "model_calls": sample.model_calls,
+        "sampling_seconds": round(sample.seconds, 4),
+        "total_seconds": round(time.perf_counter() - start, 4),
+        **_inversion_record(inv),
+    }
+    sidecar = write_png_with_sidecar(image, output, record)
+    typer.echo(f"wrote {output} and {sidecar.name} (NFE {sample.nfe}, {sample.seconds:.2f} s)")
+
+
+@app.command()
+@_friendly
+def reconstruct(
+    inversion: Annotated[Path, typer.Argument(help="An inversion file from 'unsample invert'.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the PNG.")],
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Replay the sampler from the inverted noise with the inversion's own prompt and guidance."""
+    _replay_command(inversion, output, None, 0, None, None, model, device, dtype, quiet, "reconstruct")
+
+
+@app.command()
+@_friendly
+def edit(
+    inversion: Annotated[Path, typer.Argument(help="An inversion file from 'unsample invert'.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the PNG.")],
+    prompt: Annotated[str, typer.Option("--prompt", help="The prompt that describes the edited image.")],
+    start_step: Annotated[int, typer.Option("--start-step", min=0, help="Resume sampling at this step (0 = from the noise).")] = 0,
+    guidance: Annotated[float | None, typer.Option("--guidance", help="Default: the inversion's.")] = None,
+    negative_prompt: Annotated[str | None, typer.Option("--negative-prompt")] = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Resume sampling from an inversion with a new prompt."""
+    _replay_command(inversion, output, prompt, start_step, guidance, negative_prompt, model, device, dtype, quiet, "edit")
+
+
+@app.command()
+@_friendly
+def methods() -> None:
+    """List the inversion methods, their options and model calls per step."""
+    from unsample.methods.options import describe_options
+    from unsample.methods.registry import available_methods, get_method
+
+    for name in available_methods():
+        spec = get_method(name)
+        typer.echo(f"{name:<16} calls/step {spec.calls_per_step:<8} {'exact' if spec.exact else ''}")
+        typer.echo(f"  {spec.summary}")
+        for opt, kind, default in describe_options(spec.config):
+            typer.echo(f"  --option {opt}=<{kind}>  (default {default})")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="unsample")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

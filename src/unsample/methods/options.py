@@ -1,0 +1,68 @@
+"""Parse ``KEY=VALUE`` strings into a method config's typed fields (CLI and UI share this)."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import fields
+from typing import Any, get_args, get_origin
+
+from unsample.methods.base import MethodConfig
+
+
+def _convert(raw: str, hint: Any, key: str) -> Any:
+    origin = get_origin(hint)
+    if origin is typing.Literal:
+        choices = get_args(hint)
+        for choice in choices:
+            if str(choice) == raw:
+                return choice
+        raise ValueError(f"option {key}={raw!r} is not one of {', '.join(map(str, choices))}")
+    if hint is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"option {key}={raw!r} is not a yes/no value; use true or false")
+    if hint in (int, float):
+        try:
+            return hint(raw)
+        except ValueError:
+            raise ValueError(f"option {key}={raw!r} is not a {hint.__name__}") from None
+    if hint is str:
+        return raw
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        if raw.lower() == "none" and len(args) < len(get_args(hint)):
+            return None
+        return _convert(raw, args[0], key)
+    raise ValueError(f"option {key} has a type the command line cannot set")
+
+
+def parse_options(config: type[MethodConfig], pairs: list[str], method: str) -> dict[str, Any]:
+    """``["precision=float64", "rho=5"]`` -> typed dict for ``config``; clear errors otherwise."""
+    hints = typing.get_type_hints(config)
+    known = {f.name for f in fields(config)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise ValueError(f"option {pair!r} is not KEY=VALUE")
+        if key not in known:
+            raise ValueError(f"method {method!r} has no option {key!r}; its options are {', '.join(sorted(known))}")
+        out[key] = _convert(raw.strip(), hints[key], key)
+    return out
+
+
+def describe_options(config: type[MethodConfig]) -> list[tuple[str, str, Any]]:
+    """(name, type, default) of each field, for ``unsample methods`` and the UI."""
+    hints = typing.get_type_hints(config)
+    rows = []
+    for f in fields(config):
+        hint = hints[f.name]
+        if get_origin(hint) is typing.Literal:
+            kind = "|".join(map(str, get_args(hint)))
+        else:
+            kind = getattr(hint, "__name__", str(hint))
+        rows.append((f.name, kind, f.default))
+    return rows

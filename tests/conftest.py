@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny SD-architecture pipelines saved to disk and loaded like a user's checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+logging.getLogger("transformers").setLevel(logging.ERROR)
+
+SD_SCHEDULER_CONFIG = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+}
+
+
+def _build(tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs: object) -> Path:
+    from unsample.testing.tiny_pipeline import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp(name) / "pipe", **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build(tmp_path_factory, "tiny-eps")
+
+
+@pytest.fixture(scope="session")
+def tiny_v_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build(tmp_path_factory, "tiny-v", prediction_type="v_prediction", timestep_spacing="trailing", seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_pipeline_dir: Path):
+    import unsample
+
+    return unsample.load(str(tiny_pipeline_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_image():
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    return Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8))

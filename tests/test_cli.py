@@ -1,0 +1,62 @@
+"""The CLI end to end on a tiny pipeline folder: files, sidecars, errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from unsample.cli import app
+
+runner = CliRunner()
+
+
+def _run(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_invert_reconstruct_edit(tiny_pipeline_dir: Path, tiny_image, tmp_path: Path) -> None:
+    src = tmp_path / "in.png"
+    tiny_image.save(src)
+    inv = tmp_path / "inv.safetensors"
+    common = ["--model", str(tiny_pipeline_dir), "--device", "cpu", "--quiet"]
+    r = _run("invert", str(src), "--prompt", "a red cat", "--steps", "4", "--guidance", "2", "-o", str(inv), *common)
+    assert r.exit_code == 0, r.output
+    assert inv.is_file()
+    out = tmp_path / "rec.png"
+    r = _run("reconstruct", str(inv), "-o", str(out), *common)
+    assert r.exit_code == 0, r.output
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["nfe"] == 8 and side["guidance"] == 2.0 and side["inversion"]["steps"] == 4
+    edited = tmp_path / "edit.png"
+    r = _run("edit", str(inv), "--prompt", "a green dog", "--start-step", "1", "-o", str(edited), *common)
+    assert r.exit_code == 0, r.output
+    side = json.loads(edited.with_suffix(".json").read_text())
+    assert side["prompt"] == "a green dog" and side["start_step"] == 1 and side["nfe"] == 6
+
+
+def test_errors_are_one_line_with_exit_2_and_write_nothing(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "inv.safetensors"
+    r = _run("invert", str(tmp_path / "missing.png"), "-o", str(out), "--model", str(tiny_pipeline_dir))
+    assert r.exit_code == 2 and "does not exist" in r.output and not out.exists()
+    img = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("RGB", (16, 16)).save(img)
+    r = _run("invert", str(img), "-o", str(out), "--method", "nope", "--model", str(tiny_pipeline_dir))
+    assert r.exit_code == 2 and "unknown method" in r.output and not out.exists()
+    r = _run("invert", str(img), "-o", str(tmp_path / "inv.pt"), "--model", str(tiny_pipeline_dir))
+    assert r.exit_code == 2 and "must end in .safetensors" in r.output
+    r = _run("reconstruct", str(img), "-o", str(tmp_path / "r.png"))
+    assert r.exit_code == 2 and "not a readable safetensors" in r.output
+    assert not (tmp_path / "r.png").exists()
+
+
+def test_methods_lists_every_registered_method() -> None:
+    from unsample.methods.registry import available_methods
+
+    r = _run("methods")
+    assert r.exit_code == 0
+    for name in available_methods():
+        assert name in r.output
