@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Invert diffusion models and edit real images with text.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Invert diffusion models and edit real images with text.")
 
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Hub id or local diffusers folder (default: the embedded model).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto|cpu|cuda|mps")]
@@ -212,6 +212,26 @@ def methods() -> None:
         typer.echo(f"  {spec.summary}")
         for opt, kind, default in describe_options(spec.config):
             typer.echo(f"  --option {opt}=<{kind}>  (default {default})")
+
+
+@app.command()
+@_friendly
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo's images.")] = Path("out/demo"),
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    method: Annotated[str, typer.Option("--method")] = "ddim",
+    steps: Annotated[int, typer.Option("--steps", min=1)] = 50,
+) -> None:
+    """Invert, reconstruct and edit a built-in scene on the embedded model; write PNGs into --out."""
+    _quiet_libraries()
+    from unsample.demo import run_demo
+
+    res = run_demo(out, model=model, device=device, method=method, steps=steps)
+    typer.echo(f"model: {res.model}")
+    for name, path in res.files.items():
+        typer.echo(f"{name:>15}: {path}")
+    typer.echo(f"reconstruction PSNR {res.psnr_reconstruction:.2f} dB (VAE floor {res.psnr_vae_floor:.2f} dB), {res.seconds:.1f} s")
 
 
 def main() -> None:
