@@ -57,5 +57,34 @@ def main(methods: tuple[str, ...] = ("ddim", "euler"), steps: tuple[int, ...] = 
         print(f"| {method} | " + " | ".join(cells) + " |")
 
 
+def linspace_vs_diffusers(steps: tuple[int, ...] = (10, 20, 50)) -> None:
+    """Sample back from our inverted noise on a "linspace" grid: our grid pairing vs diffusers' rule."""
+    from diffusers import DDIMScheduler
+
+    from unsample.methods import ddim
+
+    cfg = {**SCHEDULER, "timestep_spacing": "linspace", "clip_sample": False}
+    schedule = NoiseSchedule.from_config(cfg)
+    model = GaussianDenoiserModel(schedule, STD)
+    cond = MeanConditioning(torch.full((1,), MEAN, dtype=torch.float64))
+    den = Denoiser(model, schedule, cond, dtype=torch.float64)
+    x0 = MEAN + STD * torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    print("\nlinspace spacing: relative error of sampling back from our inverted noise")
+    print("| steps | our sampler | diffusers' DDIMScheduler (linspace) |")
+    print("|---|---|---|")
+    for n in steps:
+        grid = schedule.grid(n)
+        x_T = ddim.invert(den, grid, x0)[0]
+        ours = ddim.sample(den, grid, x_T)
+        sched = DDIMScheduler(**cfg)
+        sched.set_timesteps(n)
+        x = x_T.clone()
+        for t in sched.timesteps:
+            x = sched.step(model(x, t.reshape(1).double(), cond), t, x).prev_sample
+        rel = lambda y: float((y - x0).norm() / x0.norm())  # noqa: E731
+        print(f"| {n} | {rel(ours):.2e} | {rel(x):.2e} |")
+
+
 if __name__ == "__main__":
     main()
+    linspace_vs_diffusers()
