@@ -114,7 +114,7 @@ def invert(
     generator = torch.Generator(device="cpu").manual_seed(seed)
     start = time.perf_counter()
     latent = model.encode_image(pixels)
-    with _progress(progress, steps, f"invert ({method})") as callback:
+    with _progress(progress, steps, f"invert ({method})") as callback, torch.no_grad():
         out = spec.invert(denoiser, grid, latent.to(config.dtype), config, callback=callback, generator=generator)
     seconds = time.perf_counter() - start
     return Inversion(
@@ -161,7 +161,7 @@ def replay(
     denoiser = model.denoiser(prompt, guidance=guidance, negative_prompt=negative, dtype=config.dtype, counter=counter)
     inverted = MethodOutput(trajectory=inversion.trajectory.to(model.device), extras={k: v.to(model.device) for k, v in inversion.extras.items()})
     start = time.perf_counter()
-    with _progress(progress, inversion.steps - start_step, f"sample ({inversion.method})") as callback:
+    with _progress(progress, inversion.steps - start_step, f"sample ({inversion.method})") as callback, torch.no_grad():
         latent = spec.sample(denoiser, grid, inverted, start_step, config, callback=callback)
     return Sample(
         latent=latent,

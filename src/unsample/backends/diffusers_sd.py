@@ -29,6 +29,13 @@ class TextConditioning:
     def cat(self, other: TextConditioning) -> TextConditioning:
         return TextConditioning(torch.cat([self.embeds, other.embeds]))
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"embeds": self.embeds}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> TextConditioning:
+        return cls(tensors["embeds"])
+
 
 class StableDiffusionModel(Model):
     """SD 1.x / 2.x through diffusers."""
@@ -145,12 +152,13 @@ class StableDiffusionModel(Model):
         self._prompt_cache[prompt] = cond
         return cond
 
-    @torch.no_grad()
     def model_fn(self, x: torch.Tensor, t: torch.Tensor, cond: TextConditioning) -> torch.Tensor:
+        # No no_grad here: null-text inversion differentiates through the UNet to the embeddings
+        # (the UNet's own parameters never require grad). The API runs everything else without grad.
         return self.pipe.unet(
             x.to(self.device, self.dtype),
             t.to(self.device),
-            encoder_hidden_states=cond.embeds,
+            encoder_hidden_states=cond.embeds.to(self.dtype),
         ).sample
 
 

@@ -28,6 +28,13 @@ class MeanConditioning:
     def cat(self, other: MeanConditioning) -> MeanConditioning:
         return MeanConditioning(torch.cat([self.mean, other.mean]))
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> MeanConditioning:
+        return cls(tensors["mean"])
+
 
 @dataclass(frozen=True)
 class GaussianDenoiserModel:

@@ -27,9 +27,16 @@ CFG_LAYOUT: tuple[str, str] = ("uncond", "cond")
 
 
 class Conditioning(Protocol):
-    """What a backend's text encoder produces; the Denoiser only batches it."""
+    """What a backend's text encoder produces. The Denoiser only batches it (``cat``); methods
+    that store or optimise a conditioning (null-text, negative-prompt) go through its tensors:
+    ``type(c).from_tensors(c.tensors())`` rebuilds ``c``."""
 
     def cat(self, other: Self) -> Self: ...
+
+    def tensors(self) -> dict[str, torch.Tensor]: ...
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> Self: ...
 
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
