@@ -53,6 +53,10 @@ def _quiet_libraries() -> None:
 
     dlogging.disable_progress_bar()
     dlogging.set_verbosity_error()
+    from transformers.utils import logging as tlogging
+
+    tlogging.disable_progress_bar()
+    tlogging.set_verbosity_error()
 
 
 def _load(model: str | None, device: str, dtype: str | None) -> Any:

@@ -38,9 +38,10 @@ def _psnr(a: Image.Image, b: Image.Image) -> float:
     return float(peak_signal_noise_ratio(np.asarray(a), np.asarray(b), data_range=255))
 
 
-def side_by_side(images: list[tuple[str, Image.Image]], scale: int = 4) -> Image.Image:
-    """Images upscaled (nearest) in a row, each with its label above it."""
+def side_by_side(images: list[tuple[str, Image.Image]], min_width: int = 192) -> Image.Image:
+    """Images upscaled (nearest, to at least ``min_width`` pixels) in a row, each labelled above."""
     w, h = images[0][1].size
+    scale = max(1, -(-min_width // w))
     cell_w, cell_h, label_h, pad = w * scale, h * scale, 18, 6
     sheet = Image.new("RGB", (len(images) * (cell_w + pad) + pad, cell_h + label_h + 2 * pad), "white")
     draw = ImageDraw.Draw(sheet)
