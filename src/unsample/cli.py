@@ -238,6 +238,42 @@ def demo(
     typer.echo(f"reconstruction PSNR {res.psnr_reconstruction:.2f} dB (VAE floor {res.psnr_vae_floor:.2f} dB), {res.seconds:.1f} s")
 
 
+@app.command("evaluate-embedded")
+@_friendly
+def evaluate_embedded(
+    model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Pipeline folder (default: the installed embedded model).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Where to write the card (default: beside the weights).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A small smoke run (not the card's protocol).")] = False,
+) -> None:
+    """Measure the embedded model and write MODEL_CARD.md + model_card.json + samples.png."""
+    _quiet_libraries()
+    from unsample.embedded.evaluate import EvalConfig, evaluate
+
+    card = evaluate(model_dir, out, EvalConfig.quick() if quick else EvalConfig())
+    for key, value in card["figures"].items():
+        typer.echo(f"{key:>36}: {value:.4g}")
+    typer.echo(f"targets met: {card['targets_met']}")
+
+
+@app.command("train-embedded")
+@_friendly
+def train_embedded_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Run folder: log, checkpoints, final model/ (re-run to resume).")],
+    tiny: Annotated[bool, typer.Option("--tiny", help="A few steps of a tiny configuration (a smoke test).")] = False,
+    install: Annotated[bool, typer.Option("--install", help="Copy the finished model into the package.")] = False,
+) -> None:
+    """Train the embedded model from scratch (VAE, then text encoder + UNet); resumes from checkpoints."""
+    _quiet_libraries()
+    from unsample.embedded import install_trained_model
+    from unsample.embedded.configs import TrainConfig
+    from unsample.embedded.train import train_embedded
+
+    model_dir = train_embedded(out, config=TrainConfig.tiny() if tiny else None)
+    typer.echo(f"model written to {model_dir}")
+    if install:
+        typer.echo(f"installed into {install_trained_model(out)}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="unsample")
