@@ -12,7 +12,7 @@ from unsample.inversion import Inversion
 from unsample.methods.registry import available_methods, get_method
 
 METHODS = available_methods()
-UNGUIDED_INVERSION = {"negative_prompt"}
+UNGUIDED_INVERSION = {"negative-prompt"}
 
 
 def test_registry_lists_the_foundation_methods() -> None:
