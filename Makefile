@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench-closed-form: $(STAMP)
-	$(BIN)/python -m unsample.bench_closed_form
+	$(BIN)/python -m unsample.bench.closed_form
 
 clean:
 	rm -rf $(VENV) out

@@ -274,6 +274,57 @@ def train_embedded_cmd(
         typer.echo(f"installed into {install_trained_model(out)}")
 
 
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that write reports (report.md, results.json, CSV, plots).")
+app.add_typer(bench_app, name="bench")
+
+
+def _csv(text: str, kind: type) -> tuple:
+    try:
+        return tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UserError(f"{text!r} is not a comma-separated list of {kind.__name__} values") from None
+
+
+@bench_app.command("reconstruction")
+@_friendly
+def bench_reconstruction(
+    out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("out/bench-reconstruction"),
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated, default all registered.")] = "",
+    steps: Annotated[str, typer.Option("--steps", help="Comma-separated step counts.")] = "50",
+    guidance: Annotated[str, typer.Option("--guidance", help="Comma-separated CFG scales.")] = "1,7",
+    scenes: Annotated[int, typer.Option("--scenes", min=1, help="Held-out shapes scenes.")] = 20,
+    images: Annotated[Path | None, typer.Option("--images", help="Folder of real images (with --prompts).")] = None,
+    prompts: Annotated[Path | None, typer.Option("--prompts", help="JSONL: {\"image\": name, \"prompt\": text} per line.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="4 scenes, 10 steps: a few minutes.")] = False,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
+) -> None:
+    """Reconstruction error of every method against the autoencoder floor."""
+    from unsample.bench.reconstruction import ReconstructionBench, report_table, run, write_report
+    from unsample.methods.registry import available_methods, get_method
+
+    names = _csv(methods, str) or tuple(available_methods())
+    for name in names:
+        get_method(name)
+    bench = ReconstructionBench(
+        methods=names,
+        steps=(10,) if quick else _csv(steps, int),
+        guidance=_csv(guidance, float),
+        scenes=4 if quick else scenes,
+        seed=seed,
+        images_dir=str(images) if images else None,
+        prompts_file=str(prompts) if prompts else None,
+    )
+    m = _load(model, device, dtype)
+    result = run(m, bench)
+    command = "unsample " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("unsample") else "unsample bench reconstruction"
+    write_report(result, bench, out, command, m)
+    typer.echo(report_table(result["rows"]))
+    typer.echo(f"report: {out / 'report.md'}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="unsample")

@@ -1,6 +1,6 @@
 """Round-trip error of every first-order method on the closed-form (Gaussian-data) denoiser.
 
-``python -m unsample.bench_closed_form`` prints the table quoted in the docs: for each method
+``python -m unsample.bench.closed_form`` prints the table quoted in the docs: for each method
 and step count, invert the data sample to noise, sample back, and report
 ``||x0_rec - x0|| / ||x0||`` (float64) and the inverted noise's error against the exact ODE
 map. The tests assert its properties (monotone, first order); this prints the figures.

@@ -1,0 +1,62 @@
+"""The embedded default model: a small Stable-Diffusion-layout pipeline trained on the shapes world.
+
+`embedded_model_path` is where the trained pipeline lives as package data;
+`unsample.embedded.train.train_embedded` trains one from scratch and `install_trained_model`
+copies a finished run's ``model/`` folder into the package. Nothing is loaded at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+__all__ = ["embedded_model_path", "install_trained_model", "train_embedded", "TrainConfig"]
+
+
+def embedded_model_path() -> Path:
+    """The package folder that holds the embedded pipeline (it may not exist before training)."""
+    return Path(__file__).resolve().parent / "model"
+
+
+def install_trained_model(out_dir: Path) -> Path:
+    """Copy ``out_dir/model`` (a finished training run) into the package, atomically.
+
+    ``out_dir`` may also be the ``model`` folder itself. Returns `embedded_model_path()`.
+    """
+    source = Path(out_dir)
+    if not (source / "model_index.json").exists():
+        source = source / "model"
+    if not (source / "model_index.json").exists():
+        raise FileNotFoundError(
+            f"no pipeline at {Path(out_dir)} (no model_index.json there or in model/); "
+            "finish a run with `unsample train-embedded --out DIR` first"
+        )
+    target = embedded_model_path()
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(source, tmp)
+    from unsample.embedded.train import portable_model_index
+
+    portable_model_index(tmp)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old.exists():
+        shutil.rmtree(old)
+    return target
+
+
+def __getattr__(name: str):
+    # Lazy re-exports: importing the package stays free of torch and diffusers.
+    if name == "train_embedded":
+        from unsample.embedded.train import train_embedded
+
+        return train_embedded
+    if name == "TrainConfig":
+        from unsample.embedded.configs import TrainConfig
+
+        return TrainConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,492 @@
+"""Train the embedded default model from scratch, resumably, and write a diffusers pipeline.
+
+Stage ``vae``: the AutoencoderKL learns to reconstruct rendered scenes (L1 + MSE + an L1 on
+image gradients for sharp edges + a small KL). At its end the latent std is measured and the
+VAE's ``scaling_factor`` set to its inverse, so the UNet sees latents of unit std.
+
+Stage ``unet``: the CLIP text encoder and the UNet learn eps-prediction on the frozen VAE's
+scaled posterior means, with ~10% of captions replaced by "" so classifier-free guidance works;
+an EMA of the UNet weights is what gets exported.
+
+Everything lives in the run folder ``out/``: ``run.json`` (the config), ``train.log``,
+``latest.json`` + ``checkpoints/`` (see `unsample.embedded.checkpoint`) and, at the end,
+``model/`` (a ``StableDiffusionPipeline`` folder). Calling `train_embedded` again on the same
+folder resumes from the last checkpoint. Run ``python -m unsample.embedded.train --out DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from unsample.embedded import checkpoint as ckpt
+from unsample.embedded.configs import (
+    TrainConfig,
+    build_scheduler,
+    build_text_encoder,
+    build_unet,
+    build_vae,
+)
+from unsample.embedded.threads import ThreadTuner
+from unsample.embedded.data import (
+    STREAM_EVAL,
+    STREAM_SCALE,
+    STREAM_UNET,
+    STREAM_VAE,
+    SceneSource,
+    ShapesSource,
+    batch_rng,
+    draw_batch,
+)
+
+RUN_JSON = "run.json"
+LOG_NAME = "train.log"
+MODEL_DIR = "model"
+# Fields that may differ when resuming (they extend or reshape the budget, not the model).
+RESUMABLE_CHANGES = frozenset(
+    {"vae_steps", "unet_steps", "vae_max_minutes", "unet_max_minutes", "log_every", "checkpoint_minutes", "threads"}
+)
+
+
+class RunLog:
+    """Appends timestamped lines to ``train.log`` (and echoes them when asked)."""
+
+    def __init__(self, path: Path, echo: bool) -> None:
+        self.path = path
+        self.echo = echo
+
+    def __call__(self, message: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+        if self.echo:
+            print(line, file=sys.stderr, flush=True)
+
+
+def lr_at(step: int, total: int, base: float, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_fraction * base``.
+
+    The decay follows whichever budget is further spent: steps, or the stage's wall-clock cap
+    (``time_fraction``), so a run on a slow machine still anneals before the cap stops it.
+    """
+    warm = min(cfg.warmup_steps, max(1, total // 10))
+    if step < warm:
+        return base * (step + 1) / warm
+    progress = min(1.0, max((step - warm) / max(1, total - warm), time_fraction))
+    floor = cfg.min_lr_fraction
+    return base * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def _resolve_config(out: Path, config: TrainConfig | None) -> TrainConfig:
+    path = out / RUN_JSON
+    if path.exists():
+        saved = TrainConfig.from_json(json.loads(path.read_text(encoding="utf-8"))["config"])
+        if config is None:
+            return saved
+        changed = {
+            f.name
+            for f in dataclasses.fields(TrainConfig)
+            if getattr(saved, f.name) != getattr(config, f.name)
+        }
+        if changed - RESUMABLE_CHANGES:
+            raise ValueError(
+                f"{out} holds a run with a different config ({', '.join(sorted(changed - RESUMABLE_CHANGES))}); "
+                "use a new --out folder or the same config"
+            )
+        if changed:
+            ckpt.write_json_atomic(path, {"config": config.to_json()})
+        return config
+    config = config or TrainConfig()
+    ckpt.write_json_atomic(path, {"config": config.to_json()})
+    return config
+
+
+def _prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in state.items()}
+
+
+def _group(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    start = prefix + "."
+    return {k[len(start):]: v for k, v in weights.items() if k.startswith(start)}
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def _progress_bar(enabled: bool, total: int, initial: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True)
+
+
+def _vae_loss(vae, x: torch.Tensor, generator: torch.Generator, cfg: TrainConfig) -> tuple[torch.Tensor, float]:
+    posterior = vae.encode(x).latent_dist
+    recon = vae.decode(posterior.sample(generator=generator)).sample
+    l1 = (recon - x).abs().mean()
+    mse = (recon - x).pow(2).mean()
+    edges = (
+        ((recon[..., 1:, :] - recon[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])).abs().mean()
+        + ((recon[..., 1:] - recon[..., :-1]) - (x[..., 1:] - x[..., :-1])).abs().mean()
+    )
+    kl = posterior.kl().mean()
+    loss = l1 + mse + cfg.vae_edge_weight * edges + cfg.vae_kl_weight * kl
+    return loss, mse.item()
+
+
+@torch.no_grad()
+def vae_psnr(vae, source: SceneSource, cfg: TrainConfig, n: int) -> float:
+    """Mean PSNR (dB, images in [0, 1]) of posterior-mean reconstructions of fresh scenes."""
+    vae.eval()
+    total, count, batch = 0.0, 0, 16
+    for i in range(math.ceil(n / batch)):
+        _, x = draw_batch(source, cfg.seed, STREAM_EVAL, i, min(batch, n - count), cfg.image_size)
+        recon = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+        mse = ((recon - x) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+        total += float((-10.0 * torch.log10(mse)).sum())
+        count += x.shape[0]
+    vae.train()
+    return total / count
+
+
+@torch.no_grad()
+def latent_std(vae, source: SceneSource, cfg: TrainConfig) -> float:
+    """Std of the VAE's posterior means over fresh training scenes."""
+    vae.eval()
+    chunks, n, batch = [], cfg.scale_estimate_images, 32
+    for i in range(math.ceil(n / batch)):
+        _, x = draw_batch(source, cfg.seed, STREAM_SCALE, i, min(batch, n - i * batch), cfg.image_size)
+        chunks.append(vae.encode(x).latent_dist.mean)
+    vae.train()
+    return float(torch.cat(chunks).std())
+
+
+class _Clock:
+    """Wall time spent in a stage, accumulated across resumes."""
+
+    def __init__(self, already: float) -> None:
+        self.already = already
+        self.start = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return self.already + time.monotonic() - self.start
+
+
+def _train_vae(out: Path, cfg: TrainConfig, source: SceneSource, state: dict[str, Any],
+               start: ckpt.Checkpoint | None, log: RunLog, progress: bool) -> dict[str, Any]:
+    vae = build_vae(cfg)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    if start is not None:
+        vae.load_state_dict(_group(start.weights, "vae"))
+        ckpt.load_optimizer_tensors(opt, start.optim)
+    vae.train()
+    step = int(state["step"])
+    clock = _Clock(float(state.get("stage_seconds", 0.0)))
+    last_save = time.monotonic()
+    recent: list[float] = []
+    recent_mse: list[float] = []
+
+    def save(stage_step: int) -> None:
+        ckpt.write_checkpoint(
+            out, "vae", stage_step, _prefixed("vae", vae.state_dict()), ckpt.optimizer_tensors(opt),
+            {"stage": "vae", "step": stage_step, "stage_seconds": clock.elapsed},
+        )
+
+    cap = cfg.vae_max_minutes * 60.0
+    tuner = ThreadTuner(cfg.threads)
+    bar = _progress_bar(progress, cfg.vae_steps, step, "vae")
+    try:
+        while step < cfg.vae_steps and clock.elapsed < cap:
+            tuner.start_step()
+            _, x = draw_batch(source, cfg.seed, STREAM_VAE, step, cfg.vae_batch, cfg.image_size)
+            generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+            _set_lr(opt, lr_at(step, cfg.vae_steps, cfg.vae_lr, cfg, clock.elapsed / cap))
+            loss, mse = _vae_loss(vae, x, generator, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
+            opt.step()
+            tuner.end_step()
+            step += 1
+            recent.append(loss.item())
+            recent_mse.append(mse)
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.vae_steps:
+                psnr = -10 * math.log10(max(1e-10, np.mean(recent_mse) / 4))
+                log(f"stage=vae step={step}/{cfg.vae_steps} loss={np.mean(recent):.5f} "
+                    f"train_psnr={psnr:.2f} lr={opt.param_groups[0]['lr']:.2e} elapsed={clock.elapsed:.1f}s "
+                    f"{tuner.describe()}")
+                bar.set_postfix(loss=f"{np.mean(recent):.4f}", psnr=f"{psnr:.1f}")
+                recent.clear()
+                recent_mse.clear()
+            if time.monotonic() - last_save >= cfg.checkpoint_minutes * 60.0:
+                save(step)
+                last_save = time.monotonic()
+    except KeyboardInterrupt:
+        save(step)
+        log(f"stage=vae interrupted at step {step}; checkpoint written, re-run to resume")
+        raise
+    finally:
+        bar.close()
+    if step < cfg.vae_steps:
+        log(f"stage=vae stopped by the {cfg.vae_max_minutes:g}-minute cap at step {step}/{cfg.vae_steps}")
+
+    std = latent_std(vae, source, cfg)
+    psnr = vae_psnr(vae, source, cfg, cfg.eval_images)
+    scaling = 1.0 / max(std, 1e-6)
+    log(f"stage=vae done: steps={step} heldout_psnr={psnr:.2f}dB latent_std={std:.4f} scaling_factor={scaling:.5f} "
+        f"elapsed={clock.elapsed:.1f}s")
+    new_state = {"stage": "unet", "step": 0, "stage_seconds": 0.0, "scaling_factor": scaling,
+                 "vae_steps_done": step, "vae_psnr": psnr, "vae_seconds": clock.elapsed}
+    ckpt.write_checkpoint(out, "unet", 0, _prefixed("vae", vae.state_dict()), {}, new_state)
+    return new_state
+
+
+def _tokenize(tokenizer, captions: list[str], max_tokens: int) -> torch.Tensor:
+    ids = tokenizer(captions, padding="max_length", max_length=max_tokens, truncation=False)["input_ids"]
+    longest = max(len(row) for row in ids)
+    if longest > max_tokens:
+        raise ValueError(f"a caption needs {longest} tokens but max_tokens={max_tokens}; raise TrainConfig.max_tokens")
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _train_unet(out: Path, cfg: TrainConfig, source: SceneSource, tokenizer, state: dict[str, Any],
+                start: ckpt.Checkpoint, log: RunLog, progress: bool) -> dict[str, Any]:
+    vae = build_vae(cfg)
+    vae.load_state_dict(_group(start.weights, "vae"))
+    vae.requires_grad_(False).eval()
+    scaling = float(state["scaling_factor"])
+    text = build_text_encoder(cfg, len(tokenizer))
+    unet = build_unet(cfg)
+    scheduler = build_scheduler()
+    if "unet" in {k.split(".", 1)[0] for k in start.weights}:
+        text.load_state_dict(_group(start.weights, "text"))
+        unet.load_state_dict(_group(start.weights, "unet"))
+        ema = {k: v.clone() for k, v in _group(start.weights, "ema").items()}
+    else:
+        ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
+    params = list(text.parameters()) + list(unet.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=cfg.unet_weight_decay)
+    if start.optim:
+        ckpt.load_optimizer_tensors(opt, start.optim)
+    text.train()
+    unet.train()
+    alphas = scheduler.alphas_cumprod
+    step = int(state["step"])
+    clock = _Clock(float(state.get("stage_seconds", 0.0)))
+    last_save = time.monotonic()
+    recent: list[float] = []
+
+    def save(stage_step: int) -> None:
+        weights = {
+            **_prefixed("vae", vae.state_dict()),
+            **_prefixed("text", text.state_dict()),
+            **_prefixed("unet", unet.state_dict()),
+            **_prefixed("ema", ema),
+        }
+        ckpt.write_checkpoint(out, "unet", stage_step, weights, ckpt.optimizer_tensors(opt),
+                              {**state, "stage": "unet", "step": stage_step, "stage_seconds": clock.elapsed})
+
+    cap = cfg.unet_max_minutes * 60.0
+    tuner = ThreadTuner(cfg.threads)
+    bar = _progress_bar(progress, cfg.unet_steps, step, "unet")
+    try:
+        while step < cfg.unet_steps and clock.elapsed < cap:
+            tuner.start_step()
+            captions, x = draw_batch(source, cfg.seed, STREAM_UNET, step, cfg.unet_batch, cfg.image_size)
+            drop = batch_rng(cfg.seed, STREAM_UNET + 100, step).random(len(captions)) < cfg.caption_dropout
+            captions = ["" if d else c for c, d in zip(captions, drop)]
+            ids = _tokenize(tokenizer, captions, cfg.max_tokens)
+            generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 500_000 + step)
+            with torch.no_grad():
+                latents = vae.encode(x).latent_dist.mean * scaling
+            noise = torch.randn(latents.shape, generator=generator)
+            t = torch.randint(0, len(alphas), (latents.shape[0],), generator=generator)
+            a = alphas[t].view(-1, 1, 1, 1)
+            noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+            _set_lr(opt, lr_at(step, cfg.unet_steps, cfg.unet_lr, cfg, clock.elapsed / cap))
+            hidden = text(ids)[0]
+            pred = unet(noisy, t, encoder_hidden_states=hidden).sample
+            loss = F.mse_loss(pred, noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            step += 1
+            tuner.end_step()
+            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for k, v in unet.state_dict().items():
+                    if v.dtype.is_floating_point:
+                        ema[k].mul_(decay).add_(v, alpha=1 - decay)
+                    else:
+                        ema[k].copy_(v)
+            recent.append(loss.item())
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.unet_steps:
+                log(f"stage=unet step={step}/{cfg.unet_steps} loss={np.mean(recent):.5f} "
+                    f"lr={opt.param_groups[0]['lr']:.2e} elapsed={clock.elapsed:.1f}s {tuner.describe()}")
+                bar.set_postfix(loss=f"{np.mean(recent):.4f}")
+                recent.clear()
+            if time.monotonic() - last_save >= cfg.checkpoint_minutes * 60.0:
+                save(step)
+                last_save = time.monotonic()
+    except KeyboardInterrupt:
+        save(step)
+        log(f"stage=unet interrupted at step {step}; checkpoint written, re-run to resume")
+        raise
+    finally:
+        bar.close()
+    if step < cfg.unet_steps:
+        log(f"stage=unet stopped by the {cfg.unet_max_minutes:g}-minute cap at step {step}/{cfg.unet_steps}")
+    if step != int(state["step"]) or not start.optim:
+        save(step)
+    log(f"stage=unet done: steps={step} elapsed={clock.elapsed:.1f}s")
+    return {**state, "step": step, "stage_seconds": clock.elapsed}
+
+
+def export_pipeline(out: Path, cfg: TrainConfig, tokenizer, final: ckpt.Checkpoint) -> Path:
+    """Write ``out/model/`` (a StableDiffusionPipeline folder, EMA UNet) atomically."""
+    from diffusers import StableDiffusionPipeline
+
+    vae = build_vae(cfg)
+    vae.load_state_dict(_group(final.weights, "vae"))
+    vae.register_to_config(scaling_factor=float(final.state["scaling_factor"]))
+    text = build_text_encoder(cfg, len(tokenizer))
+    text.load_state_dict(_group(final.weights, "text"))
+    unet = build_unet(cfg)
+    unet.load_state_dict(_group(final.weights, "ema"))
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=build_scheduler(),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    target = out / MODEL_DIR
+    tmp = out / f".{MODEL_DIR}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    pipe.save_pretrained(str(tmp), safe_serialization=True)
+    portable_model_index(tmp)
+    replace_dir(tmp, target)
+    return target
+
+
+def portable_model_index(model_dir: Path) -> None:
+    """Name the tokenizer class ``PreTrainedTokenizerFast`` in ``model_index.json``.
+
+    transformers 5 saves its fast tokenizers as ``TokenizersBackend``, a name transformers 4
+    lacks; ``PreTrainedTokenizerFast`` is the same class in 5 and exists in 4, so both load it.
+    """
+    path = Path(model_dir) / "model_index.json"
+    index = json.loads(path.read_text(encoding="utf-8"))
+    if index.get("tokenizer", [None, None])[1] == "TokenizersBackend":
+        index["tokenizer"] = ["transformers", "PreTrainedTokenizerFast"]
+        ckpt.write_json_atomic(path, index)
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Swap folder ``new`` into ``target``: renames only, so ``target`` is never half-written."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def folder_megabytes(path: Path, pattern: str = "*.safetensors") -> float:
+    return sum(p.stat().st_size for p in path.rglob(pattern)) / 1e6
+
+
+def train_embedded(
+    out: Path,
+    *,
+    config: TrainConfig | None = None,
+    progress: bool = True,
+    source: SceneSource | None = None,
+) -> Path:
+    """Train (or resume training) the embedded model in ``out/``; return ``out/model``.
+
+    ``config`` defaults to the one stored in ``out/run.json`` (a resumed run) or
+    ``TrainConfig()``; ``source`` defaults to the shapes world's training split.
+    """
+    from unsample.backends.tokenizer import build_word_tokenizer
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = _resolve_config(out, config)
+    source = source if source is not None else ShapesSource()
+    log = RunLog(out / LOG_NAME, echo=False)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    tokenizer = build_word_tokenizer(source.vocabulary, max_length=cfg.max_tokens)
+
+    start = ckpt.read_latest(out)
+    state: dict[str, Any] = dict(start.state) if start is not None else {"stage": "vae", "step": 0}
+    log(f"run start: stage={state['stage']} step={state['step']} config={json.dumps(cfg.to_json(), sort_keys=True)}")
+    if state["stage"] == "vae":
+        state = _train_vae(out, cfg, source, state, start, log, progress)
+        start = ckpt.read_latest(out)
+    assert start is not None
+    _train_unet(out, cfg, source, tokenizer, state, start, log, progress)
+    final = ckpt.read_latest(out)
+    assert final is not None
+    model = export_pipeline(out, cfg, tokenizer, final)
+    size = folder_megabytes(model)
+    log(f"exported {model} ({size:.2f} MB of safetensors)")
+    if progress:
+        print(f"wrote {model} ({size:.2f} MB of safetensors)", flush=True)
+    return model
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m unsample.embedded.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="run folder (resumed if it holds a run)")
+    parser.add_argument("--tiny", action="store_true", help="the seconds-long test config")
+    parser.add_argument("--no-progress", action="store_true")
+    budget = parser.add_argument_group("budget (may change when resuming a run)")
+    for name in ("vae_steps", "unet_steps"):
+        budget.add_argument("--" + name.replace("_", "-"), type=int, dest=name)
+    for name in ("vae_max_minutes", "unet_max_minutes"):
+        budget.add_argument("--" + name.replace("_", "-"), type=float, dest=name)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    config = TrainConfig.tiny() if args.tiny else None
+    overrides = {
+        name: getattr(args, name)
+        for name in ("vae_steps", "unet_steps", "vae_max_minutes", "unet_max_minutes")
+        if getattr(args, name) is not None
+    }
+    if overrides:
+        run_json = args.out / RUN_JSON
+        if config is None and run_json.exists():
+            config = TrainConfig.from_json(json.loads(run_json.read_text(encoding="utf-8"))["config"])
+        config = dataclasses.replace(config or TrainConfig(), **overrides)
+    try:
+        train_embedded(args.out, config=config, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,167 @@
+"""The embedded model's training loop: end to end, resumable, crash-safe (tiny config, seconds)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from unsample.embedded import checkpoint as ckpt
+from unsample.embedded import embedded_model_path, install_trained_model
+from unsample.embedded.configs import TrainConfig
+from unsample.embedded.train import train_embedded
+
+COLORS = {"red": (220, 30, 30), "blue": (30, 60, 230), "green": (40, 180, 60)}
+
+
+class StubSource:
+    """A two-word world: a coloured square on black; independent of `unsample.shapes`."""
+
+    vocabulary = ("a", "square", "on", "black", "background", *COLORS)
+
+    def sample(self, rng: np.random.Generator, n: int, size: int) -> tuple[list[str], np.ndarray]:
+        images = np.zeros((n, size, size, 3), dtype=np.uint8)
+        captions = []
+        for i in range(n):
+            color = list(COLORS)[int(rng.integers(len(COLORS)))]
+            x, y = rng.integers(0, size // 2, size=2)
+            images[i, y : y + size // 3, x : x + size // 3] = COLORS[color]
+            captions.append(f"a {color} square on a black background")
+        return captions, images
+
+
+def _steps_logged(log: str, stage: str) -> list[int]:
+    return [int(n) for n in re.findall(rf"stage={stage} step=(\d+)/", log)]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainConfig]:
+    out = tmp_path_factory.mktemp("embedded")
+    config = dataclasses.replace(TrainConfig.tiny(), unet_steps=2)
+    train_embedded(out, config=config, progress=False, source=StubSource())
+    return out, config
+
+
+def test_tiny_run_writes_a_loadable_sd_pipeline(tiny_run: tuple[Path, TrainConfig]) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    out, config = tiny_run
+    model = out / "model"
+    index = json.loads((model / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    assert index["tokenizer"] == ["transformers", "PreTrainedTokenizerFast"]
+    for part in ("vae", "text_encoder", "unet"):
+        assert list((model / part).glob("*.safetensors")), part
+    assert not list(model.rglob("*.bin"))
+
+    pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None, requires_safety_checker=False)
+    state = json.loads((out / "latest.json").read_text())
+    assert pipe.vae.config.scaling_factor != 1.0  # set from the measured latent std
+    assert pipe.unet.config.sample_size == config.latent_size
+    assert pipe.tokenizer.model_max_length == config.max_tokens
+    image = pipe(
+        "a red square on a black background", num_inference_steps=2, guidance_scale=3.0,
+        height=config.image_size, width=config.image_size, output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images
+    assert image.shape == (1, config.image_size, config.image_size, 3)
+    assert np.isfinite(image).all()
+    assert state["dir"].startswith("unet-")
+
+
+def test_rerun_resumes_instead_of_restarting(tiny_run: tuple[Path, TrainConfig]) -> None:
+    out, config = tiny_run
+    log_before = (out / "train.log").read_text()
+    assert _steps_logged(log_before, "unet") == [1, 2]
+
+    train_embedded(out, config=dataclasses.replace(config, unet_steps=4), progress=False, source=StubSource())
+    new_lines = (out / "train.log").read_text()[len(log_before):]
+    assert "run start: stage=unet step=2" in new_lines
+    assert _steps_logged(new_lines, "vae") == []  # the finished VAE stage is not redone
+    assert _steps_logged(new_lines, "unet") == [3, 4]
+    assert json.loads((out / "latest.json").read_text())["dir"] == "unet-00000004"
+    # A changed architecture is refused rather than silently mixed with the old weights.
+    with pytest.raises(ValueError, match="different config"):
+        train_embedded(out, config=dataclasses.replace(config, text_hidden=32), progress=False, source=StubSource())
+
+
+def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    weights = {"w": torch.arange(4.0)}
+    ckpt.write_checkpoint(tmp_path, "vae", 10, weights, {}, {"stage": "vae", "step": 10})
+
+    real_save = ckpt.save_file
+
+    def crash_after_first_file(tensors: dict, path: str, *args: object, **kwargs: object) -> None:
+        real_save(tensors, path, *args, **kwargs)
+        raise KeyboardInterrupt("killed mid-checkpoint")
+
+    monkeypatch.setattr(ckpt, "save_file", crash_after_first_file)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.write_checkpoint(tmp_path, "vae", 20, {"w": torch.zeros(4)}, {}, {"stage": "vae", "step": 20})
+    monkeypatch.undo()
+
+    latest = ckpt.read_latest(tmp_path)
+    assert latest is not None
+    assert latest.state["step"] == 10
+    assert torch.equal(latest.weights["w"], weights["w"])
+    # The next good write cleans up the half-written folder.
+    ckpt.write_checkpoint(tmp_path, "vae", 30, weights, {}, {"stage": "vae", "step": 30})
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["vae-00000030"]
+
+
+def test_optimizer_state_round_trips_through_safetensors() -> None:
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model(torch.randn(5, 3)).sum().backward()
+    opt.step()
+    flat = ckpt.optimizer_tensors(opt)
+    fresh = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    ckpt.load_optimizer_tensors(fresh, flat)
+    for key, value in ckpt.optimizer_tensors(fresh).items():
+        assert torch.equal(value, flat[key]), key
+
+
+def test_install_trained_model_refuses_a_folder_without_a_pipeline(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="model_index.json"):
+        install_trained_model(tmp_path)
+    assert embedded_model_path().name == "model"
+
+
+def test_install_trained_model_copies_the_pipeline(
+    tiny_run: tuple[Path, TrainConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import unsample.embedded as embedded
+
+    target = tmp_path / "package" / "model"
+    target.parent.mkdir()
+    monkeypatch.setattr(embedded, "embedded_model_path", lambda: target)
+    out, _ = tiny_run
+    for _ in range(2):  # installing over an existing model replaces it whole
+        assert embedded.install_trained_model(out) == target
+    assert (target / "model_index.json").read_text() == (out / "model" / "model_index.json").read_text()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model"]
+
+
+def test_thread_tuner_settles_on_the_faster_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    from unsample.embedded import threads
+
+    clock = [0.0]
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
+    before = torch.get_num_threads()
+    tuner = threads.ThreadTuner(2, explore_every=20, explore_steps=3)
+    used = []
+    try:
+        for _ in range(40):
+            tuner.start_step()
+            used.append(tuner.threads)
+            clock[0] += 1.0 if tuner.threads == 1 else 5.0  # a busy machine: 2 threads stall
+            tuner.end_step()
+    finally:
+        torch.set_num_threads(before)
+    assert tuner.best == 1
+    assert used[:3] == [2, 2, 2] and used.count(2) == 6  # only the exploration steps use 2
