@@ -201,11 +201,57 @@ def edit(
     start_step: int = 0,
     guidance: float | None = None,
     negative_prompt: str | None = None,
+    source_prompt: str | None = None,
+    control: str = "none",
+    blend_words: tuple[str, ...] | list[str] = (),
+    reweight: dict[str, float] | None = None,
+    cross_steps: float = 0.8,
+    self_steps: float = 0.4,
+    direct: bool = False,
     output: Output = "pil",
     progress: bool = False,
 ) -> Any:
-    """Resume the inversion's sampler at ``start_step`` with a new prompt (prompt swap)."""
-    sample = replay(
-        model, inversion, prompt, start_step=start_step, guidance=guidance, negative_prompt=negative_prompt, progress=progress
+    """Edit: resume the inversion's sampler at ``start_step`` with the target ``prompt``.
+
+    With ``control="none"`` and no blend, reweight or ``direct``, this is a prompt swap (one
+    branch). Otherwise source and target run together: ``control`` = "replace" (word swap),
+    "refine" (words added) or "reweight" injects the source's attention maps into the target
+    for the first ``cross_steps`` / ``self_steps`` fraction of steps (prompt-to-prompt);
+    ``blend_words`` confines the change to where those words attend (local blend);
+    ``direct=True`` pulls the source branch back onto the inverted trajectory every step
+    (Direct Inversion). ``source_prompt`` defaults to the inversion's prompt.
+    """
+    if control not in ("none", "replace", "refine", "reweight"):
+        raise ValueError(f"control={control!r} is not one of none, replace, refine, reweight")
+    if control == "reweight" and not reweight:
+        raise ValueError("control='reweight' needs reweight={word: scale}")
+    two_branch = control != "none" or bool(blend_words) or bool(reweight) or direct
+    if not two_branch:
+        sample = replay(
+            model, inversion, prompt, start_step=start_step, guidance=guidance, negative_prompt=negative_prompt,
+            progress=progress,
+        )
+        return _present(model, sample, output)
+    from unsample.editing.branches import edit_two_branch
+
+    attention = None
+    if control != "none" or blend_words or reweight:
+        from unsample.editing.attention import AttentionControl
+
+        attention = AttentionControl(
+            mode="refine" if control == "none" else control,  # type: ignore[arg-type]
+            cross_steps=cross_steps if control != "none" else 0.0,
+            self_steps=self_steps if control != "none" else 0.0,
+            reweight=dict(reweight or {}),
+            blend_words=tuple(blend_words),
+        )
+    with _progress(progress, inversion.steps - start_step, f"edit ({inversion.method})") as callback:
+        res = edit_two_branch(
+            model, inversion, prompt, source_prompt=source_prompt, start_step=start_step, guidance=guidance,
+            negative_prompt=negative_prompt, control=attention, direct=direct, progress=callback,
+        )
+    sample = Sample(
+        latent=res["target_latent"], nfe=res["nfe"], model_calls=res["model_calls"], seconds=res["seconds"],
+        start_step=start_step, prompt=prompt, guidance=res["guidance"],
     )
     return _present(model, sample, output)

@@ -274,6 +274,51 @@ def train_embedded_cmd(
         typer.echo(f"installed into {install_trained_model(out)}")
 
 
+@app.command()
+@_friendly
+def trajectory(
+    inversion: Annotated[Path, typer.Argument(help="An inversion file from 'unsample invert'.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the PNG grid.")],
+    steps: Annotated[str, typer.Option("--steps", help="Comma-separated grid positions (default: 6 spread out).")] = "",
+    replay: Annotated[bool, typer.Option("--replay", help="Show the replayed sampling run instead of the stored inversion.")] = False,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
+) -> None:
+    """Grid of x_t, the predicted x0 and their difference along a trajectory."""
+    import unsample
+    from unsample import trajectory as tv
+    from unsample.methods.registry import get_method
+
+    _check_output(output, ".png")
+    inv = unsample.Inversion.load(inversion)
+    m = _load(model, device, dtype)
+    inv.check_model(m)
+    config = get_method(inv.method).config.from_options(dict(inv.options), inv.method)
+    grid = config.make_grid(m.schedule, inv.steps)
+    den = m.denoiser(inv.prompt, guidance=inv.guidance, negative_prompt=inv.negative_prompt, dtype=config.dtype)
+    states = inv.trajectory
+    if replay:
+        import torch
+
+        from unsample.methods.base import MethodOutput
+
+        collected = [inv.trajectory[0].to(config.dtype)]
+        with torch.no_grad():
+            get_method(inv.method).sample(den, grid, MethodOutput(inv.trajectory, inv.extras), 0, config,
+                                          callback=lambda i, x: collected.append(x.clone()))
+        states = torch.stack(collected)
+    xt = tv.to_xt(states, grid, inv.stats.get("space") == "sigma")
+    chosen = list(_csv(steps, int)) if steps else tv.default_steps(inv.steps)
+    items = tv.panels(den, grid, xt, chosen)
+    title = f"{inv.method} {'replay' if replay else 'inversion'}, {inv.steps} steps, guidance {inv.guidance:g}: {inv.prompt}"
+    image = tv.render(m, items, title)
+    record = {"command": "trajectory", "inversion_file": str(inversion), "steps_shown": chosen, "replay": replay,
+              **_inversion_record(inv)}
+    write_png_with_sidecar(image, output, record)
+    typer.echo(f"wrote {output}")
+
+
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that write reports (report.md, results.json, CSV, plots).")
 app.add_typer(bench_app, name="bench")
 

@@ -42,6 +42,17 @@ class Conditioning(Protocol):
 ModelFn = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
 
 
+def broadcast_conditioning(cond: Any, like: Any) -> Any:
+    """``cond`` with every batch-1 tensor repeated to the batch of ``like`` (a conditioning).
+
+    Methods that store one unconditional conditioning (null-text, negative-prompt) use it when
+    the editing loop runs several branches (source and target) in one batch.
+    """
+    batch = next(iter(like.tensors().values())).shape[0]
+    tensors = {k: v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 else v for k, v in cond.tensors().items()}
+    return type(cond).from_tensors(tensors)
+
+
 @dataclass
 class CallCounter:
     """Model cost of a run; shared by the Denoisers a method derives from one another."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from unsample.core.denoiser import Denoiser
+from unsample.core.denoiser import Denoiser, broadcast_conditioning
 from unsample.core.schedule import TimestepGrid
 from unsample.methods import ddim
 from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback
@@ -71,7 +71,7 @@ def _sample(
             "the file is not from this method or is damaged; invert the image again"
         )
     # the source prompt's conditioning replaces the unconditional one
-    uncond = type(denoiser.cond).from_tensors(source)
+    uncond = broadcast_conditioning(type(denoiser.cond).from_tensors(source), denoiser.cond)
     guided = denoiser.with_conditioning(denoiser.cond, uncond=uncond)
     return ddim.sample(guided, grid, inverted.trajectory[start_step], start_step=start_step, callback=callback)
 

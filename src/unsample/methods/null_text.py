@@ -53,7 +53,7 @@ from typing import Any
 
 import torch
 
-from unsample.core.denoiser import Denoiser
+from unsample.core.denoiser import Denoiser, broadcast_conditioning
 from unsample.core.schedule import TimestepGrid
 from unsample.methods import ddim
 from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback
@@ -96,7 +96,7 @@ def _guided_sample_step(
 
     Inversion's real step and replay both go through here, so they compute the same numbers.
     """
-    uncond = type(denoiser.cond).from_tensors(null)
+    uncond = broadcast_conditioning(type(denoiser.cond).from_tensors(null), denoiser.cond)
     guided = denoiser.with_conditioning(denoiser.cond, uncond=uncond)
     eps = guided(x, grid.timesteps[i])
     return ddim.sample_step(x, eps, grid.alphas[i], grid.alphas[i + 1])

@@ -21,6 +21,7 @@ def build_tiny_pipeline(
     *,
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon",
     timestep_spacing: str = "leading",
+    set_alpha_to_one: bool = False,
     seed: int = 0,
 ) -> Path:
     """Save a tiny random SD pipeline into ``folder`` (16x16 pixels, 8x8x4 latents); return it."""
@@ -75,7 +76,7 @@ def build_tiny_pipeline(
         beta_schedule="scaled_linear",
         num_train_timesteps=1000,
         clip_sample=False,
-        set_alpha_to_one=False,
+        set_alpha_to_one=set_alpha_to_one,
         steps_offset=1 if timestep_spacing == "leading" else 0,
         prediction_type=prediction_type,
         timestep_spacing=timestep_spacing,
