@@ -370,6 +370,48 @@ def bench_reconstruction(
     typer.echo(f"report: {out / 'report.md'}")
 
 
+@bench_app.command("edit")
+@_friendly
+def bench_edit(
+    out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("out/bench-edit"),
+    methods: Annotated[str, typer.Option("--methods")] = "ddim,null-text,edict",
+    controls: Annotated[str, typer.Option("--controls", help="swap,p2p,p2p+blend,direct+p2p")] = "swap,p2p,p2p+blend,direct+p2p",
+    pairs: Annotated[int, typer.Option("--pairs", min=1)] = 50,
+    kinds: Annotated[str, typer.Option("--kinds")] = "color,shape,size,background",
+    steps: Annotated[int, typer.Option("--steps", min=1)] = 50,
+    inversion_guidance: Annotated[float, typer.Option("--inversion-guidance")] = 1.0,
+    edit_guidance: Annotated[float, typer.Option("--edit-guidance")] = 5.0,
+    start_step: Annotated[int, typer.Option("--start-step", min=0)] = 0,
+    quick: Annotated[bool, typer.Option("--quick", help="8 pairs, 20 steps, ddim only.")] = False,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
+) -> None:
+    """Edit success and background preservation on edit pairs with exact targets."""
+    from unsample.bench.edit import CONTROLS, EditBench, report_table, run, write_report
+    from unsample.methods.registry import get_method
+
+    names = _csv(methods, str)
+    for name in names:
+        get_method(name)
+    ctrl = _csv(controls, str)
+    for c in ctrl:
+        if c not in CONTROLS:
+            raise UserError(f"control {c!r} is not one of {', '.join(CONTROLS)}")
+    bench = EditBench(
+        methods=("ddim",) if quick else names, controls=ctrl, pairs=8 if quick else pairs, kinds=_csv(kinds, str),
+        steps=20 if quick else steps, inversion_guidance=inversion_guidance, edit_guidance=edit_guidance,
+        start_step=start_step, seed=seed,
+    )
+    m = _load(model, device, dtype)
+    result = run(m, bench)
+    command = "unsample " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("unsample") else "unsample bench edit"
+    write_report(result, bench, out, command, m)
+    typer.echo(report_table(result["summary"]))
+    typer.echo(f"report: {out / 'report.md'}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="unsample")
