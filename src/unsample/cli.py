@@ -139,24 +139,10 @@ def invert(
     typer.echo(f"wrote {output} ({inv.method}, {inv.steps} steps, NFE {inv.nfe}, {inv.seconds:.2f} s)")
 
 
-def _replay_command(
-    inversion: Path, output: Path, prompt: str | None, start_step: int, guidance: float | None,
-    negative_prompt: str | None, model: str | None, device: str, dtype: str | None, quiet: bool, kind: str,
-) -> None:
-    import unsample
-    from unsample.images import tensor_to_pil
-
-    _check_output(output, ".png")
-    inv = unsample.Inversion.load(inversion)
-    m = _load(model, device, dtype)
-    start = time.perf_counter()
-    sample = unsample.replay(
-        m, inv, prompt, start_step=start_step, guidance=guidance, negative_prompt=negative_prompt, progress=not quiet
-    )
-    image = tensor_to_pil(m.decode_latent(sample.latent.float()))
-    record = {
+def _sample_record(sample: Any, m: Any, start: float, kind: str, source: str) -> dict[str, Any]:
+    return {
         "command": kind,
-        "inversion_file": str(inversion),
+        "input": source,
         "model": m.name,
         "prompt": sample.prompt,
         "guidance": sample.guidance,
@@ -165,10 +151,7 @@ def _replay_command(
         "model_calls": sample.model_calls,
         "sampling_seconds": round(sample.seconds, 4),
         "total_seconds": round(time.perf_counter() - start, 4),
-        **_inversion_record(inv),
     }
-    sidecar = write_png_with_sidecar(image, output, record)
-    typer.echo(f"wrote {output} and {sidecar.name} (NFE {sample.nfe}, {sample.seconds:.2f} s)")
 
 
 @app.command()
@@ -182,25 +165,102 @@ def reconstruct(
     quiet: QuietOpt = False,
 ) -> None:
     """Replay the sampler from the inverted noise with the inversion's own prompt and guidance."""
-    _replay_command(inversion, output, None, 0, None, None, model, device, dtype, quiet, "reconstruct")
+    import unsample
+    from unsample.images import tensor_to_pil
+
+    _check_output(output, ".png")
+    inv = unsample.Inversion.load(inversion)
+    m = _load(model, device, dtype)
+    start = time.perf_counter()
+    sample = unsample.replay(m, inv, progress=not quiet)
+    image = tensor_to_pil(m.decode_latent(sample.latent.float()))
+    record = {**_sample_record(sample, m, start, "reconstruct", str(inversion)), **_inversion_record(inv)}
+    sidecar = write_png_with_sidecar(image, output, record)
+    typer.echo(f"wrote {output} and {sidecar.name} (NFE {sample.nfe}, {sample.seconds:.2f} s)")
+
+
+def _parse_reweight(pairs: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for pair in pairs:
+        word, sep, raw = pair.partition("=")
+        try:
+            if not sep or not word.strip():
+                raise ValueError
+            out[word.strip()] = float(raw)
+        except ValueError:
+            raise UserError(f"--reweight {pair!r} is not WORD=SCALE (e.g. red=2)") from None
+    return out
 
 
 @app.command()
 @_friendly
 def edit(
-    inversion: Annotated[Path, typer.Argument(help="An inversion file from 'unsample invert'.")],
+    source: Annotated[Path, typer.Argument(help="An inversion file (.safetensors) or an image (inverted first).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the PNG.")],
-    prompt: Annotated[str, typer.Option("--prompt", help="The prompt that describes the edited image.")],
+    prompt: Annotated[str | None, typer.Option("--prompt", help="The prompt of the edited image (same as --target-prompt).")] = None,
+    target_prompt: Annotated[str | None, typer.Option("--target-prompt")] = None,
+    source_prompt: Annotated[str | None, typer.Option("--source-prompt", help="Describes the source (default: the inversion's prompt).")] = None,
+    method: Annotated[str, typer.Option("--method", help="Inversion method when SOURCE is an image.")] = "ddim",
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Steps when SOURCE is an image.")] = 50,
+    inversion_guidance: Annotated[float, typer.Option("--inversion-guidance", help="CFG of the inversion when SOURCE is an image.")] = 1.0,
     start_step: Annotated[int, typer.Option("--start-step", min=0, help="Resume sampling at this step (0 = from the noise).")] = 0,
-    guidance: Annotated[float | None, typer.Option("--guidance", help="Default: the inversion's.")] = None,
+    guidance: Annotated[float | None, typer.Option("--guidance", help="CFG of the edit (default: the inversion's).")] = None,
     negative_prompt: Annotated[str | None, typer.Option("--negative-prompt")] = None,
+    control: Annotated[str, typer.Option("--control", help="none|replace|refine|reweight (prompt-to-prompt).")] = "none",
+    blend_words: Annotated[str, typer.Option("--blend-words", help="Comma-separated words for local blend.")] = "",
+    reweight: Annotated[list[str] | None, typer.Option("--reweight", help="WORD=SCALE (repeatable).")] = None,
+    cross_steps: Annotated[float, typer.Option("--cross-steps", help="Fraction of steps with cross-attention injection.")] = 0.8,
+    self_steps: Annotated[float, typer.Option("--self-steps", help="Fraction of steps with self-attention injection.")] = 0.4,
+    direct: Annotated[bool, typer.Option("--direct", help="Direct Inversion: keep the source branch on the inverted path.")] = False,
+    option: Annotated[list[str] | None, typer.Option("--option", help="Method option KEY=VALUE when SOURCE is an image.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Resume sampling from an inversion with a new prompt."""
-    _replay_command(inversion, output, prompt, start_step, guidance, negative_prompt, model, device, dtype, quiet, "edit")
+    """Edit an image or a saved inversion with a new prompt (prompt swap, prompt-to-prompt, Direct Inversion)."""
+    import unsample
+    from unsample.images import load_image, tensor_to_pil
+
+    _check_output(output, ".png")
+    if prompt and target_prompt and prompt != target_prompt:
+        raise UserError("--prompt and --target-prompt disagree; give one of them")
+    target = target_prompt or prompt
+    if not target:
+        raise UserError("give the edit's prompt with --prompt or --target-prompt")
+    weights = _parse_reweight(reweight or [])
+    words = tuple(w.strip() for w in blend_words.split(",") if w.strip())
+    if source.suffix == ".safetensors":
+        inv = unsample.Inversion.load(source)
+        m = _load(model, device, dtype)
+    else:
+        from unsample.methods.options import parse_options
+        from unsample.methods.registry import get_method
+
+        options = parse_options(get_method(method).config, option or [], method)
+        picture = load_image(source)
+        if source_prompt is None:
+            raise UserError("editing an image needs --source-prompt (a prompt that describes it) to invert with")
+        m = _load(model, device, dtype)
+        inv = unsample.invert(m, picture, source_prompt, method=method, steps=steps, guidance=inversion_guidance,
+                              seed=seed, progress=not quiet, **options)
+    start = time.perf_counter()
+    sample = unsample.edit(
+        m, inv, target, start_step=start_step, guidance=guidance, negative_prompt=negative_prompt,
+        source_prompt=source_prompt, control=control, blend_words=words, reweight=weights or None,
+        cross_steps=cross_steps, self_steps=self_steps, direct=direct, output="result", progress=not quiet,
+    )
+    image = tensor_to_pil(m.decode_latent(sample.latent.float()))
+    record = {
+        **_sample_record(sample, m, start, "edit", str(source)),
+        "source_prompt": source_prompt if source_prompt is not None else inv.prompt,
+        "control": control, "blend_words": list(words), "reweight": weights, "cross_steps": cross_steps,
+        "self_steps": self_steps, "direct": direct,
+        **_inversion_record(inv),
+    }
+    sidecar = write_png_with_sidecar(image, output, record)
+    typer.echo(f"wrote {output} and {sidecar.name} (NFE {sample.nfe}, {sample.seconds:.2f} s)")
 
 
 @app.command()
