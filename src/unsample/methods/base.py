@@ -87,6 +87,29 @@ class SampleFn(Protocol):
     ) -> torch.Tensor: ...
 
 
+class TrajectorySampler(Protocol):
+    def __call__(
+        self, denoiser: Denoiser, grid: TimestepGrid, x: torch.Tensor, *, start_step: int = 0,
+        callback: StepCallback | None = None,
+    ) -> torch.Tensor: ...
+
+
+def replay_from_trajectory(sample: TrajectorySampler) -> SampleFn:
+    """A registry `SampleFn` for methods whose sampler needs only the state at ``start_step``."""
+
+    def replay(
+        denoiser: Denoiser,
+        grid: TimestepGrid,
+        inverted: MethodOutput,
+        start_step: int,
+        config: Any,
+        callback: StepCallback | None = None,
+    ) -> torch.Tensor:
+        return sample(denoiser, grid, inverted.trajectory[start_step], start_step=start_step, callback=callback)
+
+    return replay
+
+
 @dataclass(frozen=True)
 class Method:
     """A registry entry: a name, its config class, its invert/sample pair and its cost."""

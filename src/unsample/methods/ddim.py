@@ -28,7 +28,7 @@ import torch
 
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import TimestepGrid
-from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback
+from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback, replay_from_trajectory
 
 
 def _ddim_map(x: torch.Tensor, eps: torch.Tensor, a_from: torch.Tensor, a_to: torch.Tensor) -> torch.Tensor:
@@ -100,22 +100,12 @@ def _invert(
     return MethodOutput(trajectory=invert(denoiser, grid, latent, callback=callback))
 
 
-def _sample(
-    denoiser: Denoiser,
-    grid: TimestepGrid,
-    inverted: MethodOutput,
-    start_step: int,
-    config: DDIMConfig,
-    callback: StepCallback | None = None,
-) -> torch.Tensor:
-    return sample(denoiser, grid, inverted.trajectory[start_step], start_step=start_step, callback=callback)
-
 
 METHOD = Method(
     name="ddim",
     summary="DDIM inversion: the deterministic DDIM step run backwards, eps taken at the known point",
     config=DDIMConfig,
     invert=_invert,
-    sample=_sample,
+    sample=replay_from_trajectory(sample),
     calls_per_step="1 (2)",
 )

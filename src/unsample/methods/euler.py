@@ -31,7 +31,7 @@ import torch
 
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import NoiseSchedule, TimestepGrid
-from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback
+from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback, replay_from_trajectory
 
 
 def _model_eps(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -129,22 +129,12 @@ def _invert(
     return MethodOutput(trajectory=invert(denoiser, grid, latent, callback=callback), stats={"space": "sigma"})
 
 
-def _sample(
-    denoiser: Denoiser,
-    grid: TimestepGrid,
-    inverted: MethodOutput,
-    start_step: int,
-    config: EulerConfig,
-    callback: StepCallback | None = None,
-) -> torch.Tensor:
-    return sample(denoiser, grid, inverted.trajectory[start_step], start_step=start_step, callback=callback)
-
 
 METHOD = Method(
     name="euler",
     summary="Euler inversion in sigma space (k-diffusion), walked from sigma_min up to sigma_max",
     config=EulerConfig,
     invert=_invert,
-    sample=_sample,
+    sample=replay_from_trajectory(sample),
     calls_per_step="1 (2)",
 )

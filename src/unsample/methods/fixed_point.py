@@ -32,7 +32,7 @@ import torch
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import TimestepGrid
 from unsample.methods import ddim
-from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback
+from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback, replay_from_trajectory
 
 
 @dataclass(frozen=True)
@@ -124,19 +124,12 @@ def invert(
     return MethodOutput(trajectory=torch.stack(states[::-1]), stats=stats)
 
 
-def sample(
-    denoiser: Denoiser, grid: TimestepGrid, inverted: MethodOutput, start_step: int, config: FixedPointConfig,
-    callback: StepCallback | None = None,
-) -> torch.Tensor:
-    """Plain DDIM sampling: the sampler the fixed points invert."""
-    return ddim.sample(denoiser, grid, inverted.trajectory[start_step], start_step=start_step, callback=callback)
-
 
 METHOD = Method(
     name="fixed-point",
     summary="fixed-point DDIM inversion: iterate each backward step until the forward step lands back (AIDI/ReNoise)",
     config=FixedPointConfig,
     invert=invert,
-    sample=sample,
+    sample=replay_from_trajectory(ddim.sample),
     calls_per_step="1+k (2+2k)",
 )
