@@ -1,6 +1,8 @@
 """``unsample demo``: invert a built-in shapes-world scene, reconstruct it and edit it.
 
-On the embedded model (the default) the whole run takes seconds on a CPU. If the embedded
+On the embedded model (the default) the whole run takes seconds on a CPU. The source is
+inverted with DDIM at guidance 1 (50 steps); the edit swaps "red" for "green" with
+prompt-to-prompt word swap and a local blend on "circle" at guidance 3. If the embedded
 weights are not installed yet, the demo says so and runs the same code path on a tiny
 randomly initialised SD-architecture pipeline built from configs (its pictures are noise:
 it shows the plumbing, not the quality).
@@ -75,8 +77,10 @@ def run_demo(
     method: str = "ddim",
     steps: int = 50,
     guidance: float = 1.0,
-    edit_guidance: float | None = None,
+    edit_guidance: float | None = 3.0,
     start_step: int = 0,
+    control: str = "replace",
+    blend_words: tuple[str, ...] = ("circle",),
     seed: int = 0,
 ) -> DemoResult:
     """Render, invert, reconstruct and edit the demo scene; write PNGs, a sheet and a JSON record."""
@@ -91,7 +95,8 @@ def run_demo(
     source = Image.fromarray(render(scene, size=m.resolution).image)
     inv = unsample.invert(m, source, SOURCE_CAPTION, method=method, steps=steps, guidance=guidance, seed=seed)
     recon = unsample.reconstruct(m, inv, output="result")
-    edit = unsample.edit(m, inv, TARGET_CAPTION, start_step=start_step, guidance=edit_guidance, output="result")
+    edit = unsample.edit(m, inv, TARGET_CAPTION, start_step=start_step, guidance=edit_guidance, control=control,
+                         blend_words=blend_words, output="result")
     floor = tensor_to_pil(m.decode_latent(inv.image_latent))
     recon_img = tensor_to_pil(m.decode_latent(recon.latent.float()))
     edit_img = tensor_to_pil(m.decode_latent(edit.latent.float()))
@@ -120,6 +125,8 @@ def run_demo(
         "guidance": guidance,
         "edit_guidance": edit.guidance,
         "start_step": start_step,
+        "control": control,
+        "blend_words": list(blend_words),
         "psnr_reconstruction_db": round(psnr, 3),
         "psnr_vae_floor_db": round(floor_psnr, 3),
         "nfe": {"invert": inv.nfe, "reconstruct": recon.nfe, "edit": edit.nfe},
