@@ -38,6 +38,12 @@ class Sample:
     start_step: int
     prompt: str
     guidance: float
+    branches: int = 1  # images per evaluation: 2 when source and target run together
+
+    @property
+    def network_evaluations(self) -> int:
+        """Network function evaluations over all branches (``nfe`` counts one branch)."""
+        return self.nfe * self.branches
 
 
 def load(
@@ -252,6 +258,6 @@ def edit(
         )
     sample = Sample(
         latent=res["target_latent"], nfe=res["nfe"], model_calls=res["model_calls"], seconds=res["seconds"],
-        start_step=start_step, prompt=prompt, guidance=res["guidance"],
+        start_step=start_step, prompt=prompt, guidance=res["guidance"], branches=2,
     )
     return _present(model, sample, output)

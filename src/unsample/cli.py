@@ -148,6 +148,8 @@ def _sample_record(sample: Any, m: Any, start: float, kind: str, source: str) ->
         "guidance": sample.guidance,
         "start_step": sample.start_step,
         "nfe": sample.nfe,
+        "branches": sample.branches,
+        "network_evaluations": sample.network_evaluations,
         "model_calls": sample.model_calls,
         "sampling_seconds": round(sample.seconds, 4),
         "total_seconds": round(time.perf_counter() - start, 4),
@@ -442,6 +444,9 @@ def bench_edit(
     inversion_guidance: Annotated[float, typer.Option("--inversion-guidance")] = 1.0,
     edit_guidance: Annotated[float, typer.Option("--edit-guidance")] = 5.0,
     start_step: Annotated[int, typer.Option("--start-step", min=0)] = 0,
+    images: Annotated[Path | None, typer.Option("--images", help="Folder of real images (with --prompts).")] = None,
+    prompts: Annotated[Path | None, typer.Option(
+        "--prompts", help="JSONL: {\"image\", \"source_prompt\", \"target_prompt\", optional \"mask\", \"kind\"} per line.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="8 pairs, 20 steps, ddim only.")] = False,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     model: ModelOpt = None,
@@ -462,7 +467,8 @@ def bench_edit(
     bench = EditBench(
         methods=("ddim",) if quick else names, controls=ctrl, pairs=8 if quick else pairs, kinds=_csv(kinds, str),
         steps=20 if quick else steps, inversion_guidance=inversion_guidance, edit_guidance=edit_guidance,
-        start_step=start_step, seed=seed,
+        start_step=start_step, seed=seed, images_dir=str(images) if images else None,
+        prompts_file=str(prompts) if prompts else None,
     )
     m = _load(model, device, dtype)
     result = run(m, bench)

@@ -10,13 +10,12 @@ render, model evaluations and wall time. Results are grouped by edit kind.
 
 from __future__ import annotations
 
-import csv
 import json
-import platform
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -44,7 +43,24 @@ class EditBench:
     cross_steps: float = 0.8
     self_steps: float = 0.4
     seed: int = 0
+    images_dir: str | None = None
+    prompts_file: str | None = None
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EditCase:
+    """One edit to run: a source image and captions; the exact target and a judge when known."""
+
+    name: str
+    kind: str
+    source: np.ndarray  # uint8 (H, W, 3)
+    source_caption: str
+    target_caption: str
+    mask: np.ndarray  # bool (H, W): pixels the edit may change; the rest is background
+    blend_words: tuple[str, ...]
+    target: np.ndarray | None = None
+    judge: Callable[[np.ndarray], bool] | None = None
 
 
 def changed_words(source: str, target: str) -> tuple[list[str], list[str]]:
@@ -73,6 +89,61 @@ def blend_words_for(pair: Any) -> tuple[str, ...]:
     return tuple(sorted(w for w in words if w in SHAPES or w in removed + added or w == "background"))
 
 
+def shapes_cases(bench: EditBench, resolution: int) -> list[EditCase]:
+    """Held-out edit pairs of the shapes world: exact targets, judged by the analytic detector."""
+    from unsample.shapes import detect, detection_matches, random_edit_pairs
+
+    def judge_for(caption: str, kind: str) -> Callable[[np.ndarray], bool]:
+        return lambda img: bool(detection_matches(detect(img), caption, check_size=kind == "size",
+                                                  check_texture=kind == "background"))
+
+    pairs = random_edit_pairs(bench.pairs, bench.seed, kinds=bench.kinds, size=resolution, split="heldout")
+    return [
+        EditCase(name=f"pair{k:03d}", kind=p.kind, source=p.source.image, source_caption=p.source_caption,
+                 target_caption=p.target_caption, mask=np.asarray(p.mask, dtype=bool), blend_words=blend_words_for(p),
+                 target=p.target.image, judge=judge_for(p.target_caption, p.kind))
+        for k, p in enumerate(pairs)
+    ]
+
+
+def folder_cases(images_dir: Path, prompts_file: Path, resolution: int) -> list[EditCase]:
+    """Real images: JSONL lines {"image", "source_prompt", "target_prompt", optional "mask", "kind"}.
+
+    The mask is an image whose white pixels may change; without one the whole image counts as
+    background (a structure-preservation score). There is no exact target or judge.
+    """
+    from unsample.images import load_image
+
+    cases = []
+    for n, line in enumerate(prompts_file.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            name, src, tgt = item["image"], item["source_prompt"], item["target_prompt"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{prompts_file}:{n}: expected {{\"image\", \"source_prompt\", \"target_prompt\"}} ({err})") from None
+        image = np.asarray(load_image(images_dir / name).convert("RGB").resize((resolution, resolution), Image.Resampling.BICUBIC))
+        mask = np.zeros(image.shape[:2], dtype=bool)
+        if item.get("mask"):
+            m = load_image(images_dir / item["mask"]).convert("L").resize((resolution, resolution), Image.Resampling.NEAREST)
+            mask = np.asarray(m) >= 128
+        removed, added = changed_words(src, tgt)
+        cases.append(EditCase(name=name, kind=str(item.get("kind", "real")), source=image, source_caption=src,
+                              target_caption=tgt, mask=mask, blend_words=tuple(dict.fromkeys(removed + added))))
+    if not cases:
+        raise ValueError(f"{prompts_file} lists no images")
+    return cases
+
+
+def load_cases(bench: EditBench, resolution: int) -> list[EditCase]:
+    if bench.images_dir or bench.prompts_file:
+        if not (bench.images_dir and bench.prompts_file):
+            raise ValueError("--images and --prompts go together: a folder and a JSONL of source/target prompts")
+        return folder_cases(Path(bench.images_dir), Path(bench.prompts_file), resolution)
+    return shapes_cases(bench, resolution)
+
+
 def _uint8(model: Any, latent: torch.Tensor) -> np.ndarray:
     from unsample.images import tensor_to_pil
 
@@ -82,18 +153,16 @@ def _uint8(model: Any, latent: torch.Tensor) -> np.ndarray:
 def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -> dict[str, Any]:
     import unsample
     from unsample.bench.stats import image_metrics
-    from unsample.shapes import detect, detection_matches, random_edit_pairs
 
-    pairs = random_edit_pairs(bench.pairs, bench.seed, kinds=bench.kinds, size=model.resolution, split="heldout")
+    cases = load_cases(bench, model.resolution)
     rows: list[dict[str, Any]] = []
-    shown: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = defaultdict(list)
+    shown: dict[str, list[tuple[np.ndarray, ...]]] = defaultdict(list)
     for method in bench.methods:
         opts = bench.options.get(method, {})
-        for k, pair in enumerate(pairs):
-            src = pair.source.image
+        for case in cases:
             t0 = time.perf_counter()
-            inv = unsample.invert(model, Image.fromarray(src), pair.source_caption, method=method, steps=bench.steps,
-                                  guidance=bench.inversion_guidance, seed=bench.seed, **opts)
+            inv = unsample.invert(model, Image.fromarray(case.source), case.source_caption, method=method,
+                                  steps=bench.steps, guidance=bench.inversion_guidance, seed=bench.seed, **opts)
             t_inv = time.perf_counter() - t0
             for control in bench.controls:
                 c = CONTROLS[control]
@@ -101,100 +170,126 @@ def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -
                     continue  # exact methods need no Direct Inversion
                 t = time.perf_counter()
                 res = unsample.edit(
-                    model, inv, pair.target_caption, start_step=bench.start_step, guidance=bench.edit_guidance,
-                    control=c["control"], blend_words=blend_words_for(pair) if c.get("blend") else (),
+                    model, inv, case.target_caption, start_step=bench.start_step, guidance=bench.edit_guidance,
+                    control=c["control"], blend_words=case.blend_words if c.get("blend") else (),
                     cross_steps=bench.cross_steps, self_steps=bench.self_steps, direct=bool(c.get("direct")),
                     output="result",
                 )
                 seconds = time.perf_counter() - t
                 edited = _uint8(model, res.latent)
-                keep = ~pair.mask
-                bg = image_metrics(edited, src, keep)
-                to_target = image_metrics(edited, pair.target.image)
+                bg = image_metrics(edited, case.source, ~case.mask)
+                nan = float("nan")
                 rows.append({
-                    "method": method, "control": control, "kind": pair.kind, "pair": k,
-                    "success": bool(detection_matches(detect(edited), pair.target_caption, check_size=pair.kind == "size",
-                                                      check_texture=pair.kind == "background")),
+                    "method": method, "control": control, "kind": case.kind, "pair": case.name,
+                    "success": case.judge(edited) if case.judge else nan,
                     "bg_mse": bg["mse"], "bg_psnr": bg["psnr"], "bg_ssim": bg["ssim"],
-                    "target_psnr": to_target["psnr"], "nfe": inv.nfe + res.nfe,
+                    "target_psnr": image_metrics(edited, case.target)["psnr"] if case.target is not None else nan,
+                    "nfe": inv.nfe + res.network_evaluations,
                     "seconds": t_inv + seconds, "edit_seconds": seconds,
                 })
                 key = f"{method} / {control}"
                 if len(shown[key]) < gallery:
-                    shown[key].append((src, edited, pair.target.image))
+                    shown[key].append((case.source, edited) + ((case.target,) if case.target is not None else ()))
                 if progress:
                     r = rows[-1]
-                    print(f"  {method:>12} {control:<11} {pair.kind:<10} ok={r['success']!s:<5} bg_psnr={r['bg_psnr']:.1f} "
+                    print(f"  {method:>12} {control:<11} {case.kind:<10} ok={r['success']!s:<5} bg_psnr={r['bg_psnr']:.1f} "
                           f"({seconds:.1f} s)", flush=True)
     return {"per_pair": rows, "summary": summarise(rows), "gallery": shown}
 
 
+def _mean(values: list[float]) -> float:
+    """Mean over the finite values (NaN when a figure is unknown for every item, e.g. real images)."""
+    finite = [float(v) for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Means per method x control x kind, and over all kinds ("all")."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[(r["method"], r["control"], r["kind"])].append(r)
         groups[(r["method"], r["control"], "all")].append(r)
     out = []
     for (method, control, kind), items in groups.items():
-        finite = [x["bg_psnr"] for x in items if np.isfinite(x["bg_psnr"])]
-        out.append({
-            "method": method, "control": control, "kind": kind, "pairs": len(items),
-            "success": float(np.mean([x["success"] for x in items])),
-            "bg_psnr": float(np.mean(finite)) if finite else float("nan"),
-            "bg_ssim": float(np.nanmean([x["bg_ssim"] for x in items])),
-            "bg_mse": float(np.nanmean([x["bg_mse"] for x in items])),
-            "target_psnr": float(np.mean([x["target_psnr"] for x in items])),
-            "nfe": float(np.mean([x["nfe"] for x in items])),
-            "seconds": float(np.mean([x["seconds"] for x in items])),
-        })
+        out.append({"method": method, "control": control, "kind": kind, "pairs": len(items)}
+                   | {key: _mean([x[key] for x in items])
+                      for key in ("success", "bg_psnr", "bg_ssim", "bg_mse", "target_psnr", "nfe", "seconds")})
     return sorted(out, key=lambda r: (r["kind"] != "all", r["kind"], r["method"], r["control"]))
 
 
+def _cell(value: float, spec: str, scale: float = 1.0, unit: str = "") -> str:
+    return f"{scale * value:{spec}}{unit}" if np.isfinite(value) else "n/a"
+
+
 def report_table(summary: list[dict[str, Any]], kind: str = "all") -> str:
-    lines = ["| method | control | pairs | edit success | background PSNR dB | background SSIM | PSNR to exact target dB | NFE / pair | s / pair |",
+    lines = ["| method | control | pairs | edit success | background PSNR dB | background SSIM | PSNR to exact target dB "
+             "| NFE / pair (both branches) | s / pair |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in summary:
         if r["kind"] == kind:
-            lines.append(f"| {r['method']} | {r['control']} | {r['pairs']} | {100 * r['success']:.0f}% | {r['bg_psnr']:.2f} | "
-                         f"{r['bg_ssim']:.4f} | {r['target_psnr']:.2f} | {r['nfe']:.0f} | {r['seconds']:.2f} |")
+            lines.append(f"| {r['method']} | {r['control']} | {r['pairs']} | {_cell(r['success'], '.0f', 100, '%')} | "
+                         f"{_cell(r['bg_psnr'], '.2f')} | {_cell(r['bg_ssim'], '.4f')} | {_cell(r['target_psnr'], '.2f')} | "
+                         f"{r['nfe']:.0f} | {r['seconds']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
-def write_gallery(shown: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]], path: Path, scale: int = 2) -> None:
+def write_gallery(shown: dict[str, list[tuple[np.ndarray, ...]]], path: Path, scale: int = 2) -> None:
+    """A sheet of a few edits per method x control: source | edited (| exact target when known)."""
     from PIL import ImageDraw
 
     if not shown:
         return
-    side = next(iter(shown.values()))[0][0].shape[0] * scale
+    first = next(iter(shown.values()))[0]
+    side, cols = first[0].shape[0] * scale, len(first)
     per = max(len(v) for v in shown.values())
-    sheet = Image.new("RGB", (170 + per * (3 * side + 12), len(shown) * (side + 6) + 16), "white")
+    sheet = Image.new("RGB", (170 + per * (cols * side + 12), len(shown) * (side + 6) + 16), "white")
     draw = ImageDraw.Draw(sheet)
-    draw.text((170, 2), "each triple: source | edited | exact target", fill="black")
+    draw.text((170, 2), "each group: source | edited" + (" | exact target" if cols == 3 else ""), fill="black")
     for r, (key, items) in enumerate(shown.items()):
         y = 16 + r * (side + 6)
         draw.text((4, y + side // 2 - 6), key, fill="black")
-        for c, triple in enumerate(items):
-            for j, arr in enumerate(triple):
+        for c, group in enumerate(items):
+            for j, arr in enumerate(group):
                 img = Image.fromarray(arr).resize((side, side), Image.Resampling.NEAREST)
-                sheet.paste(img, (170 + c * (3 * side + 12) + j * side, y))
+                sheet.paste(img, (170 + c * (cols * side + 12) + j * side, y))
     sheet.save(path)
+
+
+def plot_frontier(summary: list[dict[str, Any]], path: Path) -> None:
+    """Background PSNR against network evaluations per pair, one marker per method x control."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in summary:
+        if r["kind"] == "all" and np.isfinite(r["bg_psnr"]):
+            ax.scatter(r["nfe"], r["bg_psnr"], label=f"{r['method']} / {r['control']}")
+    ax.set_xlabel("network evaluations per pair (inversion + edit, both branches)")
+    ax.set_ylabel("background PSNR dB (outside the edit mask)")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def write_report(result: dict[str, Any], bench: EditBench, out: Path, command: str, model: Any) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"command": command, "bench": asdict(bench), "model": model.name, "model_fingerprint": model.fingerprint,
-            "device": str(model.device), "versions": {"python": platform.python_version(), "torch": torch.__version__}}
-    (out / "results.json").write_text(json.dumps({**meta, "summary": result["summary"], "per_pair": result["per_pair"]}, indent=2) + "\n")
-    with open(out / "per_pair.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(result["per_pair"][0]))
-        w.writeheader()
-        w.writerows(result["per_pair"])
+    from unsample.bench.report import run_metadata, write_csv, write_json
+
+    write_json(out / "results.json", {**run_metadata(command, bench, model), "summary": result["summary"],
+                                      "per_pair": result["per_pair"]})
+    write_csv(out / "per_pair.csv", result["per_pair"])
+    plot_frontier(result["summary"], out / "bg_psnr_vs_nfe.png")
     write_gallery(result["gallery"], out / "gallery.png")
     kinds = sorted({r["kind"] for r in result["summary"] if r["kind"] != "all"})
-    body = f"# Edit benchmark\n\nCommand: `{command}`\n\nModel: {model.name} ({model.fingerprint}); {bench.pairs} held-out edit pairs; " \
+    n_cases = len({r["pair"] for r in result["per_pair"]})
+    body = f"# Edit benchmark\n\nCommand: `{command}`\n\nModel: {model.name} ({model.fingerprint}); {n_cases} edits " \
+           f"({'from ' + str(bench.prompts_file) if bench.prompts_file else 'held-out shapes edit pairs'}); " \
            f"inversion guidance {bench.inversion_guidance:g}, edit guidance {bench.edit_guidance:g}, {bench.steps} steps.\n\n" \
            "## All kinds\n\n" + report_table(result["summary"])
     for kind in kinds:
         body += f"\n## {kind}\n\n" + report_table(result["summary"], kind)
-    body += "\n![gallery](gallery.png)\n"
+    body += "\n![background PSNR vs NFE](bg_psnr_vs_nfe.png)\n\n![gallery](gallery.png)\n"
     (out / "report.md").write_text(body)

@@ -10,12 +10,10 @@ of prompts. Writes report.md, results.json, per_image.csv and plots into ``--out
 
 from __future__ import annotations
 
-import csv
 import json
-import platform
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +36,9 @@ class ReconstructionBench:
 
 def load_inputs(bench: ReconstructionBench, resolution: int) -> list[tuple[str, Image.Image, str]]:
     """(name, image, prompt) triples: held-out shapes scenes, or a folder + JSONL of prompts."""
-    if bench.images_dir:
-        if not bench.prompts_file:
-            raise ValueError("--images needs --prompts FILE.jsonl with lines {\"image\": ..., \"prompt\": ...}")
+    if bench.images_dir or bench.prompts_file:
+        if not (bench.images_dir and bench.prompts_file):
+            raise ValueError("--images and --prompts go together: a folder and a JSONL of {\"image\": ..., \"prompt\": ...} lines")
         from unsample.images import load_image
 
         rows = []
@@ -179,20 +177,10 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
 def write_report(result: dict[str, Any], bench: ReconstructionBench, out: Path, command: str, model: Any) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = result["rows"]
-    meta = {
-        "command": command,
-        "bench": asdict(bench),
-        "model": model.name,
-        "model_fingerprint": model.fingerprint,
-        "device": str(model.device),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__},
-    }
-    (out / "results.json").write_text(json.dumps({**meta, "rows": rows, "per_image": result["per_image"]}, indent=2) + "\n")
-    with open(out / "per_image.csv", "w", newline="") as f:
-        keys = sorted({k for r in result["per_image"] for k in r})
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(result["per_image"])
+    from unsample.bench.report import run_metadata, write_csv, write_json
+
+    write_json(out / "results.json", {**run_metadata(command, bench, model), "rows": rows, "per_image": result["per_image"]})
+    write_csv(out / "per_image.csv", result["per_image"])
     plots(rows, out)
     (out / "report.md").write_text(
         f"# Reconstruction benchmark\n\nCommand: `{command}`\n\nModel: {model.name} ({model.fingerprint}), "

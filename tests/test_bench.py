@@ -1,0 +1,108 @@
+"""`unsample bench`: reports are complete, strict and reproducible; costs are counted exactly.
+
+Runs on the tiny random pipeline (figures mean nothing there; structure and counts do).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from unsample.bench import edit as edit_bench
+from unsample.bench import reconstruction as rec_bench
+
+
+def _without_timings(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]
+
+
+def test_reconstruction_report_rows_counts_and_files(tiny_model, tmp_path: Path) -> None:
+    bench = rec_bench.ReconstructionBench(methods=("ddim", "edict"), steps=(2, 4), guidance=(1.0, 3.0), scenes=2, seed=3)
+    result = rec_bench.run(tiny_model, bench, progress=False)
+    rows = result["rows"]
+    assert rows[0]["row"] == "autoencoder" and rows[0]["mse_over_floor"] == pytest.approx(1.0)
+    assert len(rows) == 1 + 2 * 2 * 2
+    by = {r["row"]: r for r in rows}
+    # invert + reconstruct: steps model evaluations each, twice that under guidance (both CFG halves)
+    assert by["ddim s=4 g=1"]["nfe"] == 8 and by["ddim s=4 g=3"]["nfe"] == 16
+    assert by["edict s=2 g=3"]["nfe"] == 2 * by["ddim s=2 g=3"]["nfe"]
+    for r in rows[1:]:
+        assert r["noise_std"] > 0 and -1 <= r["noise_lag1"] <= 1 and r["images"] == 2
+
+    rec_bench.write_report(result, bench, tmp_path, "unsample bench reconstruction (test)", tiny_model)
+    for name in ("report.md", "results.json", "per_image.csv", "error_vs_steps.png", "error_vs_nfe.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    data = json.loads((tmp_path / "results.json").read_text())  # strict JSON: no NaN
+    assert data["bench"]["steps"] == [2, 4] and data["versions"]["torch"] and data["model_fingerprint"]
+    assert len((tmp_path / "per_image.csv").read_text().splitlines()) == 1 + 2 * len(rows)
+
+    again = rec_bench.run(tiny_model, bench, progress=False)
+    assert _without_timings(again["per_image"]) == _without_timings(result["per_image"])
+
+
+def test_edit_bench_counts_both_branches_and_is_reproducible(tiny_model, tmp_path: Path) -> None:
+    bench = edit_bench.EditBench(methods=("ddim",), controls=("swap", "p2p", "p2p+blend"), pairs=2, kinds=("color",),
+                                 steps=3, seed=1)
+    result = edit_bench.run(tiny_model, bench, progress=False)
+    rows = result["per_pair"]
+    assert len(rows) == 2 * 3
+    nfe = {r["control"]: r["nfe"] for r in rows}
+    # inversion at guidance 1: 3; edit at guidance 5: 3 steps x 2 CFG halves, x 2 branches for P2P
+    assert nfe == {"swap": 3 + 6, "p2p": 3 + 12, "p2p+blend": 3 + 12}
+    assert all(isinstance(r["success"], bool) and np.isfinite(r["target_psnr"]) for r in rows)
+    again = edit_bench.run(tiny_model, bench, progress=False)
+    assert _without_timings(again["per_pair"]) == _without_timings(rows)
+
+    edit_bench.write_report(result, bench, tmp_path, "unsample bench edit (test)", tiny_model)
+    for name in ("report.md", "results.json", "per_pair.csv", "gallery.png", "bg_psnr_vs_nfe.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    summary = json.loads((tmp_path / "results.json").read_text())["summary"]
+    assert {(s["control"], s["kind"]) for s in summary} == {(c, k) for c in bench.controls for k in ("all", "color")}
+
+
+def _real_folder(tmp_path: Path) -> tuple[Path, Path]:
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        Image.fromarray((rng.random((20, 20, 3)) * 255).astype(np.uint8)).save(tmp_path / name)
+    mask = np.zeros((20, 20), dtype=np.uint8)
+    mask[5:12, 5:12] = 255
+    Image.fromarray(mask).save(tmp_path / "a_mask.png")
+    prompts = tmp_path / "edits.jsonl"
+    prompts.write_text(
+        json.dumps({"image": "a.png", "source_prompt": "a red circle", "target_prompt": "a blue circle", "mask": "a_mask.png"})
+        + "\n\n" + json.dumps({"image": "b.png", "source_prompt": "a red square", "target_prompt": "a red star", "kind": "shape"}) + "\n"
+    )
+    return tmp_path, prompts
+
+
+def test_edit_bench_on_a_folder_of_real_images(tiny_model, tmp_path: Path) -> None:
+    folder, prompts = _real_folder(tmp_path)
+    bench = edit_bench.EditBench(methods=("ddim",), controls=("swap", "p2p+blend"), steps=2,
+                                 images_dir=str(folder), prompts_file=str(prompts))
+    cases = edit_bench.load_cases(bench, tiny_model.resolution)
+    assert [c.kind for c in cases] == ["real", "shape"]
+    assert cases[0].mask.sum() > 0 and not cases[1].mask.any() and cases[0].blend_words == ("red", "blue")
+    result = edit_bench.run(tiny_model, bench, progress=False)
+    assert all(np.isnan(r["success"]) and np.isnan(r["target_psnr"]) for r in result["per_pair"])
+    out = tmp_path / "report"
+    edit_bench.write_report(result, bench, out, "test", tiny_model)
+    assert "n/a" in (out / "report.md").read_text()
+    assert json.loads((out / "results.json").read_text())["per_pair"][0]["success"] is None
+
+
+def test_bad_prompts_file_is_a_one_line_cli_error(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
+    from unsample.cli import app
+
+    folder, prompts = _real_folder(tmp_path)
+    prompts.write_text('{"image": "a.png", "prompt": "only one prompt"}\n')
+    res = CliRunner().invoke(app, ["bench", "edit", "--model", str(tiny_pipeline_dir), "--images", str(folder),
+                                   "--prompts", str(prompts), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2
+    assert "edits.jsonl:1: expected" in res.output and not (tmp_path / "out").exists()
+    res = CliRunner().invoke(app, ["bench", "reconstruction", "--model", str(tiny_pipeline_dir), "--images", str(folder)])
+    assert res.exit_code == 2 and "go together" in res.output
