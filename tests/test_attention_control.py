@@ -132,7 +132,8 @@ def test_token_alignment(tiny_model) -> None:
 
 
 def test_blend_from_hand_made_maps(tiny_model) -> None:
-    control = AttentionControl("replace", blend_words=("cat",), blend_start=0.0)
+    # blend_map_side=4: read the 4 x 4 maps (an SD-like quarter of the 8 x 8 latent side)
+    control = AttentionControl("replace", blend_words=("cat",), blend_start=0.0, blend_map_side=4)
     p2p = _p2p(tiny_model, control, False)
     maps = torch.zeros(2, 4, 4)
     maps[0, 0, 0] = 1.0  # source's word attends to the top-left cell of a 4 x 4 map
@@ -143,6 +144,20 @@ def test_blend_from_hand_made_maps(tiny_model) -> None:
     expected[4:, 4:] = True
     mask = p2p.blend_mask((8, 8))
     assert torch.equal(mask, expected)
+
+    # the default (16 cells when the latent has them) reads the finest maps on this small latent
+    fine = _p2p(tiny_model, AttentionControl("replace", blend_words=("cat",), blend_start=0.0), False)
+    fine.blend_maps = {16: torch.ones(2, 16), 64: torch.zeros(2, 64)}
+    fine.blend_maps[64][1, 0] = 1.0  # the target's word attends to the top-left latent cell only
+    expected_fine = torch.zeros(8, 8, dtype=torch.bool)
+    expected_fine[:2, :2] = True
+    assert torch.equal(fine.blend_mask((8, 8)), expected_fine)
+    # on SD's 64 x 64 latents it is the paper's 16 x 16 maps (a quarter of the side)
+    fine.blend_maps = {n: torch.zeros(2, n) for n in (4096, 1024, 256, 64)}
+    fine.blend_maps[256][0, 0] = 1.0
+    expected_sd = torch.zeros(64, 64, dtype=torch.bool)
+    expected_sd[:8, :8] = True  # the corner cell and its pooled neighbours: 2 x 2 cells of 4 x 4 pixels
+    assert torch.equal(fine.blend_mask((64, 64)), expected_sd)
 
     x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     y = p2p.blend(x, 0)

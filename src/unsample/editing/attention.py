@@ -28,8 +28,9 @@ Choices, where the paper's text or code leaves room:
   large self-attention maps carry the source's fine detail and would freeze the target.
 - Local blend: at every step the head-averaged cross-attention maps of the blend words (each word
   as found in the source and/or the target prompt) are summed over layers and steps so far, per
-  map size. The mask uses the map size whose side is closest to 1/4 of the latent side (16 x 16
-  for SD, as in the paper; the coarsest available on smaller UNets): 3 x 3 max-pooled, resized to
+  map size. The mask uses the map size whose side is closest to a quarter of the latent side (SD's 16 x 16
+  maps of its 64 x 64 latents, as in the paper) but at least ``blend_map_side`` = 16 cells when the
+  latent has them (on a 16 x 16 latent a 4 x 4 map could not place an object): 3 x 3 max-pooled, resized to
   the latent (nearest), divided by its maximum, thresholded at ``blend_threshold``; the source
   mask and the target mask are united. Blending starts at step fraction ``blend_start`` (the
   paper's 0.2), before that the layout is still forming.
@@ -76,6 +77,9 @@ class AttentionControl:
     """Largest self-attention map side that gets injected, as a fraction of the latent side."""
     blend_start: float = 0.2
     """Step fraction from which local blend acts."""
+    blend_map_side: int = 16
+    """Fewest cells per side of the maps the blend mask is read from, when the latent has them
+    (see the module docstring): on small latents a quarter-side map could not place an object."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -84,6 +88,8 @@ class AttentionControl:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value} must be a fraction in [0, 1]")
+        if self.blend_map_side < 1:
+            raise ValueError(f"blend_map_side={self.blend_map_side} must be a positive number of cells")
         if not 0.0 < self.blend_threshold < 1.0:
             raise ValueError(f"blend_threshold={self.blend_threshold} must be in (0, 1) (maps are scaled to max 1)")
         for word, scale in self.reweight.items():
@@ -303,8 +309,10 @@ class PromptToPrompt:
                 shapes[n] = (hl, wl)
         if not shapes:
             raise ValueError(f"no recorded attention map size {sorted(self.blend_maps)} fits a {h} x {w} latent")
-        # The map size whose side is nearest (in log scale) to a quarter of the latent's; ties -> finer.
-        n = min(shapes, key=lambda k: (abs(math.log(math.sqrt(h * w / k) / 4.0)), -k))
+        # The map size whose side is nearest (in log scale) to the wanted side; ties -> finer.
+        latent_side = math.sqrt(h * w)
+        side = max(latent_side / 4.0, min(float(self.control.blend_map_side), latent_side))
+        n = min(shapes, key=lambda k: (abs(math.log(math.sqrt(k) / side)), -k))
         hl, wl = shapes[n]
         maps = self.blend_maps[n].reshape(2, 1, hl, wl)
         maps = F.max_pool2d(maps, kernel_size=3, stride=1, padding=1)
