@@ -106,3 +106,18 @@ def test_bad_prompts_file_is_a_one_line_cli_error(tiny_pipeline_dir: Path, tmp_p
     assert "edits.jsonl:1: expected" in res.output and not (tmp_path / "out").exists()
     res = CliRunner().invoke(app, ["bench", "reconstruction", "--model", str(tiny_pipeline_dir), "--images", str(folder)])
     assert res.exit_code == 2 and "go together" in res.output
+
+
+def test_merge_runs_of_different_methods(tiny_model, tmp_path: Path) -> None:
+    from unsample.bench.merge import merged_tables
+
+    common = dict(controls=("swap",), pairs=2, kinds=("color",), steps=2)
+    for method in ("ddim", "edict"):
+        bench = edit_bench.EditBench(methods=(method,), **common)
+        edit_bench.write_report(edit_bench.run(tiny_model, bench, progress=False), bench, tmp_path / method, "t", tiny_model)
+    text = merged_tables([str(tmp_path / "ddim"), str(tmp_path / "edict")])
+    assert text.startswith("2 edit pairs") and "| ddim | swap | 2 |" in text and "| edict | swap | 2 |" in text
+    rec = rec_bench.ReconstructionBench(methods=("ddim",), steps=(2,), guidance=(1.0,), scenes=1)
+    rec_bench.write_report(rec_bench.run(tiny_model, rec, progress=False), rec, tmp_path / "rec", "t", tiny_model)
+    with pytest.raises(ValueError, match="one bench"):
+        merged_tables([str(tmp_path / "ddim"), str(tmp_path / "rec")])

@@ -1,7 +1,9 @@
-"""``python -m unsample.bench.merge DIR [DIR ...]``: one reconstruction table from several runs.
+"""``python -m unsample.bench.merge DIR [DIR ...]``: one table from several runs of a bench.
 
-Concatenates the per-image rows of each run's results.json (e.g. runs over different scene seeds,
-run in parallel on separate cores) and prints the summary table over all images.
+Concatenates the per-item rows of each run's results.json (e.g. runs over different scene seeds
+or different methods, run in parallel on separate cores) and prints the summary over all of them:
+the reconstruction table for ``unsample bench reconstruction`` folders, the edit tables (all
+kinds, then per kind) for ``unsample bench edit`` folders. All folders must come from one bench.
 """
 
 from __future__ import annotations
@@ -10,21 +12,42 @@ import json
 import sys
 from pathlib import Path
 
-from unsample.bench.reconstruction import report_table, summarise
+
+def merged_tables(dirs: list[str]) -> str:
+    from unsample.bench import edit, reconstruction
+
+    runs = []
+    for d in dirs:
+        path = Path(d) / "results.json"
+        if not path.is_file():
+            raise ValueError(f"{path} does not exist; give folders written by 'unsample bench'")
+        runs.append(json.loads(path.read_text(encoding="utf-8")))
+    kinds = {"per_image" if "per_image" in r else "per_pair" if "per_pair" in r else None for r in runs}
+    if len(kinds) != 1 or None in kinds:
+        raise ValueError("give folders of one bench: all reconstruction runs or all edit runs")
+    if len({r["model_fingerprint"] for r in runs}) != 1:
+        raise ValueError("these runs used different models; merge runs of one model only")
+    if kinds == {"per_image"}:
+        rows = [row for r in runs for row in r["per_image"]]
+        header = f"{sum(row['method'] == 'autoencoder' for row in rows)} images\n\n"
+        return header + reconstruction.report_table(reconstruction.summarise(rows))
+    nan = float("nan")
+    rows = [{k: (nan if v is None else v) for k, v in row.items()} for r in runs for row in r["per_pair"]]
+    summary = edit.summarise(rows)
+    text = f"{len({row['pair'] for row in rows})} edit pairs\n\n" + edit.report_table(summary)
+    for kind in sorted({row["kind"] for row in rows}):
+        text += f"\n{kind}:\n\n" + edit.report_table(summary, kind)
+    return text
 
 
 def main(argv: list[str] | None = None) -> None:
     dirs = argv if argv is not None else sys.argv[1:]
     if not dirs:
-        raise SystemExit("usage: python -m unsample.bench.merge DIR [DIR ...] (folders written by 'unsample bench reconstruction')")
-    rows = []
-    for d in dirs:
-        path = Path(d) / "results.json"
-        if not path.is_file():
-            raise SystemExit(f"{path} does not exist; give folders written by 'unsample bench reconstruction'")
-        rows += json.loads(path.read_text())["per_image"]
-    print(f"{sum(r['method'] == 'autoencoder' for r in rows)} images")
-    print(report_table(summarise(rows)))
+        raise SystemExit("usage: python -m unsample.bench.merge DIR [DIR ...] (folders written by 'unsample bench')")
+    try:
+        print(merged_tables(dirs))
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":
