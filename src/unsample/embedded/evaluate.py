@@ -138,19 +138,23 @@ def roundtrip_ratio(model: Any, cfg: EvalConfig) -> tuple[float, float, float]:
 
 
 def sample_grid(examples: list[tuple[str, np.ndarray]], path: Path, scale: int = 3) -> None:
-    """A labelled grid of generated samples (4 per row)."""
+    """A labelled grid of generated samples (4 per row), each caption wrapped under its image."""
+    import textwrap
+
     side = examples[0][1].shape[0] * scale
-    cols, label_h = 4, 28
+    cols, gap, line_h = 4, 10, 12
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    chars = max(8, int(side / max(1.0, probe.textlength("abcdefghij") / 10)))
+    labels = [textwrap.wrap(cap, width=chars) for cap, _ in examples]
+    label_h = line_h * max(len(lines) for lines in labels) + 6
     rows = -(-len(examples) // cols)
-    sheet = Image.new("RGB", (cols * (side + 180) , rows * (side + label_h)), "white")
+    sheet = Image.new("RGB", (cols * (side + gap) - gap, rows * (side + label_h)), "white")
     draw = ImageDraw.Draw(sheet)
-    for k, (cap, img) in enumerate(examples):
-        x, y = (k % cols) * (side + 180), (k // cols) * (side + label_h)
+    for k, ((_, img), lines) in enumerate(zip(examples, labels)):
+        x, y = (k % cols) * (side + gap), (k // cols) * (side + label_h)
         sheet.paste(Image.fromarray(img).resize((side, side), Image.Resampling.NEAREST), (x, y))
-        words = cap.split()
-        half = len(words) // 2
-        draw.text((x, y + side + 1), " ".join(words[:half]), fill="black")
-        draw.text((x, y + side + 13), " ".join(words[half:]), fill="black")
+        for j, line in enumerate(lines):
+            draw.text((x, y + side + 2 + j * line_h), line, fill="black")
     sheet.save(path)
 
 
