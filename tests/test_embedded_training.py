@@ -58,6 +58,9 @@ def test_tiny_run_writes_a_loadable_sd_pipeline(tiny_run: tuple[Path, TrainConfi
     for part in ("vae", "text_encoder", "unet"):
         assert list((model / part).glob("*.safetensors")), part
     assert not list(model.rglob("*.bin"))
+    training = json.loads((model / "training.json").read_text())
+    assert training["unet_steps"] == 2 and training["vae_steps"] == config.vae_steps
+    assert training["config"]["unet_batch"] == config.unet_batch
 
     pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None, requires_safety_checker=False)
     state = json.loads((out / "latest.json").read_text())

@@ -199,6 +199,8 @@ def evaluate(model_dir: Path | None = None, out: Path | None = None, cfg: EvalCo
         "ddim_roundtrip_mse_over_floor": ratio <= TARGETS["ddim_roundtrip_mse_over_floor"],
     }
     weights = sorted(folder.rglob("*.safetensors"))
+    training_file = folder / "training.json"
+    training = json.loads(training_file.read_text(encoding="utf-8")) if training_file.is_file() else None
     card = {
         "figures": figures,
         "targets": TARGETS,
@@ -210,10 +212,19 @@ def evaluate(model_dir: Path | None = None, out: Path | None = None, cfg: EvalCo
         "seconds": {**timings, "total": time.perf_counter() - begin},
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpu_threads": torch.get_num_threads()},
         "command": "unsample evaluate-embedded",
+        "training": training,
     }
     (out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
     (out / "MODEL_CARD.md").write_text(render_card(card))
     return card
+
+
+def _training_line(training: dict[str, Any] | None) -> str:
+    if not training:
+        return "Training record: none beside the weights (exported before training.json existed)."
+    return (f"Training (`{training['command']}`, {training['config']['threads']} CPU threads): VAE {training['vae_steps']} steps "
+            f"in {training['vae_minutes']:g} min, then text encoder + UNet {training['unet_steps']} steps (batch "
+            f"{training['config']['unet_batch']}) in {training['unet_minutes']:g} min.")
 
 
 def render_card(card: dict[str, Any]) -> str:
@@ -229,6 +240,8 @@ A Stable-Diffusion-architecture pipeline (AutoencoderKL, CLIP text encoder with 
 tokenizer, UNet2DConditionModel, DDIM scheduler with SD's scaled-linear betas, eps-prediction)
 trained from scratch on the shapes world by `unsample train-embedded`. {card['resolution']}x{card['resolution']}
 RGB, {card['weights_bytes'] / 1e6:.1f} MB of safetensors weights. Loaded by `unsample.load()`.
+
+{_training_line(card.get('training'))}
 
 Figures written by `{card['command']}` (fingerprint {card['model_fingerprint']}); every caption
 below is from the held-out split, never seen in training.

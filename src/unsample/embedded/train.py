@@ -360,6 +360,10 @@ def _train_unet(out: Path, cfg: TrainConfig, source: SceneSource, tokenizer, sta
     return {**state, "step": step, "stage_seconds": clock.elapsed}
 
 
+TRAINING_JSON = "training.json"
+"""Beside the exported weights: the steps and wall time of each stage, and the config."""
+
+
 def export_pipeline(out: Path, cfg: TrainConfig, tokenizer, final: ckpt.Checkpoint) -> Path:
     """Write ``out/model/`` (a StableDiffusionPipeline folder, EMA UNet) atomically."""
     from diffusers import StableDiffusionPipeline
@@ -381,6 +385,15 @@ def export_pipeline(out: Path, cfg: TrainConfig, tokenizer, final: ckpt.Checkpoi
         shutil.rmtree(tmp)
     pipe.save_pretrained(str(tmp), safe_serialization=True)
     portable_model_index(tmp)
+    st = final.state
+    training = {
+        "command": "unsample train-embedded",
+        "vae_steps": st.get("vae_steps_done"), "vae_minutes": round(float(st.get("vae_seconds", 0.0)) / 60, 1),
+        "vae_train_psnr_db": st.get("vae_psnr"),
+        "unet_steps": st.get("step"), "unet_minutes": round(float(st.get("stage_seconds", 0.0)) / 60, 1),
+        "config": cfg.to_json(),
+    }
+    ckpt.write_json_atomic(tmp / TRAINING_JSON, training)
     replace_dir(tmp, target)
     return target
 
