@@ -153,6 +153,7 @@ def _uint8(model: Any, latent: torch.Tensor) -> np.ndarray:
 def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -> dict[str, Any]:
     import unsample
     from unsample.bench.stats import image_metrics
+    from unsample.editing.branches import DIRECT_METHODS
 
     cases = load_cases(bench, model.resolution)
     rows: list[dict[str, Any]] = []
@@ -166,8 +167,8 @@ def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -
             t_inv = time.perf_counter() - t0
             for control in bench.controls:
                 c = CONTROLS[control]
-                if c.get("direct") and method in ("edict", "bdia"):
-                    continue  # exact methods need no Direct Inversion
+                if c.get("direct") and method not in DIRECT_METHODS:
+                    continue  # exact methods (EDICT, BDIA) reconstruct already: no Direct Inversion
                 t = time.perf_counter()
                 res = unsample.edit(
                     model, inv, case.target_caption, start_step=bench.start_step, guidance=bench.edit_guidance,
