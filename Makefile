@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench-closed-form clean
+.PHONY: setup demo test bench-closed-form bench-quick bench-full clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,21 @@ test: $(STAMP)
 
 bench-closed-form: $(STAMP)
 	$(BIN)/python -m unsample.bench.closed_form
+
+# Benchmarks on the embedded model (docs/benchmarks.md). Each "full" bench runs as two
+# single-threaded processes, one per core, merged into one table by unsample.bench.merge.
+bench-quick: $(STAMP)
+	$(BIN)/unsample bench reconstruction --quick --out out/rec-quick
+	$(BIN)/unsample bench edit --quick --out out/edit-quick
+
+bench-full: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/unsample bench edit --pairs 50 --methods ddim,edict --out out/edit-a & \
+	OMP_NUM_THREADS=1 $(BIN)/unsample bench edit --pairs 50 --methods null-text --out out/edit-b & wait
+	$(BIN)/python -m unsample.bench.merge out/edit-a out/edit-b
+	OMP_NUM_THREADS=1 $(BIN)/unsample bench reconstruction --scenes 10 --steps 50 --guidance 1,7 --out out/rec-50 & \
+	OMP_NUM_THREADS=1 $(BIN)/unsample bench reconstruction --scenes 10 --steps 100,200 --guidance 1,7 \
+	    --methods ddim,edict,bdia --out out/rec-long & wait
+	$(BIN)/python -m unsample.bench.merge out/rec-50 out/rec-long
 
 clean:
 	rm -rf $(VENV) out

@@ -119,5 +119,7 @@ def test_merge_runs_of_different_methods(tiny_model, tmp_path: Path) -> None:
     assert text.startswith("2 edit pairs") and "| ddim | swap | 2 |" in text and "| edict | swap | 2 |" in text
     rec = rec_bench.ReconstructionBench(methods=("ddim",), steps=(2,), guidance=(1.0,), scenes=1)
     rec_bench.write_report(rec_bench.run(tiny_model, rec, progress=False), rec, tmp_path / "rec", "t", tiny_model)
+    # two runs over the same scenes share their autoencoder rows: counted once
+    assert merged_tables([str(tmp_path / "rec"), str(tmp_path / "rec")]).startswith("1 images")
     with pytest.raises(ValueError, match="one bench"):
         merged_tables([str(tmp_path / "ddim"), str(tmp_path / "rec")])

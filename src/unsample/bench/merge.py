@@ -28,7 +28,14 @@ def merged_tables(dirs: list[str]) -> str:
     if len({r["model_fingerprint"] for r in runs}) != 1:
         raise ValueError("these runs used different models; merge runs of one model only")
     if kinds == {"per_image"}:
-        rows = [row for r in runs for row in r["per_image"]]
+        # runs over the same scenes share the autoencoder rows: count each (row, image) once
+        seen: set[tuple[str, str]] = set()
+        rows = []
+        for r in runs:
+            for row in r["per_image"]:
+                if (row["row"], row["image"]) not in seen:
+                    seen.add((row["row"], row["image"]))
+                    rows.append(row)
         header = f"{sum(row['method'] == 'autoencoder' for row in rows)} images\n\n"
         return header + reconstruction.report_table(reconstruction.summarise(rows))
     nan = float("nan")

