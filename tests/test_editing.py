@@ -28,6 +28,19 @@ def test_two_branch_source_replays_like_the_single_branch(tiny_model, inversion)
     assert torch.allclose(res["source_latent"], single, atol=1e-5)
     assert torch.allclose(res["target_latent"], swap, atol=1e-5)
     assert res["nfe"] == 6 * 2 // 2  # one batched evaluation per step at guidance 1
+    assert res["blend_mask"] is None
+
+
+def test_local_blend_returns_its_mask_and_keeps_the_source_outside_it(tiny_model, inversion) -> None:
+    from unsample.editing.attention import AttentionControl
+
+    res = edit_two_branch(tiny_model, inversion, "a green cat", guidance=3.0,
+                          control=AttentionControl("replace", blend_words=("cat",), blend_threshold=0.9))
+    mask = res["blend_mask"]
+    assert mask.dtype == torch.bool and mask.shape == res["target_latent"].shape[-2:]
+    assert 0 < mask.sum() < mask.numel()  # a region, not all or nothing, at this threshold
+    # outside the last step's mask the target is the source
+    assert torch.equal(res["target_latent"][..., ~mask], res["source_latent"][..., ~mask])
 
 
 def test_direct_inversion_keeps_the_source_on_the_inverted_path(tiny_model, inversion) -> None:

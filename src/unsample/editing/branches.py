@@ -94,9 +94,13 @@ def edit_two_branch(
                 latent = spec.sample(den, grid, state, start_step, config, callback=after_step)
         else:
             latent = spec.sample(den, grid, state, start_step, config, callback=after_step)
+    blend_mask = None
+    if controller is not None and controller.control.blend_words and controller.blend_maps:
+        blend_mask = controller.blend_mask((latent.shape[-2], latent.shape[-1])).cpu()
     return {
         "source_latent": latent[0:1],
         "target_latent": latent[1:2],
+        "blend_mask": blend_mask,  # the local-blend region at the last step (latent resolution), or None
         "nfe": counter.nfe,
         "model_calls": counter.calls,
         "seconds": time.perf_counter() - begin,
