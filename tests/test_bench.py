@@ -52,8 +52,8 @@ def test_edit_bench_counts_both_branches_and_is_reproducible(tiny_model, tmp_pat
     rows = result["per_pair"]
     assert len(rows) == 2 * 3
     nfe = {r["control"]: r["nfe"] for r in rows}
-    # inversion at guidance 1: 3; edit at guidance 5: 3 steps x 2 CFG halves, x 2 branches for P2P
-    assert nfe == {"swap": 3 + 6, "p2p": 3 + 12, "p2p+blend": 3 + 12}
+    # inversion and edit at guidance 5: 3 steps x 2 CFG halves each, x 2 branches for P2P edits
+    assert nfe == {"swap": 6 + 6, "p2p": 6 + 12, "p2p+blend": 6 + 12}
     assert all(isinstance(r["success"], bool) and np.isfinite(r["target_psnr"]) for r in rows)
     again = edit_bench.run(tiny_model, bench, progress=False)
     assert _without_timings(again["per_pair"]) == _without_timings(rows)

@@ -204,7 +204,8 @@ def edit(
     source_prompt: Annotated[str | None, typer.Option("--source-prompt", help="Describes the source (default: the inversion's prompt).")] = None,
     method: Annotated[str, typer.Option("--method", help="Inversion method when SOURCE is an image.")] = "ddim",
     steps: Annotated[int, typer.Option("--steps", min=1, help="Steps when SOURCE is an image.")] = 50,
-    inversion_guidance: Annotated[float, typer.Option("--inversion-guidance", help="CFG of the inversion when SOURCE is an image.")] = 1.0,
+    inversion_guidance: Annotated[float | None, typer.Option(
+        "--inversion-guidance", help="CFG of the inversion when SOURCE is an image (default: --guidance, else 1).")] = None,
     start_step: Annotated[int, typer.Option("--start-step", min=0, help="Resume sampling at this step (0 = from the noise).")] = 0,
     guidance: Annotated[float | None, typer.Option("--guidance", help="CFG of the edit (default: the inversion's).")] = None,
     negative_prompt: Annotated[str | None, typer.Option("--negative-prompt")] = None,
@@ -245,7 +246,8 @@ def edit(
         if source_prompt is None:
             raise UserError("editing an image needs --source-prompt (a prompt that describes it) to invert with")
         m = _load(model, device, dtype)
-        inv = unsample.invert(m, picture, source_prompt, method=method, steps=steps, guidance=inversion_guidance,
+        inv_guidance = inversion_guidance if inversion_guidance is not None else (guidance if guidance is not None else 1.0)
+        inv = unsample.invert(m, picture, source_prompt, method=method, steps=steps, guidance=inv_guidance,
                               seed=seed, progress=not quiet, **options)
     start = time.perf_counter()
     sample = unsample.edit(
@@ -441,7 +443,8 @@ def bench_edit(
     pairs: Annotated[int, typer.Option("--pairs", min=1)] = 50,
     kinds: Annotated[str, typer.Option("--kinds")] = "color,shape,size,background",
     steps: Annotated[int, typer.Option("--steps", min=1)] = 50,
-    inversion_guidance: Annotated[float, typer.Option("--inversion-guidance")] = 1.0,
+    inversion_guidance: Annotated[float | None, typer.Option(
+        "--inversion-guidance", help="CFG of the inversion (default: the edit's, so exact methods replay exactly).")] = None,
     edit_guidance: Annotated[float, typer.Option("--edit-guidance")] = 5.0,
     start_step: Annotated[int, typer.Option("--start-step", min=0)] = 0,
     images: Annotated[Path | None, typer.Option("--images", help="Folder of real images (with --prompts).")] = None,

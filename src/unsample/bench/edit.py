@@ -37,7 +37,8 @@ class EditBench:
     pairs: int = 50
     kinds: tuple[str, ...] = ("color", "shape", "size", "background")
     steps: int = 50
-    inversion_guidance: float = 1.0
+    inversion_guidance: float | None = None
+    """CFG of the inversion; None: the edit's (the guidance every method's replay runs at)."""
     edit_guidance: float = 5.0
     start_step: int = 0
     cross_steps: float = 0.8
@@ -46,6 +47,11 @@ class EditBench:
     images_dir: str | None = None
     prompts_file: str | None = None
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+    @property
+    def inversion_cfg(self) -> float:
+        return self.edit_guidance if self.inversion_guidance is None else self.inversion_guidance
 
 
 @dataclass(frozen=True)
@@ -163,7 +169,7 @@ def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -
         for case in cases:
             t0 = time.perf_counter()
             inv = unsample.invert(model, Image.fromarray(case.source), case.source_caption, method=method,
-                                  steps=bench.steps, guidance=bench.inversion_guidance, seed=bench.seed, **opts)
+                                  steps=bench.steps, guidance=bench.inversion_cfg, seed=bench.seed, **opts)
             t_inv = time.perf_counter() - t0
             for control in bench.controls:
                 c = CONTROLS[control]
@@ -288,7 +294,7 @@ def write_report(result: dict[str, Any], bench: EditBench, out: Path, command: s
     n_cases = len({r["pair"] for r in result["per_pair"]})
     body = f"# Edit benchmark\n\nCommand: `{command}`\n\nModel: {model.name} ({model.fingerprint}); {n_cases} edits " \
            f"({'from ' + str(bench.prompts_file) if bench.prompts_file else 'held-out shapes edit pairs'}); " \
-           f"inversion guidance {bench.inversion_guidance:g}, edit guidance {bench.edit_guidance:g}, {bench.steps} steps.\n\n" \
+           f"inversion guidance {bench.inversion_cfg:g}, edit guidance {bench.edit_guidance:g}, {bench.steps} steps.\n\n" \
            "## All kinds\n\n" + report_table(result["summary"])
     for kind in kinds:
         body += f"\n## {kind}\n\n" + report_table(result["summary"], kind)
