@@ -26,7 +26,7 @@ def prompt_ids(tokenizer: Any, prompt: str) -> tuple[list[int], int]:
     """The padded ids the text encoder sees for ``prompt``, and how many of them are not padding."""
     length = int(tokenizer.model_max_length)
     padded = tokenizer(prompt, padding="max_length", max_length=length, truncation=True).input_ids
-    unpadded = tokenizer(prompt, max_length=length, truncation=True).input_ids
+    unpadded = tokenizer(prompt, padding=False, max_length=length, truncation=True).input_ids
     return [int(i) for i in padded], len(unpadded)
 
 
