@@ -36,7 +36,7 @@ bench-full: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/unsample bench edit --pairs 50 --methods null-text --out out/edit-b & wait
 	$(BIN)/python -m unsample.bench.merge out/edit-a out/edit-b
 	OMP_NUM_THREADS=1 $(BIN)/unsample bench reconstruction --scenes 10 --steps 50 --guidance 1,7 --out out/rec-50 & \
-	OMP_NUM_THREADS=1 $(BIN)/unsample bench reconstruction --scenes 10 --steps 100,200 --guidance 1,7 \
+	OMP_NUM_THREADS=1 $(BIN)/unsample bench reconstruction --scenes 5 --steps 100,200 --guidance 1,7 \
 	    --methods ddim,edict --out out/rec-long & wait
 	$(BIN)/python -m unsample.bench.merge out/rec-50 out/rec-long
 
