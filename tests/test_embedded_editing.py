@@ -2,7 +2,9 @@
 
 Skipped when the embedded weights are not installed. The margin below was measured with
 ``unsample bench edit --methods ddim --controls swap,p2p+blend --kinds color --pairs 8 --steps 20
---seed 7`` on the committed model (docs/benchmarks.md gives the full table).
+--seed 7`` on the committed model (docs/benchmarks.md gives the full table). On this model the
+gain is prompt-to-prompt's attention injection: its cross-attention maps are not localised, so
+the local-blend mask covers the whole latent (``python -m unsample.bench.blend_masks``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ pytestmark = pytest.mark.skipif(
     not (embedded_model_path() / "model_index.json").is_file(), reason="the embedded model is not installed"
 )
 
-MEASURED_MARGIN_DB = None  # filled from the measurement named in the module docstring
-SLACK_DB = 0.5  # room for float differences across machines
+# Measured (model efa95fc3): background PSNR 23.31 dB (P2P + local blend) vs 20.27 dB (prompt swap).
+MEASURED_MARGIN_DB = 3.04
+SLACK_DB = 1.0  # room for float differences across machines
 
 
 @pytest.fixture(scope="module")
