@@ -106,6 +106,22 @@ def test_bad_prompts_file_is_a_one_line_cli_error(tiny_pipeline_dir: Path, tmp_p
     assert "edits.jsonl:1: expected" in res.output and not (tmp_path / "out").exists()
     res = CliRunner().invoke(app, ["bench", "reconstruction", "--model", str(tiny_pipeline_dir), "--images", str(folder)])
     assert res.exit_code == 2 and "go together" in res.output
+    for bad, message in (("precision=float64", "METHOD:KEY=VALUE"), ("edict:precision=float64", "METHOD:KEY=VALUE"),
+                         ("ddim:nope=1", "no option 'nope'")):
+        res = CliRunner().invoke(app, ["bench", "reconstruction", "--model", str(tiny_pipeline_dir), "--methods", "ddim",
+                                       "--option", bad, "--out", str(tmp_path / "rec")])
+        assert res.exit_code == 2 and message in res.output, (bad, res.output)
+
+
+def test_bench_option_reaches_the_method(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
+    from unsample.cli import app
+
+    res = CliRunner().invoke(app, ["bench", "reconstruction", "--model", str(tiny_pipeline_dir), "--methods", "edict",
+                                   "--steps", "2", "--guidance", "1", "--scenes", "1", "--option", "edict:precision=float64",
+                                   "--out", str(tmp_path / "rec")])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "rec" / "results.json").read_text())
+    assert data["bench"]["options"] == {"edict": {"precision": "float64"}}
 
 
 def test_merge_runs_of_different_methods(tiny_model, tmp_path: Path) -> None:

@@ -394,6 +394,24 @@ def _csv(text: str, kind: type) -> tuple:
         raise UserError(f"{text!r} is not a comma-separated list of {kind.__name__} values") from None
 
 
+BenchOptionOpt = Annotated[list[str] | None, typer.Option(
+    "--option", help="METHOD:KEY=VALUE for one method, repeatable (e.g. edict:precision=float64).")]
+
+
+def _bench_options(pairs: list[str] | None, methods: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``["edict:precision=float64"]`` -> ``{"edict": {"precision": "float64"}}``, checked per method."""
+    from unsample.methods.options import parse_options
+    from unsample.methods.registry import get_method
+
+    raw: dict[str, list[str]] = {}
+    for pair in pairs or []:
+        method, sep, option = pair.partition(":")
+        if not sep or method not in methods:
+            raise UserError(f"--option {pair!r} must be METHOD:KEY=VALUE with METHOD one of {', '.join(methods)}")
+        raw.setdefault(method, []).append(option)
+    return {m: parse_options(get_method(m).config, opts, m) for m, opts in raw.items()}
+
+
 @bench_app.command("reconstruction")
 @_friendly
 def bench_reconstruction(
@@ -405,6 +423,7 @@ def bench_reconstruction(
     images: Annotated[Path | None, typer.Option("--images", help="Folder of real images (with --prompts).")] = None,
     prompts: Annotated[Path | None, typer.Option("--prompts", help="JSONL: {\"image\": name, \"prompt\": text} per line.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="4 scenes, 10 steps: a few minutes.")] = False,
+    option: BenchOptionOpt = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
@@ -425,6 +444,7 @@ def bench_reconstruction(
         seed=seed,
         images_dir=str(images) if images else None,
         prompts_file=str(prompts) if prompts else None,
+        options=_bench_options(option, names),
     )
     m = _load(model, device, dtype)
     result = run(m, bench)
@@ -451,6 +471,7 @@ def bench_edit(
     prompts: Annotated[Path | None, typer.Option(
         "--prompts", help="JSONL: {\"image\", \"source_prompt\", \"target_prompt\", optional \"mask\", \"kind\"} per line.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="8 pairs, 20 steps, ddim only.")] = False,
+    option: BenchOptionOpt = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
@@ -471,7 +492,7 @@ def bench_edit(
         methods=("ddim",) if quick else names, controls=ctrl, pairs=8 if quick else pairs, kinds=_csv(kinds, str),
         steps=20 if quick else steps, inversion_guidance=inversion_guidance, edit_guidance=edit_guidance,
         start_step=start_step, seed=seed, images_dir=str(images) if images else None,
-        prompts_file=str(prompts) if prompts else None,
+        prompts_file=str(prompts) if prompts else None, options=_bench_options(option, names),
     )
     m = _load(model, device, dtype)
     result = run(m, bench)
