@@ -258,6 +258,6 @@ def edit(
         )
     sample = Sample(
         latent=res["target_latent"], nfe=res["nfe"], model_calls=res["model_calls"], seconds=res["seconds"],
-        start_step=start_step, prompt=prompt, guidance=res["guidance"], branches=2,
+        start_step=start_step, prompt=prompt, guidance=res["guidance"], branches=res["branches"],
     )
     return _present(model, sample, output)

@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 CONTROLS: dict[str, dict[str, Any]] = {
@@ -150,15 +149,9 @@ def load_cases(bench: EditBench, resolution: int) -> list[EditCase]:
     return shapes_cases(bench, resolution)
 
 
-def _uint8(model: Any, latent: torch.Tensor) -> np.ndarray:
-    from unsample.images import tensor_to_pil
-
-    return np.asarray(tensor_to_pil(model.decode_latent(latent.float())))
-
-
 def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -> dict[str, Any]:
     import unsample
-    from unsample.bench.stats import image_metrics
+    from unsample.bench.stats import decoded_uint8, image_metrics
     from unsample.editing.branches import DIRECT_METHODS
 
     cases = load_cases(bench, model.resolution)
@@ -183,7 +176,7 @@ def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -
                     output="result",
                 )
                 seconds = time.perf_counter() - t
-                edited = _uint8(model, res.latent)
+                edited = decoded_uint8(model, res.latent)
                 bg = image_metrics(edited, case.source, ~case.mask)
                 nan = float("nan")
                 rows.append({

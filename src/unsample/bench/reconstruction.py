@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 
@@ -61,17 +60,11 @@ def load_inputs(bench: ReconstructionBench, resolution: int) -> list[tuple[str, 
     return out
 
 
-def _uint8(model: Any, latent: torch.Tensor) -> np.ndarray:
-    from unsample.images import tensor_to_pil
-
-    return np.asarray(tensor_to_pil(model.decode_latent(latent.float())))
-
-
 def run(model: Any, bench: ReconstructionBench, progress: bool = True) -> dict[str, Any]:
     """Every row's per-image figures and their means."""
     import unsample
     from unsample.api import prepare_image
-    from unsample.bench.stats import expected_noise_std, image_metrics, lag1_autocorrelation
+    from unsample.bench.stats import decoded_uint8, expected_noise_std, image_metrics, lag1_autocorrelation
     from unsample.images import fit_image
     from unsample.methods.registry import get_method
 
@@ -81,7 +74,7 @@ def run(model: Any, bench: ReconstructionBench, progress: bool = True) -> dict[s
         target = np.asarray(fit_image(image, model.resolution, model.size_multiple))
         t = time.perf_counter()
         latent = model.encode_image(prepare_image(model, image))
-        floor = _uint8(model, latent)
+        floor = decoded_uint8(model, latent)
         per_image.append({"row": "autoencoder", "method": "autoencoder", "steps": 0, "guidance": 0.0, "image": name,
                           "nfe": 0, "seconds": time.perf_counter() - t, **image_metrics(floor, target)})
     configs = [(m, s, g) for m in bench.methods for s in bench.steps for g in bench.guidance]
@@ -99,7 +92,7 @@ def run(model: Any, bench: ReconstructionBench, progress: bool = True) -> dict[s
             per_image.append({
                 "row": f"{method} s={steps} g={guidance:g}", "method": method, "steps": steps, "guidance": guidance,
                 "image": name, "nfe": inv.nfe + res.nfe, "seconds": seconds,
-                **image_metrics(_uint8(model, res.latent), target),
+                **image_metrics(decoded_uint8(model, res.latent), target),
                 "noise_std": float(inv.noise.double().std()),
                 "noise_std_expected": expected_noise_std(float(grid.alphas[0]), inv.image_latent, sigma_space),
                 "noise_lag1": lag1_autocorrelation(inv.noise),

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
+
+
+def decoded_uint8(model: Any, latent: torch.Tensor) -> np.ndarray:
+    """The model's decode of an image latent as a uint8 (H, W, 3) array, as the user would see it."""
+    from unsample.images import tensor_to_pil
+
+    return np.asarray(tensor_to_pil(model.decode_latent(latent.float())))
 
 
 def image_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> dict[str, float]:

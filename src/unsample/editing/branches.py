@@ -100,7 +100,8 @@ def edit_two_branch(
     return {
         "source_latent": latent[0:1],
         "target_latent": latent[1:2],
-        "blend_mask": blend_mask,  # the local-blend region at the last step (latent resolution), or None
+        "blend_mask": blend_mask,
+        "branches": latent.shape[0],  # the local-blend region at the last step (latent resolution), or None
         "nfe": counter.nfe,
         "model_calls": counter.calls,
         "seconds": time.perf_counter() - begin,

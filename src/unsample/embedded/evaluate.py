@@ -199,7 +199,9 @@ def evaluate(model_dir: Path | None = None, out: Path | None = None, cfg: EvalCo
         "ddim_roundtrip_mse_over_floor": ratio <= TARGETS["ddim_roundtrip_mse_over_floor"],
     }
     weights = sorted(folder.rglob("*.safetensors"))
-    training_file = folder / "training.json"
+    from unsample.embedded.train import TRAINING_JSON
+
+    training_file = folder / TRAINING_JSON
     training = json.loads(training_file.read_text(encoding="utf-8")) if training_file.is_file() else None
     card = {
         "figures": figures,
