@@ -60,6 +60,7 @@ def test_tiny_run_writes_a_loadable_sd_pipeline(tiny_run: tuple[Path, TrainConfi
     assert not list(model.rglob("*.bin"))
     training = json.loads((model / "training.json").read_text())
     assert training["unet_steps"] == 2 and training["vae_steps"] == config.vae_steps
+    assert training["decoder_steps"] == config.decoder_steps
     assert training["config"]["unet_batch"] == config.unet_batch
 
     pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None, requires_safety_checker=False)
@@ -85,7 +86,8 @@ def test_rerun_resumes_instead_of_restarting(tiny_run: tuple[Path, TrainConfig])
     train_embedded(out, config=dataclasses.replace(config, unet_steps=4), progress=False, source=StubSource())
     new_lines = (out / "train.log").read_text()[len(log_before):]
     assert "run start: stage=unet step=2" in new_lines
-    assert _steps_logged(new_lines, "vae") == []  # the finished VAE stage is not redone
+    assert _steps_logged(new_lines, "vae") == []  # the finished VAE stages are not redone
+    assert _steps_logged(new_lines, "decoder") == []
     assert _steps_logged(new_lines, "unet") == [3, 4]
     assert json.loads((out / "latest.json").read_text())["dir"] == "unet-00000004"
     # A changed architecture is refused rather than silently mixed with the old weights.
@@ -168,3 +170,38 @@ def test_thread_tuner_settles_on_the_faster_thread_count(monkeypatch: pytest.Mon
         torch.set_num_threads(before)
     assert tuner.best == 1
     assert used[:3] == [2, 2, 2] and used.count(2) == 6  # only the exploration steps use 2
+
+
+def test_decoder_stage_leaves_the_latents_alone(tmp_path: Path) -> None:
+    """The decoder fine-tune changes the decoder and nothing the UNet's latents depend on."""
+    from safetensors.torch import load_file
+
+    from unsample.embedded.configs import build_vae
+    from unsample.embedded.train import RUN_JSON
+
+    config = dataclasses.replace(TrainConfig.tiny(), decoder_steps=3, unet_steps=0)
+    torch.manual_seed(1)
+    before = build_vae(config).state_dict()
+    # A run folder whose VAE stage is done: the decoder stage starts from these weights.
+    ckpt.write_json_atomic(tmp_path / RUN_JSON, {"config": config.to_json()})
+    ckpt.write_checkpoint(tmp_path, "decoder", 0, {f"vae.{k}": v for k, v in before.items()}, {},
+                          {"stage": "decoder", "step": 0, "scaling_factor": 1.0})
+    train_embedded(tmp_path, config=config, progress=False, source=StubSource())
+    after = load_file(str(tmp_path / "model" / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert before.keys() == after.keys()
+    encoder = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    decoder = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
+    assert encoder and decoder and len(encoder) + len(decoder) == len(before)
+    assert all(torch.equal(before[k], after[k]) for k in encoder)
+    assert not all(torch.equal(before[k], after[k]) for k in decoder)
+    assert _steps_logged((tmp_path / "train.log").read_text(), "decoder") == [1, 2, 3]
+
+
+def test_min_snr_weights() -> None:
+    """min(SNR, gamma) / SNR, with SNR = alpha_bar / (1 - alpha_bar); gamma 0 means no weighting."""
+    from unsample.embedded.train import snr_weight
+
+    alpha_bar = torch.tensor([0.5, 0.8, 5 / 6, 0.99])  # SNR 1, 4, 5, 99
+    expected = torch.tensor([1.0, 1.0, 1.0, 5 / 99])
+    assert torch.allclose(snr_weight(alpha_bar, 5.0), expected)
+    assert torch.equal(snr_weight(alpha_bar, 0.0), torch.ones(4))

@@ -31,8 +31,9 @@ SD_SCHEDULER_CONFIG: dict[str, Any] = {
 class TrainConfig:
     """Architecture sizes and the two-stage training schedule of the embedded model.
 
-    Stage 1 trains the autoencoder on rendered scenes; stage 2 trains the text encoder and
-    the UNet jointly on the frozen autoencoder's scaled latents. Steps are the budget; the
+    Stage 1 trains the autoencoder on rendered scenes; stage 2 fine-tunes its decoder alone
+    (the latents do not move); stage 3 trains the text encoder and the UNet jointly on the
+    frozen autoencoder's scaled latents. Steps are the budget; the
     ``*_max_minutes`` caps end a stage early if the machine is slower than planned.
     """
 
@@ -50,7 +51,13 @@ class TrainConfig:
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6
     vae_edge_weight: float = 0.5
-    vae_max_minutes: float = 35.0
+    vae_max_minutes: float = 45.0
+
+    # Decoder fine-tune (encoder frozen, so the latents the UNet learns stay the same).
+    decoder_steps: int = 3000
+    decoder_batch: int = 16
+    decoder_lr: float = 3e-4
+    decoder_max_minutes: float = 12.0
 
     # Text encoder (CLIP text transformer).
     text_hidden: int = 128
@@ -59,17 +66,23 @@ class TrainConfig:
     text_intermediate: int = 512
 
     # UNet.
-    unet_channels: tuple[int, ...] = (32, 64, 128)
+    unet_channels: tuple[int, ...] = (64, 64, 128)
     unet_layers_per_block: int = 1
     unet_heads: int = 4
     unet_norm_groups: int = 16
+    # The pooled caption also enters every ResNet block through the time embedding (diffusers'
+    # ``addition_embed_type="text"``), as a scale and shift of its features.
+    unet_text_time_embedding: bool = True
+    unet_time_scale_shift: bool = True
+    # Min-SNR-gamma loss weighting (Hang et al. 2023) for eps-prediction; 0 turns it off.
+    min_snr_gamma: float = 5.0
     unet_steps: int = 12000
     unet_batch: int = 32
     unet_lr: float = 4e-4
     unet_weight_decay: float = 1e-2
     caption_dropout: float = 0.1
     ema_decay: float = 0.999
-    unet_max_minutes: float = 135.0
+    unet_max_minutes: float = 110.0
 
     # Shared schedule details.
     warmup_steps: int = 200
@@ -91,6 +104,8 @@ class TrainConfig:
             vae_norm_groups=4,
             vae_steps=3,
             vae_batch=2,
+            decoder_steps=2,
+            decoder_batch=2,
             text_hidden=16,
             text_layers=1,
             text_heads=2,
@@ -164,7 +179,7 @@ def unet_config(cfg: TrainConfig) -> dict[str, Any]:
     n = len(cfg.unet_channels)
     down = ["CrossAttnDownBlock2D"] * (n - 1) + ["DownBlock2D"]
     up = ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (n - 1)
-    return {
+    config: dict[str, Any] = {
         "sample_size": cfg.latent_size,
         "in_channels": cfg.latent_channels,
         "out_channels": cfg.latent_channels,
@@ -177,6 +192,11 @@ def unet_config(cfg: TrainConfig) -> dict[str, Any]:
         "attention_head_dim": cfg.unet_heads,
         "norm_num_groups": cfg.unet_norm_groups,
     }
+    if cfg.unet_text_time_embedding:
+        config.update(addition_embed_type="text", addition_embed_type_num_heads=cfg.unet_heads)
+    if cfg.unet_time_scale_shift:
+        config["resnet_time_scale_shift"] = "scale_shift"
+    return config
 
 
 def build_vae(cfg: TrainConfig):  # -> diffusers.AutoencoderKL

@@ -18,6 +18,7 @@ STREAM_VAE = 1
 STREAM_UNET = 2
 STREAM_EVAL = 3
 STREAM_SCALE = 4
+STREAM_DECODER = 5
 
 
 class SceneSource(Protocol):

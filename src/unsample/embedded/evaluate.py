@@ -224,9 +224,13 @@ def evaluate(model_dir: Path | None = None, out: Path | None = None, cfg: EvalCo
 def _training_line(training: dict[str, Any] | None) -> str:
     if not training:
         return "Training record: none beside the weights (exported before training.json existed)."
+    decoder = ""
+    if training.get("decoder_steps"):
+        decoder = f", decoder fine-tune {training['decoder_steps']} steps in {training['decoder_minutes']:g} min"
+    minutes = sum(float(training.get(k) or 0.0) for k in ("vae_minutes", "decoder_minutes", "unet_minutes"))
     return (f"Training (`{training['command']}`, {training['config']['threads']} CPU threads): VAE {training['vae_steps']} steps "
-            f"in {training['vae_minutes']:g} min, then text encoder + UNet {training['unet_steps']} steps (batch "
-            f"{training['config']['unet_batch']}) in {training['unet_minutes']:g} min.")
+            f"in {training['vae_minutes']:g} min{decoder}, then text encoder + UNet {training['unet_steps']} steps (batch "
+            f"{training['config']['unet_batch']}) in {training['unet_minutes']:g} min; {minutes:.0f} min of stage time in all.")
 
 
 def render_card(card: dict[str, Any]) -> str:

@@ -4,9 +4,12 @@ Stage ``vae``: the AutoencoderKL learns to reconstruct rendered scenes (L1 + MSE
 image gradients for sharp edges + a small KL). At its end the latent std is measured and the
 VAE's ``scaling_factor`` set to its inverse, so the UNet sees latents of unit std.
 
+Stage ``decoder``: the decoder alone is fine-tuned to decode posterior means (the latents the
+UNet is trained on and samples), encoder frozen so the latent space does not move.
+
 Stage ``unet``: the CLIP text encoder and the UNet learn eps-prediction on the frozen VAE's
-scaled posterior means, with ~10% of captions replaced by "" so classifier-free guidance works;
-an EMA of the UNet weights is what gets exported.
+scaled posterior means, with ~10% of captions replaced by "" so classifier-free guidance works,
+the loss weighted by min-SNR-gamma; an EMA of the UNet weights is what gets exported.
 
 Everything lives in the run folder ``out/``: ``run.json`` (the config), ``train.log``,
 ``latest.json`` + ``checkpoints/`` (see `unsample.embedded.checkpoint`) and, at the end,
@@ -42,6 +45,7 @@ from unsample.embedded.configs import (
 )
 from unsample.embedded.threads import ThreadTuner
 from unsample.embedded.data import (
+    STREAM_DECODER,
     STREAM_EVAL,
     STREAM_SCALE,
     STREAM_UNET,
@@ -57,7 +61,8 @@ LOG_NAME = "train.log"
 MODEL_DIR = "model"
 # Fields that may differ when resuming (they extend or reshape the budget, not the model).
 RESUMABLE_CHANGES = frozenset(
-    {"vae_steps", "unet_steps", "vae_max_minutes", "unet_max_minutes", "log_every", "checkpoint_minutes", "threads"}
+    {"vae_steps", "decoder_steps", "unet_steps", "vae_max_minutes", "decoder_max_minutes", "unet_max_minutes",
+     "log_every", "checkpoint_minutes", "threads"}
 )
 
 
@@ -134,18 +139,27 @@ def _progress_bar(enabled: bool, total: int, initial: int, desc: str):
     return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True)
 
 
-def _vae_loss(vae, x: torch.Tensor, generator: torch.Generator, cfg: TrainConfig) -> tuple[torch.Tensor, float]:
-    posterior = vae.encode(x).latent_dist
-    recon = vae.decode(posterior.sample(generator=generator)).sample
+def _recon_loss(recon: torch.Tensor, x: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, float]:
+    """L1 + MSE + an L1 on image gradients (sharp edges); also the MSE as a float."""
     l1 = (recon - x).abs().mean()
     mse = (recon - x).pow(2).mean()
     edges = (
         ((recon[..., 1:, :] - recon[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])).abs().mean()
         + ((recon[..., 1:] - recon[..., :-1]) - (x[..., 1:] - x[..., :-1])).abs().mean()
     )
-    kl = posterior.kl().mean()
-    loss = l1 + mse + cfg.vae_edge_weight * edges + cfg.vae_kl_weight * kl
-    return loss, mse.item()
+    return l1 + mse + cfg.vae_edge_weight * edges, mse.item()
+
+
+def _vae_loss(vae, x: torch.Tensor, generator: torch.Generator, cfg: TrainConfig) -> tuple[torch.Tensor, float]:
+    posterior = vae.encode(x).latent_dist
+    loss, mse = _recon_loss(vae.decode(posterior.sample(generator=generator)).sample, x, cfg)
+    return loss + cfg.vae_kl_weight * posterior.kl().mean(), mse
+
+
+def _decoder_loss(vae, x: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, float]:
+    with torch.no_grad():
+        latents = vae.encode(x).latent_dist.mean
+    return _recon_loss(vae.decode(latents).sample, x, cfg)
 
 
 @torch.no_grad()
@@ -251,10 +265,90 @@ def _train_vae(out: Path, cfg: TrainConfig, source: SceneSource, state: dict[str
     scaling = 1.0 / max(std, 1e-6)
     log(f"stage=vae done: steps={step} heldout_psnr={psnr:.2f}dB latent_std={std:.4f} scaling_factor={scaling:.5f} "
         f"elapsed={clock.elapsed:.1f}s")
-    new_state = {"stage": "unet", "step": 0, "stage_seconds": 0.0, "scaling_factor": scaling,
+    new_state = {"stage": "decoder", "step": 0, "stage_seconds": 0.0, "scaling_factor": scaling,
                  "vae_steps_done": step, "vae_psnr": psnr, "vae_seconds": clock.elapsed}
+    ckpt.write_checkpoint(out, "decoder", 0, _prefixed("vae", vae.state_dict()), {}, new_state)
+    return new_state
+
+
+def _train_decoder(out: Path, cfg: TrainConfig, source: SceneSource, state: dict[str, Any],
+                   start: ckpt.Checkpoint, log: RunLog, progress: bool) -> dict[str, Any]:
+    """Fine-tune the VAE decoder on posterior means with the encoder frozen (latents unchanged)."""
+    vae = build_vae(cfg)
+    vae.load_state_dict(_group(start.weights, "vae"))
+    vae.encoder.requires_grad_(False)
+    vae.quant_conv.requires_grad_(False)
+    params = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.decoder_lr, weight_decay=0.0)
+    if start.optim:
+        ckpt.load_optimizer_tensors(opt, start.optim)
+    vae.train()
+    step = int(state["step"])
+    clock = _Clock(float(state.get("stage_seconds", 0.0)))
+    last_save = time.monotonic()
+    recent: list[float] = []
+    recent_mse: list[float] = []
+
+    def save(stage_step: int) -> None:
+        ckpt.write_checkpoint(out, "decoder", stage_step, _prefixed("vae", vae.state_dict()),
+                              ckpt.optimizer_tensors(opt),
+                              {**state, "stage": "decoder", "step": stage_step, "stage_seconds": clock.elapsed})
+
+    cap = cfg.decoder_max_minutes * 60.0
+    tuner = ThreadTuner(cfg.threads)
+    bar = _progress_bar(progress, cfg.decoder_steps, step, "decoder")
+    try:
+        while step < cfg.decoder_steps and clock.elapsed < cap:
+            tuner.start_step()
+            _, x = draw_batch(source, cfg.seed, STREAM_DECODER, step, cfg.decoder_batch, cfg.image_size)
+            _set_lr(opt, lr_at(step, cfg.decoder_steps, cfg.decoder_lr, cfg, clock.elapsed / cap))
+            loss, mse = _decoder_loss(vae, x, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            tuner.end_step()
+            step += 1
+            recent.append(loss.item())
+            recent_mse.append(mse)
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.decoder_steps:
+                psnr = -10 * math.log10(max(1e-10, np.mean(recent_mse) / 4))
+                log(f"stage=decoder step={step}/{cfg.decoder_steps} loss={np.mean(recent):.5f} "
+                    f"train_psnr={psnr:.2f} lr={opt.param_groups[0]['lr']:.2e} elapsed={clock.elapsed:.1f}s "
+                    f"{tuner.describe()}")
+                bar.set_postfix(loss=f"{np.mean(recent):.4f}", psnr=f"{psnr:.1f}")
+                recent.clear()
+                recent_mse.clear()
+            if time.monotonic() - last_save >= cfg.checkpoint_minutes * 60.0:
+                save(step)
+                last_save = time.monotonic()
+    except KeyboardInterrupt:
+        save(step)
+        log(f"stage=decoder interrupted at step {step}; checkpoint written, re-run to resume")
+        raise
+    finally:
+        bar.close()
+    if step < cfg.decoder_steps:
+        log(f"stage=decoder stopped by the {cfg.decoder_max_minutes:g}-minute cap at step {step}/{cfg.decoder_steps}")
+    psnr = vae_psnr(vae, source, cfg, cfg.eval_images)
+    log(f"stage=decoder done: steps={step} heldout_psnr={psnr:.2f}dB elapsed={clock.elapsed:.1f}s")
+    new_state = {**state, "stage": "unet", "step": 0, "stage_seconds": 0.0, "vae_psnr": psnr,
+                 "decoder_steps_done": step, "decoder_seconds": clock.elapsed}
     ckpt.write_checkpoint(out, "unet", 0, _prefixed("vae", vae.state_dict()), {}, new_state)
     return new_state
+
+
+def snr_weight(alpha_bar: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma weights for an eps-prediction loss: min(SNR, gamma) / SNR (1 if gamma is 0).
+
+    SNR(t) = alpha_bar_t / (1 - alpha_bar_t) (Hang et al. 2023, "Efficient Diffusion Training via
+    Min-SNR Weighting Strategy"); the weight caps how much the nearly clean steps count.
+    """
+    if gamma <= 0:
+        return torch.ones_like(alpha_bar)
+    snr = alpha_bar / (1 - alpha_bar)
+    return snr.clamp(max=gamma) / snr
 
 
 def _tokenize(tokenizer, captions: list[str], max_tokens: int) -> torch.Tensor:
@@ -322,7 +416,8 @@ def _train_unet(out: Path, cfg: TrainConfig, source: SceneSource, tokenizer, sta
             _set_lr(opt, lr_at(step, cfg.unet_steps, cfg.unet_lr, cfg, clock.elapsed / cap))
             hidden = text(ids)[0]
             pred = unet(noisy, t, encoder_hidden_states=hidden).sample
-            loss = F.mse_loss(pred, noise)
+            per_sample = (pred - noise).pow(2).flatten(1).mean(1)
+            loss = (per_sample * snr_weight(a.flatten(), cfg.min_snr_gamma)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -336,10 +431,10 @@ def _train_unet(out: Path, cfg: TrainConfig, source: SceneSource, tokenizer, sta
                         ema[k].mul_(decay).add_(v, alpha=1 - decay)
                     else:
                         ema[k].copy_(v)
-            recent.append(loss.item())
+            recent.append(float(per_sample.detach().mean()))
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.unet_steps:
-                log(f"stage=unet step={step}/{cfg.unet_steps} loss={np.mean(recent):.5f} "
+                log(f"stage=unet step={step}/{cfg.unet_steps} mse={np.mean(recent):.5f} "
                     f"lr={opt.param_groups[0]['lr']:.2e} elapsed={clock.elapsed:.1f}s {tuner.describe()}")
                 bar.set_postfix(loss=f"{np.mean(recent):.4f}")
                 recent.clear()
@@ -389,6 +484,8 @@ def export_pipeline(out: Path, cfg: TrainConfig, tokenizer, final: ckpt.Checkpoi
     training = {
         "command": "unsample train-embedded",
         "vae_steps": st.get("vae_steps_done"), "vae_minutes": round(float(st.get("vae_seconds", 0.0)) / 60, 1),
+        "decoder_steps": st.get("decoder_steps_done"),
+        "decoder_minutes": round(float(st.get("decoder_seconds", 0.0)) / 60, 1),
         "vae_train_psnr_db": st.get("vae_psnr"),
         "unet_steps": st.get("step"), "unet_minutes": round(float(st.get("stage_seconds", 0.0)) / 60, 1),
         "config": cfg.to_json(),
@@ -455,6 +552,9 @@ def train_embedded(
         state = _train_vae(out, cfg, source, state, start, log, progress)
         start = ckpt.read_latest(out)
     assert start is not None
+    if state["stage"] == "decoder":
+        state = _train_decoder(out, cfg, source, state, start, log, progress)
+        start = ckpt.read_latest(out)
     _train_unet(out, cfg, source, tokenizer, state, start, log, progress)
     final = ckpt.read_latest(out)
     assert final is not None
@@ -476,16 +576,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="the seconds-long test config")
     parser.add_argument("--no-progress", action="store_true")
     budget = parser.add_argument_group("budget (may change when resuming a run)")
-    for name in ("vae_steps", "unet_steps"):
+    for name in ("vae_steps", "decoder_steps", "unet_steps"):
         budget.add_argument("--" + name.replace("_", "-"), type=int, dest=name)
-    for name in ("vae_max_minutes", "unet_max_minutes"):
+    for name in ("vae_max_minutes", "decoder_max_minutes", "unet_max_minutes"):
         budget.add_argument("--" + name.replace("_", "-"), type=float, dest=name)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     config = TrainConfig.tiny() if args.tiny else None
     overrides = {
         name: getattr(args, name)
-        for name in ("vae_steps", "unet_steps", "vae_max_minutes", "unet_max_minutes")
+        for name in ("vae_steps", "decoder_steps", "unet_steps", "vae_max_minutes", "decoder_max_minutes",
+                     "unet_max_minutes")
         if getattr(args, name) is not None
     }
     if overrides:
