@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from unsample.embedded import checkpoint as ckpt
 from unsample.embedded.configs import (
