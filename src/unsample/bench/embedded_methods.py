@@ -1,0 +1,80 @@
+"""``python -m unsample.bench.embedded_methods``: the figures tests/test_embedded_methods.py asserts.
+
+Two checks on the embedded model, one held-out one-object scene each, pixel MSE on [0, 1]
+against the source render (the VAE floor is the MSE of decoding the image's own latent):
+
+- ``fixed_point_vs_ddim``: DDIM and fixed-point inversion at guidance 7, 20 steps;
+- ``null_text_vs_ddim``: null-text and DDIM inversion at guidance 7.5, 50 steps, and null-text's
+  mean number of inner optimisation steps.
+
+The tests call these same functions and assert on what they return; this command prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+
+
+def held_out_scene(seed: int) -> tuple[Any, str]:
+    """(PIL image, caption) of a held-out one-object shapes-world scene."""
+    from PIL import Image
+
+    from unsample.shapes import caption, random_scene, render
+
+    scene = random_scene(np.random.default_rng(seed), n_objects=1, split="heldout")
+    return Image.fromarray(render(scene).image), caption(scene)
+
+
+def pixel_mse(model: Any, latent: Any, image: Any) -> float:
+    """MSE on [0, 1] between the decoded ``latent`` and ``image``."""
+    from unsample.images import tensor_to_pil
+
+    out = np.asarray(tensor_to_pil(model.decode_latent(latent.float())), dtype=np.float64) / 255
+    return float(np.mean((out - np.asarray(image, dtype=np.float64) / 255) ** 2))
+
+
+def _reconstruction_mse(model: Any, image: Any, cap: str, method: str, steps: int, guidance: float) -> tuple[float, Any]:
+    import unsample
+
+    inv = unsample.invert(model, image, cap, method=method, steps=steps, guidance=guidance)
+    return pixel_mse(model, unsample.reconstruct(model, inv, output="latent"), image), inv
+
+
+def fixed_point_vs_ddim(model: Any, seed: int = 0) -> dict[str, float]:
+    """Reconstruction MSE of DDIM and fixed-point inversion at guidance 7 (20 steps), and the floor."""
+    image, cap = held_out_scene(seed)
+    ddim, _ = _reconstruction_mse(model, image, cap, "ddim", 20, 7.0)
+    fixed, inv = _reconstruction_mse(model, image, cap, "fixed-point", 20, 7.0)
+    return {"ddim": ddim, "fixed-point": fixed, "floor": pixel_mse(model, inv.image_latent, image)}
+
+
+def null_text_vs_ddim(model: Any, seed: int = 1) -> dict[str, float]:
+    """Reconstruction MSE of null-text and DDIM inversion at guidance 7.5 (50 steps), floor, inner steps."""
+    image, cap = held_out_scene(seed)
+    null, inv = _reconstruction_mse(model, image, cap, "null-text", 50, 7.5)
+    ddim, _ = _reconstruction_mse(model, image, cap, "ddim", 50, 7.5)
+    return {"null-text": null, "ddim": ddim, "floor": pixel_mse(model, inv.image_latent, image),
+            "mean_inner_steps": float(inv.stats["mean_inner_steps"])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import unsample
+
+    parser = argparse.ArgumentParser(prog="python -m unsample.bench.embedded_methods", description=__doc__.split("\n")[0])
+    parser.parse_args(argv)
+    model = unsample.load(device="cpu")
+    print(f"model {model.fingerprint}")
+    fp = fixed_point_vs_ddim(model)
+    print(f"guidance 7, 20 steps: DDIM {fp['ddim']:.2e}, fixed-point {fp['fixed-point']:.2e}, "
+          f"VAE floor {fp['floor']:.2e} (pixel MSE)")
+    nt = null_text_vs_ddim(model)
+    print(f"guidance 7.5, 50 steps: null-text {nt['null-text'] / nt['floor']:.3f}x the VAE floor, "
+          f"DDIM {nt['ddim'] / nt['floor']:.2f}x, {nt['mean_inner_steps']:.2f} inner steps on average")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
