@@ -46,3 +46,14 @@ def test_embedded_model_loads_offline_with_no_argument(monkeypatch: pytest.Monke
     assert model.name == "embedded" and model.resolution == 64
     card = json.loads((FOLDER / "model_card.json").read_text())
     assert model.fingerprint == card["model_fingerprint"]
+
+
+def test_default_training_config_is_the_shipped_recipe() -> None:
+    """``unsample train-embedded`` with no options trains what is committed (budgets aside)."""
+    from unsample.embedded.configs import TrainConfig
+    from unsample.embedded.train import RESUMABLE_CHANGES, TRAINING_JSON
+
+    shipped = json.loads((FOLDER / TRAINING_JSON).read_text())["config"]
+    default = TrainConfig().to_json()
+    differ = {k for k in default if json.dumps(default[k]) != json.dumps(shipped.get(k))} - RESUMABLE_CHANGES
+    assert not differ, {k: (shipped.get(k), default[k]) for k in differ}

@@ -326,7 +326,7 @@ def train_embedded_cmd(
     tiny: Annotated[bool, typer.Option("--tiny", help="A few steps of a tiny configuration (a smoke test).")] = False,
     install: Annotated[bool, typer.Option("--install", help="Copy the finished model into the package.")] = False,
 ) -> None:
-    """Train the embedded model from scratch (VAE, then text encoder + UNet); resumes from checkpoints."""
+    """Train the embedded model from scratch (VAE, decoder fine-tune, then text encoder + UNet); resumes from checkpoints."""
     _quiet_libraries()
     from unsample.embedded import install_trained_model
     from unsample.embedded.configs import TrainConfig
