@@ -97,13 +97,36 @@ def generate(model: Any, captions: list[str], seeds: list[int], steps: int, guid
     return _to_uint8(model.decode_latent(latent))
 
 
-def t2i_accuracy(model: Any, cfg: EvalConfig, n_objects: int) -> tuple[float, float, list[tuple[str, np.ndarray]]]:
-    """(share right on shapes+colours+background, share right incl. sizes and texture, examples)."""
+PARTS = ("count", "background", "colors", "shapes")
+"""What a sample can get right on its own: object count, background colour, and the multisets of
+object colours and of object shapes."""
+
+
+def caption_parts(detection: Any, caption: str) -> dict[str, bool]:
+    """Which of `PARTS` a detection gets right for a caption (a failure's anatomy)."""
+    from collections import Counter
+
+    from unsample.shapes import parse_caption
+
+    spec = parse_caption(caption)
+    found, wanted = detection.objects, spec.objects
+    return {
+        "count": len(found) == len(wanted),
+        "background": detection.background == spec.background,
+        "colors": Counter(o.color for o in found) == Counter(o.color for o in wanted),
+        "shapes": Counter(o.shape for o in found) == Counter(o.shape for o in wanted),
+    }
+
+
+def t2i_accuracy(model: Any, cfg: EvalConfig, n_objects: int) -> dict[str, Any]:
+    """Shares of samples right on shapes+colours+background ("right"), also on sizes and texture
+    ("strict"), and on each of `PARTS`; plus up to 16 (caption, image) examples."""
     from unsample.shapes import caption, detect, detection_matches
 
     scenes = _heldout_scenes(cfg.t2i_samples, cfg.seed + n_objects, n_objects=n_objects)
     captions = [caption(s) for s in scenes]
     right = strict = 0
+    parts = dict.fromkeys(PARTS, 0)
     examples: list[tuple[str, np.ndarray]] = []
     for i in range(0, len(captions), cfg.batch):
         chunk = captions[i : i + cfg.batch]
@@ -112,10 +135,13 @@ def t2i_accuracy(model: Any, cfg: EvalConfig, n_objects: int) -> tuple[float, fl
             det = detect(img)
             right += detection_matches(det, cap, check_size=False, check_texture=False)
             strict += detection_matches(det, cap)
+            for part, ok in caption_parts(det, cap).items():
+                parts[part] += ok
             if len(examples) < 16:
                 examples.append((cap, img))
     n = len(captions)
-    return right / n, strict / n, examples
+    return {"right": right / n, "strict": strict / n, "parts": {k: v / n for k, v in parts.items()},
+            "examples": examples}
 
 
 def roundtrip_ratio(model: Any, cfg: EvalConfig) -> tuple[float, float, float]:
@@ -175,20 +201,22 @@ def evaluate(model_dir: Path | None = None, out: Path | None = None, cfg: EvalCo
     psnr = vae_psnr(model, cfg)
     timings["vae"] = time.perf_counter() - t
     t = time.perf_counter()
-    acc1, strict1, examples1 = t2i_accuracy(model, cfg, 1)
-    acc2, strict2, examples2 = t2i_accuracy(model, cfg, 2)
+    one, two = t2i_accuracy(model, cfg, 1), t2i_accuracy(model, cfg, 2)
+    acc1, acc2 = one["right"], two["right"]
     timings["t2i"] = time.perf_counter() - t
     t = time.perf_counter()
     rec_mse, floor_mse, ratio = roundtrip_ratio(model, cfg)
     timings["roundtrip"] = time.perf_counter() - t
-    sample_grid(examples1[:8] + examples2[:8], out / "samples.png")
+    sample_grid(one["examples"][:8] + two["examples"][:8], out / "samples.png")
 
     figures = {
         "vae_psnr_db": psnr,
         "t2i_one_object_accuracy": acc1,
         "t2i_two_object_accuracy": acc2,
-        "t2i_one_object_accuracy_strict": strict1,
-        "t2i_two_object_accuracy_strict": strict2,
+        "t2i_one_object_accuracy_strict": one["strict"],
+        "t2i_two_object_accuracy_strict": two["strict"],
+        "t2i_one_object_parts": one["parts"],
+        "t2i_two_object_parts": two["parts"],
         "ddim_roundtrip_mse": rec_mse,
         "vae_floor_mse": floor_mse,
         "ddim_roundtrip_mse_over_floor": ratio,
@@ -233,6 +261,12 @@ def _training_line(training: dict[str, Any] | None) -> str:
             f"{training['config']['unet_batch']}) in {training['unet_minutes']:g} min; {minutes:.0f} min of stage time in all.")
 
 
+def _parts(parts: dict[str, float] | None) -> str:
+    if not parts:
+        return "not measured"
+    return ", ".join(f"{name} {100 * share:.1f}%" for name, share in parts.items())
+
+
 def render_card(card: dict[str, Any]) -> str:
     f, t, met = card["figures"], card["targets"], card["targets_met"]
     c = card["config"]
@@ -258,10 +292,13 @@ below is from the held-out split, never seen in training.
 | text-to-image correct, one object ({c['t2i_samples']} samples, {c['t2i_steps']} DDIM steps, guidance {c['t2i_guidance']}) | {100 * f['t2i_one_object_accuracy']:.1f}% | >= {100 * t['t2i_one_object_accuracy']:.0f}% | {mark('t2i_one_object_accuracy')} |
 | text-to-image correct, two objects (same protocol) | {100 * f['t2i_two_object_accuracy']:.1f}% | reported | |
 | ... also sizes and texture right, one / two objects | {100 * f['t2i_one_object_accuracy_strict']:.1f}% / {100 * f['t2i_two_object_accuracy_strict']:.1f}% | reported | |
+| ... right on each part alone, one object | {_parts(f.get('t2i_one_object_parts'))} | reported | |
+| ... right on each part alone, two objects | {_parts(f.get('t2i_two_object_parts'))} | reported | |
 | DDIM inversion round trip (guidance 1, {c['roundtrip_steps']} steps, {c['roundtrip_scenes']} scenes): MSE / VAE-floor MSE | {f['ddim_roundtrip_mse_over_floor']:.3f}x ({f['ddim_roundtrip_mse']:.2e} / {f['vae_floor_mse']:.2e}) | <= {t['ddim_roundtrip_mse_over_floor']}x | {mark('ddim_roundtrip_mse_over_floor')} |
 
 "Correct" means the analytic detector (`unsample.shapes.detect`) finds every object's shape and
-colour and the background colour of the caption. MSE is on [0, 1] pixels against the source render.
+colour and the background colour of the caption. The parts say where samples fail: the number of
+objects, the background colour, the objects' colours and their shapes, each judged alone. MSE is on [0, 1] pixels against the source render.
 
 ![samples](samples.png)
 
