@@ -27,6 +27,7 @@ The reconstruction is the x chain's final state.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -107,7 +108,30 @@ def invert(
         ys.append(y)
         if callback is not None:
             callback(len(grid) - 1 - i, x)
+    _warn_if_unresolvable(torch.maximum(x.abs().max(), y.abs().max()), x.dtype)
     return MethodOutput(trajectory=torch.stack(xs[::-1]), extras={"y": torch.stack(ys[::-1])})
+
+
+STATE_RESOLUTION = 1e-3
+"""Finest latent detail (latents have unit std) the inverted chains must still resolve."""
+
+
+def _warn_if_unresolvable(peak: torch.Tensor, dtype: torch.dtype) -> None:
+    """Warn when the inverted chains grew so large that ``dtype`` cannot hold the image in them.
+
+    Undoing a mixing layer divides by p, so the difference between the chains grows about
+    (1/p)^2 per step; at ~200 float32 steps the states reach ~1e8 and rounding at that size
+    erases the image.
+    """
+    resolution = float(peak) * torch.finfo(dtype).eps
+    if resolution > STATE_RESOLUTION:
+        warnings.warn(
+            f"EDICT's inverted chains reached |x| = {float(peak):.1e}: {dtype} keeps only ~{resolution:.0e} of "
+            f"detail there, so sampling will not return the image; invert in precision='float64' "
+            f"(CLI: --option precision=float64) or with fewer steps",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def sample(
