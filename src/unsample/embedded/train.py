@@ -200,14 +200,14 @@ class _Clock:
         return self.already + time.monotonic() - self.start
 
 
-def _train_vae(out: Path, cfg: TrainConfig, source: SceneSource, state: dict[str, Any],
-               start: ckpt.Checkpoint | None, log: RunLog, progress: bool) -> dict[str, Any]:
-    vae = build_vae(cfg)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    if start is not None:
-        vae.load_state_dict(_group(start.weights, "vae"))
-        ckpt.load_optimizer_tensors(opt, start.optim)
-    vae.train()
+def _autoencoder_loop(out: Path, stage: str, vae, params: list[torch.nn.Parameter], opt: torch.optim.Optimizer,
+                      loss_fn, budget: tuple[int, int, float, float], stream: int, cfg: TrainConfig,
+                      source: SceneSource, state: dict[str, Any], log: RunLog, progress: bool) -> tuple[int, _Clock]:
+    """The shared training loop of the ``vae`` and ``decoder`` stages; returns (steps done, stage clock).
+
+    ``budget`` is (steps, batch, base lr, max minutes); ``loss_fn(x, step)`` gives (loss, mse).
+    """
+    steps, batch, base_lr, max_minutes = budget
     step = int(state["step"])
     clock = _Clock(float(state.get("stage_seconds", 0.0)))
     last_save = time.monotonic()
@@ -215,33 +215,30 @@ def _train_vae(out: Path, cfg: TrainConfig, source: SceneSource, state: dict[str
     recent_mse: list[float] = []
 
     def save(stage_step: int) -> None:
-        ckpt.write_checkpoint(
-            out, "vae", stage_step, _prefixed("vae", vae.state_dict()), ckpt.optimizer_tensors(opt),
-            {"stage": "vae", "step": stage_step, "stage_seconds": clock.elapsed},
-        )
+        ckpt.write_checkpoint(out, stage, stage_step, _prefixed("vae", vae.state_dict()), ckpt.optimizer_tensors(opt),
+                              {**state, "stage": stage, "step": stage_step, "stage_seconds": clock.elapsed})
 
-    cap = cfg.vae_max_minutes * 60.0
+    cap = max_minutes * 60.0
     tuner = ThreadTuner(cfg.threads)
-    bar = _progress_bar(progress, cfg.vae_steps, step, "vae")
+    bar = _progress_bar(progress, steps, step, stage)
     try:
-        while step < cfg.vae_steps and clock.elapsed < cap:
+        while step < steps and clock.elapsed < cap:
             tuner.start_step()
-            _, x = draw_batch(source, cfg.seed, STREAM_VAE, step, cfg.vae_batch, cfg.image_size)
-            generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-            _set_lr(opt, lr_at(step, cfg.vae_steps, cfg.vae_lr, cfg, clock.elapsed / cap))
-            loss, mse = _vae_loss(vae, x, generator, cfg)
+            _, x = draw_batch(source, cfg.seed, stream, step, batch, cfg.image_size)
+            _set_lr(opt, lr_at(step, steps, base_lr, cfg, clock.elapsed / cap))
+            loss, mse = loss_fn(x, step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             tuner.end_step()
             step += 1
             recent.append(loss.item())
             recent_mse.append(mse)
             bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.vae_steps:
+            if step % cfg.log_every == 0 or step == steps:
                 psnr = -10 * math.log10(max(1e-10, np.mean(recent_mse) / 4))
-                log(f"stage=vae step={step}/{cfg.vae_steps} loss={np.mean(recent):.5f} "
+                log(f"stage={stage} step={step}/{steps} loss={np.mean(recent):.5f} "
                     f"train_psnr={psnr:.2f} lr={opt.param_groups[0]['lr']:.2e} elapsed={clock.elapsed:.1f}s "
                     f"{tuner.describe()}")
                 bar.set_postfix(loss=f"{np.mean(recent):.4f}", psnr=f"{psnr:.1f}")
@@ -252,12 +249,30 @@ def _train_vae(out: Path, cfg: TrainConfig, source: SceneSource, state: dict[str
                 last_save = time.monotonic()
     except KeyboardInterrupt:
         save(step)
-        log(f"stage=vae interrupted at step {step}; checkpoint written, re-run to resume")
+        log(f"stage={stage} interrupted at step {step}; checkpoint written, re-run to resume")
         raise
     finally:
         bar.close()
-    if step < cfg.vae_steps:
-        log(f"stage=vae stopped by the {cfg.vae_max_minutes:g}-minute cap at step {step}/{cfg.vae_steps}")
+    if step < steps:
+        log(f"stage={stage} stopped by the {max_minutes:g}-minute cap at step {step}/{steps}")
+    return step, clock
+
+
+def _train_vae(out: Path, cfg: TrainConfig, source: SceneSource, state: dict[str, Any],
+               start: ckpt.Checkpoint | None, log: RunLog, progress: bool) -> dict[str, Any]:
+    vae = build_vae(cfg)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    if start is not None:
+        vae.load_state_dict(_group(start.weights, "vae"))
+        ckpt.load_optimizer_tensors(opt, start.optim)
+    vae.train()
+
+    def loss_fn(x: torch.Tensor, step: int) -> tuple[torch.Tensor, float]:
+        return _vae_loss(vae, x, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step), cfg)
+
+    step, clock = _autoencoder_loop(out, "vae", vae, list(vae.parameters()), opt, loss_fn,
+                                    (cfg.vae_steps, cfg.vae_batch, cfg.vae_lr, cfg.vae_max_minutes), STREAM_VAE,
+                                    cfg, source, state, log, progress)
 
     std = latent_std(vae, source, cfg)
     psnr = vae_psnr(vae, source, cfg, cfg.eval_images)
@@ -282,54 +297,9 @@ def _train_decoder(out: Path, cfg: TrainConfig, source: SceneSource, state: dict
     if start.optim:
         ckpt.load_optimizer_tensors(opt, start.optim)
     vae.train()
-    step = int(state["step"])
-    clock = _Clock(float(state.get("stage_seconds", 0.0)))
-    last_save = time.monotonic()
-    recent: list[float] = []
-    recent_mse: list[float] = []
-
-    def save(stage_step: int) -> None:
-        ckpt.write_checkpoint(out, "decoder", stage_step, _prefixed("vae", vae.state_dict()),
-                              ckpt.optimizer_tensors(opt),
-                              {**state, "stage": "decoder", "step": stage_step, "stage_seconds": clock.elapsed})
-
-    cap = cfg.decoder_max_minutes * 60.0
-    tuner = ThreadTuner(cfg.threads)
-    bar = _progress_bar(progress, cfg.decoder_steps, step, "decoder")
-    try:
-        while step < cfg.decoder_steps and clock.elapsed < cap:
-            tuner.start_step()
-            _, x = draw_batch(source, cfg.seed, STREAM_DECODER, step, cfg.decoder_batch, cfg.image_size)
-            _set_lr(opt, lr_at(step, cfg.decoder_steps, cfg.decoder_lr, cfg, clock.elapsed / cap))
-            loss, mse = _decoder_loss(vae, x, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            tuner.end_step()
-            step += 1
-            recent.append(loss.item())
-            recent_mse.append(mse)
-            bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.decoder_steps:
-                psnr = -10 * math.log10(max(1e-10, np.mean(recent_mse) / 4))
-                log(f"stage=decoder step={step}/{cfg.decoder_steps} loss={np.mean(recent):.5f} "
-                    f"train_psnr={psnr:.2f} lr={opt.param_groups[0]['lr']:.2e} elapsed={clock.elapsed:.1f}s "
-                    f"{tuner.describe()}")
-                bar.set_postfix(loss=f"{np.mean(recent):.4f}", psnr=f"{psnr:.1f}")
-                recent.clear()
-                recent_mse.clear()
-            if time.monotonic() - last_save >= cfg.checkpoint_minutes * 60.0:
-                save(step)
-                last_save = time.monotonic()
-    except KeyboardInterrupt:
-        save(step)
-        log(f"stage=decoder interrupted at step {step}; checkpoint written, re-run to resume")
-        raise
-    finally:
-        bar.close()
-    if step < cfg.decoder_steps:
-        log(f"stage=decoder stopped by the {cfg.decoder_max_minutes:g}-minute cap at step {step}/{cfg.decoder_steps}")
+    step, clock = _autoencoder_loop(out, "decoder", vae, params, opt, lambda x, _: _decoder_loss(vae, x, cfg),
+                                    (cfg.decoder_steps, cfg.decoder_batch, cfg.decoder_lr, cfg.decoder_max_minutes),
+                                    STREAM_DECODER, cfg, source, state, log, progress)
     psnr = vae_psnr(vae, source, cfg, cfg.eval_images)
     log(f"stage=decoder done: steps={step} heldout_psnr={psnr:.2f}dB elapsed={clock.elapsed:.1f}s")
     new_state = {**state, "stage": "unet", "step": 0, "stage_seconds": 0.0, "vae_psnr": psnr,
