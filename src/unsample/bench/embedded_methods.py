@@ -30,9 +30,9 @@ def held_out_scene(seed: int) -> tuple[Any, str]:
 
 def pixel_mse(model: Any, latent: Any, image: Any) -> float:
     """MSE on [0, 1] between the decoded ``latent`` and ``image``."""
-    from unsample.images import tensor_to_pil
+    from unsample.bench.stats import decoded_uint8
 
-    out = np.asarray(tensor_to_pil(model.decode_latent(latent.float())), dtype=np.float64) / 255
+    out = decoded_uint8(model, latent).astype(np.float64) / 255
     return float(np.mean((out - np.asarray(image, dtype=np.float64) / 255) ** 2))
 
 
