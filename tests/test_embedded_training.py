@@ -205,3 +205,18 @@ def test_min_snr_weights() -> None:
     expected = torch.tensor([1.0, 1.0, 1.0, 5 / 99])
     assert torch.allclose(snr_weight(alpha_bar, 5.0), expected)
     assert torch.equal(snr_weight(alpha_bar, 0.0), torch.ones(4))
+
+
+def test_unet_attention_sits_on_the_named_levels_only() -> None:
+    """Blocks of the named levels (0 = full latent resolution) attend; the others are plain."""
+    from unsample.embedded.configs import build_unet, unet_config
+
+    cfg = dataclasses.replace(TrainConfig.tiny(), unet_channels=(16, 16, 32), unet_attention_levels=(1,))
+    config = unet_config(cfg)
+    assert config["down_block_types"] == ["DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
+    assert config["up_block_types"] == ["UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]
+    unet = build_unet(cfg)
+    attending = [i for i, block in enumerate(unet.down_blocks) if hasattr(block, "attentions")]
+    assert attending == [1]
+    with pytest.raises(ValueError, match=r"unet_attention_levels \(3,\) names levels outside 0..2"):
+        unet_config(dataclasses.replace(cfg, unet_attention_levels=(3,)))

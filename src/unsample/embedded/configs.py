@@ -66,7 +66,11 @@ class TrainConfig:
     text_intermediate: int = 512
 
     # UNet.
-    unet_channels: tuple[int, ...] = (64, 64, 128)
+    unet_channels: tuple[int, ...] = (64, 96, 128)
+    # Levels (0 = full latent resolution) whose blocks carry self- and cross-attention; the mid
+    # block always does. As in SDXL, the full-resolution level has none: there attention costs
+    # the most per step, and the caption still reaches it through the time embedding below.
+    unet_attention_levels: tuple[int, ...] = (1,)
     unet_layers_per_block: int = 1
     unet_heads: int = 4
     unet_norm_groups: int = 16
@@ -76,13 +80,13 @@ class TrainConfig:
     unet_time_scale_shift: bool = True
     # Min-SNR-gamma loss weighting (Hang et al. 2023) for eps-prediction; 0 turns it off.
     min_snr_gamma: float = 5.0
-    unet_steps: int = 12000
+    unet_steps: int = 16000
     unet_batch: int = 32
     unet_lr: float = 4e-4
     unet_weight_decay: float = 1e-2
     caption_dropout: float = 0.1
     ema_decay: float = 0.999
-    unet_max_minutes: float = 110.0
+    unet_max_minutes: float = 100.0
 
     # Shared schedule details.
     warmup_steps: int = 200
@@ -111,6 +115,7 @@ class TrainConfig:
             text_heads=2,
             text_intermediate=32,
             unet_channels=(16, 32),
+            unet_attention_levels=(0,),
             unet_heads=2,
             unet_norm_groups=8,
             unet_steps=3,
@@ -177,8 +182,14 @@ def text_config(cfg: TrainConfig, vocab_size: int) -> dict[str, Any]:
 
 def unet_config(cfg: TrainConfig) -> dict[str, Any]:
     n = len(cfg.unet_channels)
-    down = ["CrossAttnDownBlock2D"] * (n - 1) + ["DownBlock2D"]
-    up = ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (n - 1)
+    levels = set(cfg.unet_attention_levels)
+    if not levels <= set(range(n)):
+        raise ValueError(
+            f"unet_attention_levels {cfg.unet_attention_levels} names levels outside 0..{n - 1} "
+            f"(unet_channels has {n} levels)"
+        )
+    down = ["CrossAttnDownBlock2D" if i in levels else "DownBlock2D" for i in range(n)]
+    up = ["CrossAttnUpBlock2D" if i in levels else "UpBlock2D" for i in reversed(range(n))]
     config: dict[str, Any] = {
         "sample_size": cfg.latent_size,
         "in_channels": cfg.latent_channels,
