@@ -27,7 +27,11 @@ def test_guided_replay_of_the_source_is_unguided_ddim(tiny_model, tiny_image) ->
     guided = unsample.reconstruct(tiny_model, inv, output="result")
     unguided = unsample.reconstruct(tiny_model, plain, output="latent")
     assert guided.nfe == 2 * steps
-    assert torch.allclose(guided.latent, unguided, atol=1e-5, rtol=1e-5)
+    # Equal up to float32 rounding: the guided replay batches the two UNet passes, the plain one
+    # does not, and guidance 7.5 amplifies their last-bit differences 14-fold at every step
+    # (measured max |difference| 1.0e-5 with 2 threads, 1.6e-5 with 1, on latents up to |4.5|).
+    # A wrong negative prompt would move the latent by O(0.1).
+    assert torch.allclose(guided.latent, unguided, atol=1e-4, rtol=0)
 
 
 def test_edit_with_another_prompt_runs(tiny_model, tiny_image) -> None:
