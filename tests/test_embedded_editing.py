@@ -2,9 +2,9 @@
 
 Skipped when the embedded weights are not installed. The margin below was measured with
 ``unsample bench edit --methods ddim --controls swap,p2p+blend --kinds color --pairs 8 --steps 20
---seed 7`` on the committed model (docs/benchmarks.md gives the full table). On this model the
-gain is prompt-to-prompt's attention injection: its cross-attention maps are not localised, so
-the local-blend mask covers the whole latent (``python -m unsample.bench.blend_masks``).
+--seed 7`` on the committed model (docs/benchmarks.md gives the full table). On this model prompt
+swap already keeps the background about as well (23.65 vs 23.89 dB background PSNR); what P2P +
+local blend adds is an edit closer to the exact target image.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ pytestmark = pytest.mark.skipif(
     not (embedded_model_path() / "model_index.json").is_file(), reason="the embedded model is not installed"
 )
 
-# Measured (model 22efea81): background PSNR 24.84 dB (P2P + local blend) vs 19.41 dB (prompt swap).
-MEASURED_MARGIN_DB = 5.43
+# Measured (model b26912d1): PSNR to the exact target 21.36 dB (P2P + local blend) vs 18.71 dB
+# (prompt swap); edit success 25% vs 12%.
+MEASURED_MARGIN_DB = 2.65
 SLACK_DB = 1.0  # room for float differences across machines
 
 
@@ -34,7 +35,7 @@ def colour_edits() -> dict[str, list[dict]]:
     return {c: [r for r in rows if r["control"] == c] for c in bench.controls}
 
 
-def test_p2p_with_local_blend_keeps_the_background_better_than_prompt_swap(colour_edits) -> None:
-    swap = np.mean([r["bg_psnr"] for r in colour_edits["swap"]])
-    blend = np.mean([r["bg_psnr"] for r in colour_edits["p2p+blend"]])
+def test_p2p_with_local_blend_lands_closer_to_the_exact_target_than_prompt_swap(colour_edits) -> None:
+    swap = np.mean([r["target_psnr"] for r in colour_edits["swap"]])
+    blend = np.mean([r["target_psnr"] for r in colour_edits["p2p+blend"]])
     assert blend - swap >= MEASURED_MARGIN_DB - SLACK_DB, (swap, blend)

@@ -58,6 +58,8 @@ def test_tiny_run_writes_a_loadable_sd_pipeline(tiny_run: tuple[Path, TrainConfi
     for part in ("vae", "text_encoder", "unet"):
         assert list((model / part).glob("*.safetensors")), part
     assert not list(model.rglob("*.bin"))
+    # The saved tokenizer pads only when asked (training's padded calls leave no state behind).
+    assert json.loads((model / "tokenizer" / "tokenizer.json").read_text())["padding"] is None
     training = json.loads((model / "training.json").read_text())
     assert training["unet_steps"] == 2 and training["vae_steps"] == config.vae_steps
     assert training["decoder_steps"] == config.decoder_steps

@@ -527,7 +527,9 @@ def train_embedded(
     _train_unet(out, cfg, source, tokenizer, state, start, log, progress)
     final = ckpt.read_latest(out)
     assert final is not None
-    model = export_pipeline(out, cfg, tokenizer, final)
+    # A fresh tokenizer: calling one with padding leaves that padding in its saved tokenizer.json.
+    fresh = build_word_tokenizer(source.vocabulary, max_length=cfg.max_tokens)
+    model = export_pipeline(out, cfg, fresh, final)
     size = folder_megabytes(model)
     log(f"exported {model} ({size:.2f} MB of safetensors)")
     if progress:
