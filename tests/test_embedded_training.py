@@ -222,3 +222,10 @@ def test_unet_attention_sits_on_the_named_levels_only() -> None:
     assert attending == [1]
     with pytest.raises(ValueError, match=r"unet_attention_levels \(3,\) names levels outside 0..2"):
         unet_config(dataclasses.replace(cfg, unet_attention_levels=(3,)))
+
+
+def test_runs_from_before_attention_levels_resume_with_their_layout() -> None:
+    """A run.json without ``unet_attention_levels`` had attention on every level but the lowest."""
+    old = {k: v for k, v in TrainConfig().to_json().items() if k != "unet_attention_levels"}
+    old["unet_channels"] = [64, 64, 128]
+    assert TrainConfig.from_json(old).unet_attention_levels == (0, 1)

@@ -30,7 +30,6 @@ def test_guided_replay_of_the_source_is_unguided_ddim(tiny_model, tiny_image) ->
     # Equal up to float32 rounding: the guided replay batches the two UNet passes, the plain one
     # does not, and guidance 7.5 amplifies their last-bit differences 14-fold at every step
     # (measured max |difference| 1.0e-5 with 2 threads, 1.6e-5 with 1, on latents up to |4.5|).
-    # A wrong negative prompt would move the latent by O(0.1).
     assert torch.allclose(guided.latent, unguided, atol=1e-4, rtol=0)
 
 

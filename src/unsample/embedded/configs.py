@@ -144,6 +144,9 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}; the run was made by another version")
         fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        if "unet_attention_levels" not in fixed and "unet_channels" in fixed:
+            # Runs made before the field existed attended on every level but the lowest.
+            fixed["unet_attention_levels"] = tuple(range(len(fixed["unet_channels"]) - 1))
         return cls(**fixed)
 
 
