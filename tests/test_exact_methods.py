@@ -79,7 +79,7 @@ def test_fixed_point_reports_residuals_and_skips(tiny_model, tiny_image) -> None
 
 def test_edict_warns_when_float32_cannot_hold_its_inverted_chains(tiny_model, tiny_image) -> None:
     """Undoing the mixing layers grows the chains ~(1/p)^2 per step: at 200 float32 steps the image
-    is lost in rounding (measured on the embedded model: 150x the VAE floor), so EDICT says so."""
+    is lost in rounding, so EDICT says so."""
     with pytest.warns(RuntimeWarning, match="precision='float64'"):
         inv = unsample.invert(tiny_model, tiny_image, "a cat", method="edict", steps=200, guidance=1.0)
     assert float(inv.trajectory[0].abs().max()) * torch.finfo(torch.float32).eps > 1e-3

@@ -315,11 +315,8 @@ def evaluate_embedded(
 
     card = evaluate(model_dir, out, EvalConfig.quick() if quick else EvalConfig())
     for key, value in card["figures"].items():
-        if isinstance(value, dict):  # the per-part shares
-            value = ", ".join(f"{k} {v:.3g}" for k, v in value.items())
-            typer.echo(f"{key:>36}: {value}")
-        else:
-            typer.echo(f"{key:>36}: {value:.4g}")
+        text = ", ".join(f"{k} {v:.3g}" for k, v in value.items()) if isinstance(value, dict) else f"{value:.4g}"
+        typer.echo(f"{key:>36}: {text}")
     typer.echo(f"targets met: {card['targets_met']}")
 
 

@@ -439,6 +439,10 @@ def export_pipeline(out: Path, cfg: TrainConfig, tokenizer, final: ckpt.Checkpoi
     text.load_state_dict(_group(final.weights, "text"))
     unet = build_unet(cfg)
     unet.load_state_dict(_group(final.weights, "ema"))
+    # A padded call leaves its padding set on the backend, which save_pretrained would write into
+    # tokenizer.json; the saved tokenizer must pad only when asked.
+    tokenizer.backend_tokenizer.no_padding()
+    tokenizer.backend_tokenizer.no_truncation()
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=build_scheduler(),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
@@ -527,9 +531,7 @@ def train_embedded(
     _train_unet(out, cfg, source, tokenizer, state, start, log, progress)
     final = ckpt.read_latest(out)
     assert final is not None
-    # A fresh tokenizer: calling one with padding leaves that padding in its saved tokenizer.json.
-    fresh = build_word_tokenizer(source.vocabulary, max_length=cfg.max_tokens)
-    model = export_pipeline(out, cfg, fresh, final)
+    model = export_pipeline(out, cfg, tokenizer, final)
     size = folder_megabytes(model)
     log(f"exported {model} ({size:.2f} MB of safetensors)")
     if progress:
