@@ -24,15 +24,17 @@ class StubSource:
 
     vocabulary = ("a", "square", "on", "black", "background", *COLORS)
 
-    def sample(self, rng: np.random.Generator, n: int, size: int) -> tuple[list[str], np.ndarray]:
+    def sample(self, rng: np.random.Generator, n: int, size: int) -> tuple[list[str], np.ndarray, np.ndarray]:
         images = np.zeros((n, size, size, 3), dtype=np.uint8)
+        objects = np.zeros((n, size, size), dtype=bool)
         captions = []
         for i in range(n):
             color = list(COLORS)[int(rng.integers(len(COLORS)))]
             x, y = rng.integers(0, size // 2, size=2)
             images[i, y : y + size // 3, x : x + size // 3] = COLORS[color]
+            objects[i, y : y + size // 3, x : x + size // 3] = True
             captions.append(f"a {color} square on a black background")
-        return captions, images
+        return captions, images, objects
 
 
 def _steps_logged(log: str, stage: str) -> list[int]:
@@ -42,7 +44,7 @@ def _steps_logged(log: str, stage: str) -> list[int]:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainConfig]:
     out = tmp_path_factory.mktemp("embedded")
-    config = dataclasses.replace(TrainConfig.tiny(), unet_steps=2)
+    config = dataclasses.replace(TrainConfig.tiny(), unet_steps=2, vae_object_weight=10.0, unet_object_weight=5.0)
     train_embedded(out, config=config, progress=False, source=StubSource())
     return out, config
 
@@ -229,3 +231,37 @@ def test_runs_from_before_attention_levels_resume_with_their_layout() -> None:
     old = {k: v for k, v in TrainConfig().to_json().items() if k != "unet_attention_levels"}
     old["unet_channels"] = [64, 64, 128]
     assert TrainConfig.from_json(old).unet_attention_levels == (0, 1)
+
+
+def test_object_weights_mark_the_dilated_objects_and_their_latent_cells() -> None:
+    from unsample.embedded.train import object_weights
+
+    objects = torch.zeros(1, 1, 8, 8)
+    objects[0, 0, 5, 5] = 1.0
+    pixels = object_weights(objects, 10.0, dilation=1)
+    expected = torch.ones(8, 8)
+    expected[4:7, 4:7] = 11.0
+    assert torch.equal(pixels[0, 0], expected)
+    cells = object_weights(objects, 10.0, dilation=1, cell=4)
+    assert torch.equal(cells[0, 0], torch.tensor([[1.0, 1.0], [1.0, 11.0]]))
+    # a dilated pixel reaching into a neighbouring cell marks that cell too
+    assert torch.equal(object_weights(objects, 10.0, dilation=2, cell=4)[0, 0], torch.tensor([[11.0, 11.0], [11.0, 11.0]]))
+
+
+def test_shapes_source_masks_are_the_union_of_the_rendered_object_masks() -> None:
+    from unsample.embedded.data import ShapesSource
+    from unsample.shapes import random_scene, render
+
+    captions, images, objects = ShapesSource().sample(np.random.default_rng(3), 6, 64)
+    rng = np.random.default_rng(3)
+    for image, found in zip(images, objects):
+        r = render(random_scene(rng, split="train"), size=64)
+        assert np.array_equal(image, r.image)
+        assert np.array_equal(found, np.logical_or.reduce(r.masks, axis=0))
+        assert 0 < found.sum() < found.size
+
+
+def test_runs_from_before_object_weights_resume_unweighted() -> None:
+    old = {k: v for k, v in TrainConfig().to_json().items() if k not in ("vae_object_weight", "unet_object_weight")}
+    cfg = TrainConfig.from_json(old)
+    assert cfg.vae_object_weight == 0.0 and cfg.unet_object_weight == 0.0

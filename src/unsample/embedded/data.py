@@ -27,8 +27,9 @@ class SceneSource(Protocol):
     @property
     def vocabulary(self) -> tuple[str, ...]: ...
 
-    def sample(self, rng: np.random.Generator, n: int, size: int) -> tuple[list[str], np.ndarray]:
-        """``n`` training-split captions and their renders, uint8 [n, size, size, 3]."""
+    def sample(self, rng: np.random.Generator, n: int, size: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """``n`` training-split captions, their renders (uint8 [n, size, size, 3]) and where their
+        objects are (bool [n, size, size], the union of the object masks)."""
         ...
 
 
@@ -40,7 +41,7 @@ def _shapes_api() -> dict[str, Any]:
         "VOCABULARY": "vocabulary",
         "random_scene": "sampling",
         "caption": "captions",
-        "render_batch": "render",
+        "render": "render",
     }
     package = importlib.import_module("unsample.shapes")
     api: dict[str, Any] = {}
@@ -62,16 +63,19 @@ class ShapesSource:
     def vocabulary(self) -> tuple[str, ...]:
         return tuple(_shapes_api()["VOCABULARY"])
 
-    def sample(self, rng: np.random.Generator, n: int, size: int) -> tuple[list[str], np.ndarray]:
+    def sample(self, rng: np.random.Generator, n: int, size: int) -> tuple[list[str], np.ndarray, np.ndarray]:
         api = _shapes_api()
         scenes = [api["random_scene"](rng, split=self.split) for _ in range(n)]
         captions = [api["caption"](s) for s in scenes]
-        images = np.asarray(api["render_batch"](scenes, size=size))
+        renders = [api["render"](s, size=size) for s in scenes]
+        images = np.stack([r.image for r in renders])
         if images.shape != (n, size, size, 3) or images.dtype != np.uint8:
             raise ValueError(
                 f"shapes renderer gave {images.dtype} {images.shape}, expected uint8 {(n, size, size, 3)}"
             )
-        return captions, images
+        objects = np.stack([np.logical_or.reduce(r.masks, axis=0) if r.masks else np.zeros((size, size), bool)
+                            for r in renders])
+        return captions, images, objects
 
 
 def batch_rng(seed: int, stream: int, step: int) -> np.random.Generator:
@@ -87,6 +91,9 @@ def images_to_tensor(images: np.ndarray):  # -> torch.Tensor [B, 3, H, W] in [-1
 
 
 def draw_batch(source: SceneSource, seed: int, stream: int, step: int, n: int, size: int):
-    """(captions, images in [-1, 1] as a float tensor) for one step of one stream."""
-    captions, images = source.sample(batch_rng(seed, stream, step), n, size)
-    return captions, images_to_tensor(images)
+    """(captions, images in [-1, 1], object masks as 0/1) as float tensors [B, 3 or 1, H, W], for one
+    step of one stream."""
+    import torch
+
+    captions, images, objects = source.sample(batch_rng(seed, stream, step), n, size)
+    return captions, images_to_tensor(images), torch.from_numpy(np.asarray(objects, dtype=np.float32))[:, None]

@@ -138,27 +138,43 @@ def _progress_bar(enabled: bool, total: int, initial: int, desc: str):
     return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True)
 
 
-def _recon_loss(recon: torch.Tensor, x: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, float]:
-    """L1 + MSE + an L1 on image gradients (sharp edges); also the MSE as a float."""
-    l1 = (recon - x).abs().mean()
-    mse = (recon - x).pow(2).mean()
+def object_weights(objects: torch.Tensor, weight: float, dilation: int, cell: int = 1) -> torch.Tensor:
+    """Per-position loss weights ``1 + weight * [near an object]``, [B, 1, H / cell, W / cell].
+
+    ``objects`` is the 0/1 object mask [B, 1, H, W]; it is dilated by ``dilation`` pixels, then a
+    ``cell`` x ``cell`` block (a latent cell) counts as near an object if any of its pixels is.
+    """
+    near = objects
+    if dilation > 0:
+        near = torch.nn.functional.max_pool2d(near, 2 * dilation + 1, stride=1, padding=dilation)
+    if cell > 1:
+        near = torch.nn.functional.max_pool2d(near, cell)
+    return 1.0 + weight * near
+
+
+def _recon_loss(recon: torch.Tensor, x: torch.Tensor, w: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, float]:
+    """L1 + MSE + an L1 on image gradients (sharp edges), each weighted per pixel by ``w``
+    [B, 1, H, W]; also the unweighted MSE as a float."""
+    err = recon - x
+    pixel = (w * (err.abs() + err.pow(2))).mean()
     edges = (
-        ((recon[..., 1:, :] - recon[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])).abs().mean()
-        + ((recon[..., 1:] - recon[..., :-1]) - (x[..., 1:] - x[..., :-1])).abs().mean()
+        (w[..., 1:, :] * (err[..., 1:, :] - err[..., :-1, :]).abs()).mean()
+        + (w[..., 1:] * (err[..., 1:] - err[..., :-1]).abs()).mean()
     )
-    return l1 + mse + cfg.vae_edge_weight * edges, mse.item()
+    return pixel + cfg.vae_edge_weight * edges, err.pow(2).mean().item()
 
 
-def _vae_loss(vae, x: torch.Tensor, generator: torch.Generator, cfg: TrainConfig) -> tuple[torch.Tensor, float]:
+def _vae_loss(vae, x: torch.Tensor, w: torch.Tensor, generator: torch.Generator,
+              cfg: TrainConfig) -> tuple[torch.Tensor, float]:
     posterior = vae.encode(x).latent_dist
-    loss, mse = _recon_loss(vae.decode(posterior.sample(generator=generator)).sample, x, cfg)
+    loss, mse = _recon_loss(vae.decode(posterior.sample(generator=generator)).sample, x, w, cfg)
     return loss + cfg.vae_kl_weight * posterior.kl().mean(), mse
 
 
-def _decoder_loss(vae, x: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, float]:
+def _decoder_loss(vae, x: torch.Tensor, w: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, float]:
     with torch.no_grad():
         latents = vae.encode(x).latent_dist.mean
-    return _recon_loss(vae.decode(latents).sample, x, cfg)
+    return _recon_loss(vae.decode(latents).sample, x, w, cfg)
 
 
 @torch.no_grad()
@@ -167,7 +183,7 @@ def vae_psnr(vae, source: SceneSource, cfg: TrainConfig, n: int) -> float:
     vae.eval()
     total, count, batch = 0.0, 0, 16
     for i in range(math.ceil(n / batch)):
-        _, x = draw_batch(source, cfg.seed, STREAM_EVAL, i, min(batch, n - count), cfg.image_size)
+        _, x, _ = draw_batch(source, cfg.seed, STREAM_EVAL, i, min(batch, n - count), cfg.image_size)
         recon = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
         mse = ((recon - x) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-10)
         total += float((-10.0 * torch.log10(mse)).sum())
@@ -182,7 +198,7 @@ def latent_std(vae, source: SceneSource, cfg: TrainConfig) -> float:
     vae.eval()
     chunks, n, batch = [], cfg.scale_estimate_images, 32
     for i in range(math.ceil(n / batch)):
-        _, x = draw_batch(source, cfg.seed, STREAM_SCALE, i, min(batch, n - i * batch), cfg.image_size)
+        _, x, _ = draw_batch(source, cfg.seed, STREAM_SCALE, i, min(batch, n - i * batch), cfg.image_size)
         chunks.append(vae.encode(x).latent_dist.mean)
     vae.train()
     return float(torch.cat(chunks).std())
@@ -205,7 +221,8 @@ def _autoencoder_loop(out: Path, stage: str, vae, params: list[torch.nn.Paramete
                       source: SceneSource, state: dict[str, Any], log: RunLog, progress: bool) -> tuple[int, _Clock]:
     """The shared training loop of the ``vae`` and ``decoder`` stages; returns (steps done, stage clock).
 
-    ``budget`` is (steps, batch, base lr, max minutes); ``loss_fn(x, step)`` gives (loss, mse).
+    ``budget`` is (steps, batch, base lr, max minutes); ``loss_fn(x, w, step)`` gives (loss, mse)
+    for images ``x`` and per-pixel weights ``w`` (`object_weights` with ``cfg.vae_object_weight``).
     """
     steps, batch, base_lr, max_minutes = budget
     step = int(state["step"])
@@ -224,9 +241,9 @@ def _autoencoder_loop(out: Path, stage: str, vae, params: list[torch.nn.Paramete
     try:
         while step < steps and clock.elapsed < cap:
             tuner.start_step()
-            _, x = draw_batch(source, cfg.seed, stream, step, batch, cfg.image_size)
+            _, x, objects = draw_batch(source, cfg.seed, stream, step, batch, cfg.image_size)
             _set_lr(opt, lr_at(step, steps, base_lr, cfg, clock.elapsed / cap))
-            loss, mse = loss_fn(x, step)
+            loss, mse = loss_fn(x, object_weights(objects, cfg.vae_object_weight, cfg.object_dilation), step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -267,8 +284,8 @@ def _train_vae(out: Path, cfg: TrainConfig, source: SceneSource, state: dict[str
         ckpt.load_optimizer_tensors(opt, start.optim)
     vae.train()
 
-    def loss_fn(x: torch.Tensor, step: int) -> tuple[torch.Tensor, float]:
-        return _vae_loss(vae, x, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step), cfg)
+    def loss_fn(x: torch.Tensor, w: torch.Tensor, step: int) -> tuple[torch.Tensor, float]:
+        return _vae_loss(vae, x, w, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step), cfg)
 
     step, clock = _autoencoder_loop(out, "vae", vae, list(vae.parameters()), opt, loss_fn,
                                     (cfg.vae_steps, cfg.vae_batch, cfg.vae_lr, cfg.vae_max_minutes), STREAM_VAE,
@@ -297,7 +314,7 @@ def _train_decoder(out: Path, cfg: TrainConfig, source: SceneSource, state: dict
     if start.optim:
         ckpt.load_optimizer_tensors(opt, start.optim)
     vae.train()
-    step, clock = _autoencoder_loop(out, "decoder", vae, params, opt, lambda x, _: _decoder_loss(vae, x, cfg),
+    step, clock = _autoencoder_loop(out, "decoder", vae, params, opt, lambda x, w, _: _decoder_loss(vae, x, w, cfg),
                                     (cfg.decoder_steps, cfg.decoder_batch, cfg.decoder_lr, cfg.decoder_max_minutes),
                                     STREAM_DECODER, cfg, source, state, log, progress)
     psnr = vae_psnr(vae, source, cfg, cfg.eval_images)
@@ -371,7 +388,7 @@ def _train_unet(out: Path, cfg: TrainConfig, source: SceneSource, tokenizer, sta
     try:
         while step < cfg.unet_steps and clock.elapsed < cap:
             tuner.start_step()
-            captions, x = draw_batch(source, cfg.seed, STREAM_UNET, step, cfg.unet_batch, cfg.image_size)
+            captions, x, objects = draw_batch(source, cfg.seed, STREAM_UNET, step, cfg.unet_batch, cfg.image_size)
             drop = batch_rng(cfg.seed, STREAM_UNET + 100, step).random(len(captions)) < cfg.caption_dropout
             captions = ["" if d else c for c, d in zip(captions, drop)]
             ids = _tokenize(tokenizer, captions, cfg.max_tokens)
@@ -385,8 +402,11 @@ def _train_unet(out: Path, cfg: TrainConfig, source: SceneSource, tokenizer, sta
             _set_lr(opt, lr_at(step, cfg.unet_steps, cfg.unet_lr, cfg, clock.elapsed / cap))
             hidden = text(ids)[0]
             pred = unet(noisy, t, encoder_hidden_states=hidden).sample
-            per_sample = (pred - noise).pow(2).flatten(1).mean(1)
-            loss = (per_sample * snr_weight(a.flatten(), cfg.min_snr_gamma)).mean()
+            w = object_weights(objects, cfg.unet_object_weight, cfg.object_dilation, cfg.vae_factor)
+            sq = (pred - noise).pow(2)
+            per_sample = sq.flatten(1).mean(1)
+            weighted = (w * sq).flatten(1).mean(1)
+            loss = (weighted * snr_weight(a.flatten(), cfg.min_snr_gamma)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
