@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from unsample.embedded.evaluate import PARTS, caption_parts
 from unsample.shapes import caption, detect, random_scene, render
@@ -45,3 +46,28 @@ def test_a_missing_object_fails_the_count(scene) -> None:
     empty = Detection(background=scene.background, texture=scene.texture, objects=())
     parts = caption_parts(empty, caption(scene))
     assert not parts["count"] and parts["background"], parts
+
+
+class _PixelModel:
+    """A stand-in for a loaded model whose autoencoder is ``pool`` x ``pool`` average pooling
+    (1 = the identity), upsampled back by repetition."""
+
+    resolution = 64
+    device = torch.device("cpu")
+
+    def __init__(self, pool: int) -> None:
+        self.pool = pool
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool2d(x, self.pool)
+
+    def decode_latent(self, z: torch.Tensor) -> torch.Tensor:
+        return z.repeat_interleave(self.pool, dim=2).repeat_interleave(self.pool, dim=3)
+
+
+def test_the_vae_ceiling_is_one_for_a_lossless_autoencoder_and_drops_for_a_blurring_one() -> None:
+    from unsample.embedded.evaluate import EvalConfig, vae_ceiling
+
+    cfg = dataclasses.replace(EvalConfig.quick(), t2i_samples=20)
+    assert vae_ceiling(_PixelModel(1), cfg, 1) == 1.0
+    assert vae_ceiling(_PixelModel(8), cfg, 1) <= 0.5

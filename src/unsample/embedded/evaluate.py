@@ -144,6 +144,24 @@ def t2i_accuracy(model: Any, cfg: EvalConfig, n_objects: int) -> dict[str, Any]:
             "examples": examples}
 
 
+def vae_ceiling(model: Any, cfg: EvalConfig, n_objects: int) -> float:
+    """Share of `t2i_accuracy`'s captions whose exact renders, passed through the VAE (posterior
+    mean, decoded), the detector still judges right: what a UNet that drew every latent perfectly
+    would score, so the autoencoder's ceiling on text-to-image correctness."""
+    from unsample.shapes import caption, detection_matches, detect, render_batch
+
+    scenes = _heldout_scenes(cfg.t2i_samples, cfg.seed + n_objects, n_objects=n_objects)
+    right = 0
+    for i in range(0, len(scenes), cfg.batch):
+        chunk = scenes[i : i + cfg.batch]
+        images = _to_tensor(render_batch(chunk, size=model.resolution), model.device)
+        with torch.no_grad():
+            rec = _to_uint8(model.decode_latent(model.encode_image(images)))
+        right += sum(detection_matches(detect(img), caption(s), check_size=False, check_texture=False)
+                     for s, img in zip(chunk, rec))
+    return right / len(scenes)
+
+
 def roundtrip_ratio(model: Any, cfg: EvalConfig) -> tuple[float, float, float]:
     """(mean reconstruction MSE, mean VAE-floor MSE, their ratio) for DDIM inversion at guidance 1."""
     import unsample
@@ -199,6 +217,7 @@ def evaluate(model_dir: Path | None = None, out: Path | None = None, cfg: EvalCo
 
     t = time.perf_counter()
     psnr = vae_psnr(model, cfg)
+    ceiling = vae_ceiling(model, cfg, 1), vae_ceiling(model, cfg, 2)
     timings["vae"] = time.perf_counter() - t
     t = time.perf_counter()
     one, two = t2i_accuracy(model, cfg, 1), t2i_accuracy(model, cfg, 2)
@@ -211,6 +230,8 @@ def evaluate(model_dir: Path | None = None, out: Path | None = None, cfg: EvalCo
 
     figures = {
         "vae_psnr_db": psnr,
+        "vae_ceiling_one_object": ceiling[0],
+        "vae_ceiling_two_objects": ceiling[1],
         "t2i_one_object_accuracy": acc1,
         "t2i_two_object_accuracy": acc2,
         "t2i_one_object_accuracy_strict": one["strict"],
@@ -261,6 +282,10 @@ def _training_line(training: dict[str, Any] | None) -> str:
             f"{training['config']['unet_batch']}) in {training['unet_minutes']:g} min; {minutes:.0f} min of stage time in all.")
 
 
+def _share(value: float | None) -> str:
+    return "not measured" if value is None else f"{100 * value:.1f}%"
+
+
 def _parts(parts: dict[str, float] | None) -> str:
     if not parts:
         return "not measured"
@@ -290,6 +315,7 @@ below is from the held-out split, never seen in training.
 |---|---|---|---|
 | VAE reconstruction PSNR, {c['vae_scenes']} held-out scenes | {f['vae_psnr_db']:.2f} dB | >= {t['vae_psnr_db']} dB | {mark('vae_psnr_db')} |
 | text-to-image correct, one object ({c['t2i_samples']} samples, {c['t2i_steps']} DDIM steps, guidance {c['t2i_guidance']}) | {100 * f['t2i_one_object_accuracy']:.1f}% | >= {100 * t['t2i_one_object_accuracy']:.0f}% | {mark('t2i_one_object_accuracy')} |
+| ... the same captions' exact renders through the VAE judged right (the autoencoder's ceiling), one / two objects | {_share(f.get('vae_ceiling_one_object'))} / {_share(f.get('vae_ceiling_two_objects'))} | reported | |
 | text-to-image correct, two objects (same protocol) | {100 * f['t2i_two_object_accuracy']:.1f}% | reported | |
 | ... also sizes and texture right, one / two objects | {100 * f['t2i_one_object_accuracy_strict']:.1f}% / {100 * f['t2i_two_object_accuracy_strict']:.1f}% | reported | |
 | ... right on each part alone, one object | {_parts(f.get('t2i_one_object_parts'))} | reported | |
