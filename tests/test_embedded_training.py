@@ -265,3 +265,20 @@ def test_runs_from_before_object_weights_resume_unweighted() -> None:
     old = {k: v for k, v in TrainConfig().to_json().items() if k not in ("vae_object_weight", "unet_object_weight")}
     cfg = TrainConfig.from_json(old)
     assert cfg.vae_object_weight == 0.0 and cfg.unet_object_weight == 0.0
+
+
+def test_unit_weights_give_the_unweighted_reconstruction_loss() -> None:
+    """Weight 0 (every pixel 1) is the loss the shipped recipe trained with: L1 + MSE + edge weight
+    times the L1 between the reconstruction's and the image's finite differences."""
+    from unsample.embedded.train import _recon_loss
+
+    g = torch.Generator().manual_seed(0)
+    x, recon = torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 8, 8, generator=g)
+    cfg = TrainConfig.tiny()
+    loss, mse = _recon_loss(recon, x, torch.ones(2, 1, 8, 8), cfg)
+    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
+    dx = lambda t: t[..., 1:] - t[..., :-1]  # noqa: E731
+    old = ((recon - x).abs().mean() + (recon - x).pow(2).mean()
+           + cfg.vae_edge_weight * ((dy(recon) - dy(x)).abs().mean() + (dx(recon) - dx(x)).abs().mean()))
+    assert torch.allclose(loss, old, rtol=1e-6, atol=0)
+    assert mse == pytest.approx(float((recon - x).pow(2).mean()))
