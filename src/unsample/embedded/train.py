@@ -1,7 +1,8 @@
 """Train the embedded default model from scratch, resumably, and write a diffusers pipeline.
 
 Stage ``vae``: the AutoencoderKL learns to reconstruct rendered scenes (L1 + MSE + an L1 on
-image gradients for sharp edges + a small KL). At its end the latent std is measured and the
+image gradients for sharp edges + a small KL; pixels near objects may count more, see
+`object_weights` and ``TrainConfig.vae_object_weight``). At its end the latent std is measured and the
 VAE's ``scaling_factor`` set to its inverse, so the UNet sees latents of unit std.
 
 Stage ``decoder``: the decoder alone is fine-tuned to decode posterior means (the latents the
@@ -9,7 +10,8 @@ UNet is trained on and samples), encoder frozen so the latent space does not mov
 
 Stage ``unet``: the CLIP text encoder and the UNet learn eps-prediction on the frozen VAE's
 scaled posterior means, with ~10% of captions replaced by "" so classifier-free guidance works,
-the loss weighted by min-SNR-gamma; an EMA of the UNet weights is what gets exported.
+the loss weighted by min-SNR-gamma (and latent cells near objects by
+``TrainConfig.unet_object_weight``); an EMA of the UNet weights is what gets exported.
 
 Everything lives in the run folder ``out/``: ``run.json`` (the config), ``train.log``,
 ``latest.json`` + ``checkpoints/`` (see `unsample.embedded.checkpoint`) and, at the end,
