@@ -87,3 +87,43 @@ def test_edict_warns_when_float32_cannot_hold_its_inverted_chains(tiny_model, ti
         warnings.simplefilter("error")
         unsample.invert(tiny_model, tiny_image, "a cat", method="edict", steps=200, guidance=1.0, precision="float64")
         unsample.invert(tiny_model, tiny_image, "a cat", method="edict", steps=50, guidance=1.0)
+
+
+def _linear_step_slope(a_s: torch.Tensor, a_t: torch.Tensor) -> float:
+    """B in invert_step(x_s, eps) = sqrt(a_t / a_s) x_s + B eps (the DDIM map is affine in eps)."""
+    return float((1 - a_t).sqrt() - (a_t / a_s).sqrt() * (1 - a_s).sqrt())
+
+
+def test_fixed_point_keeps_the_best_iterate_when_the_iteration_diverges() -> None:
+    """eps(x) = c x makes g affine with slope B c; at |B c| = 3 every iterate fits worse than the
+    DDIM guess, so the step returns that guess (and its residual) instead of the last iterate."""
+    from unsample.methods import ddim, fixed_point
+
+    a_s, a_t = torch.tensor(0.9, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64)
+    c = 3.0 / _linear_step_slope(a_s, a_t)
+    x_s = torch.linspace(-1, 1, 16, dtype=torch.float64)
+    t = torch.tensor(500)
+    config = fixed_point.FixedPointConfig(max_iter=4, tol=0.0)
+    x, residual, iterations = fixed_point.invert_step(lambda x, t: c * x, x_s, t, a_s, a_t, config)
+    guess = ddim.invert_step(x_s, c * x_s, a_s, a_t)
+    assert torch.equal(x, guess)
+    g = ddim.invert_step(x_s, c * guess, a_s, a_t)
+    assert residual == pytest.approx(float((g - guess).norm() * (a_s / a_t).sqrt() / x_s.norm()))
+    assert iterations == 4
+
+
+@pytest.mark.parametrize(("slope_times_c", "anderson_m", "max_iter"), [(0.5, 0, 60), (3.0, 2, 3)])
+def test_fixed_point_reaches_the_exact_fixed_point(slope_times_c: float, anderson_m: int, max_iter: int) -> None:
+    """The affine map's fixed point is x* = A x_s / (1 - B c): plain iteration reaches it when it
+    contracts (|B c| = 0.5); Anderson mixing, a secant method, solves the affine case in two iterates
+    even where plain iteration diverges (|B c| = 3)."""
+    from unsample.methods import fixed_point
+
+    a_s, a_t = torch.tensor(0.9, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64)
+    slope = _linear_step_slope(a_s, a_t)
+    c = slope_times_c / slope
+    x_s = torch.linspace(-1, 1, 16, dtype=torch.float64)
+    config = fixed_point.FixedPointConfig(max_iter=max_iter, tol=0.0, anderson_m=anderson_m)
+    x, _, _ = fixed_point.invert_step(lambda x, t: c * x, x_s, torch.tensor(500), a_s, a_t, config)
+    exact = (a_t / a_s).sqrt() * x_s / (1 - slope * c)
+    assert torch.allclose(x, exact, rtol=1e-12, atol=1e-12)

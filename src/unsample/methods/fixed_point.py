@@ -13,8 +13,11 @@ Starting from the DDIM guess x_t^0 = invert_step(x_s, eps(x_s, t)), iterate
 until the forward step from x_t^k lands back on x_s: the residual
 ``||sample_step(x_t^k, eps(x_t^k, t)) - x_s|| / ||x_s||`` (which equals
 ``A * ||x_t^k - x_t^{k+1}|| / ||x_s||`` with A = sqrt(a_s / a_t), free to compute) falls below
-``tol``, or ``max_iter`` iterations have run. Optional Anderson acceleration (AIDI) mixes the
-last ``anderson_m`` iterates by least squares on their residuals. ``skip_fraction`` leaves the
+``tol``, or ``max_iter`` iterations have run. At large guidance and few steps g can expand
+near the image end of the grid and the iterates run away; then the step returns the iterate
+with the smallest residual (at worst the DDIM guess) rather than the last one. Optional
+Anderson acceleration (AIDI) mixes the last ``anderson_m`` iterates by least squares on their
+residuals. ``skip_fraction`` leaves the
 noisiest fraction of inversion steps unrefined (plain DDIM there; the "tless"/refine_skip knob),
 where eps changes least between neighbouring points. Sampling is plain DDIM: a converged
 fixed point is exactly the inverse of DDIM's sampling step, with CFG included.
@@ -85,11 +88,13 @@ def invert_step(
     scale = float((a_s / a_t).sqrt()) / float(x_s.norm().clamp_min(1e-12))
     xs: list[torch.Tensor] = []
     gs: list[torch.Tensor] = []
-    residual = float("inf")
+    best, best_residual = x, float("inf")
     k = 0
     for k in range(1, config.max_iter + 1):
         g = ddim.invert_step(x_s, denoiser(x, t), a_s, a_t)
         residual = float((g - x).norm()) * scale
+        if residual < best_residual:
+            best, best_residual = x, residual
         if config.anderson_m > 0:
             xs, gs = (xs + [x])[-config.anderson_m - 1 :], (gs + [g])[-config.anderson_m - 1 :]
             x = _anderson(xs, gs)
@@ -97,6 +102,8 @@ def invert_step(
             x = g
         if residual <= config.tol:
             break
+    if residual > best_residual:  # the iteration stopped contracting: keep the iterate that fit best
+        return best, best_residual, k
     return x, residual, k
 
 
