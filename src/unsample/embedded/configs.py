@@ -56,7 +56,7 @@ class TrainConfig:
     # vae and decoder stages. Objects cover about 8% of a scene's pixels (14% dilated by 2), so
     # unweighted the autoencoder spends itself on the background textures and decodes objects
     # as blobs whose shapes the detector misreads.
-    vae_object_weight: float = 0.0
+    vae_object_weight: float = 10.0
     object_dilation: int = 2
     vae_max_minutes: float = 45.0
 
@@ -89,14 +89,14 @@ class TrainConfig:
     min_snr_gamma: float = 5.0
     # The same idea in latent space: a latent cell that any dilated object pixel falls in (19% of
     # cells) counts ``1 + unet_object_weight`` times in the eps-prediction loss.
-    unet_object_weight: float = 0.0
+    unet_object_weight: float = 5.0
     unet_steps: int = 16000
     unet_batch: int = 32
     unet_lr: float = 4e-4
     unet_weight_decay: float = 1e-2
     caption_dropout: float = 0.1
     ema_decay: float = 0.999
-    unet_max_minutes: float = 100.0
+    unet_max_minutes: float = 115.0
 
     # Shared schedule details.
     warmup_steps: int = 200

@@ -1,7 +1,7 @@
 """Train the embedded default model from scratch, resumably, and write a diffusers pipeline.
 
 Stage ``vae``: the AutoencoderKL learns to reconstruct rendered scenes (L1 + MSE + an L1 on
-image gradients for sharp edges + a small KL; pixels near objects may count more, see
+image gradients for sharp edges + a small KL; pixels near objects count more, see
 `object_weights` and ``TrainConfig.vae_object_weight``). At its end the latent std is measured and the
 VAE's ``scaling_factor`` set to its inverse, so the UNet sees latents of unit std.
 
