@@ -226,6 +226,20 @@ def test_unet_attention_sits_on_the_named_levels_only() -> None:
         unet_config(dataclasses.replace(cfg, unet_attention_levels=(3,)))
 
 
+@pytest.mark.parametrize(("mid_attention", "expected"), [(True, 2), (False, 0)])
+def test_vae_mid_attention_switches_both_mid_blocks(tmp_path: Path, mid_attention: bool, expected: int) -> None:
+    """The flag reaches diffusers' ``mid_block_add_attention`` and survives a save and load."""
+    from diffusers import AutoencoderKL
+    from diffusers.models.attention_processor import Attention
+
+    from unsample.embedded.configs import build_vae
+
+    cfg = dataclasses.replace(TrainConfig.tiny(), vae_mid_attention=mid_attention)
+    build_vae(cfg).save_pretrained(tmp_path)
+    vae = AutoencoderKL.from_pretrained(tmp_path)
+    assert sum(isinstance(m, Attention) for m in vae.modules()) == expected
+
+
 def test_runs_from_before_attention_levels_resume_with_their_layout() -> None:
     """A run.json without ``unet_attention_levels`` had attention on every level but the lowest."""
     old = {k: v for k, v in TrainConfig().to_json().items() if k != "unet_attention_levels"}
