@@ -71,3 +71,11 @@ def test_the_vae_ceiling_is_one_for_a_lossless_autoencoder_and_drops_for_a_blurr
     cfg = dataclasses.replace(EvalConfig.quick(), t2i_samples=20)
     assert vae_ceiling(_PixelModel(1), cfg, 1) == 1.0
     assert vae_ceiling(_PixelModel(8), cfg, 1) <= 0.5
+
+
+def test_vae_psnr_is_infinite_for_a_lossless_autoencoder_and_falls_with_blur() -> None:
+    from unsample.embedded.evaluate import EvalConfig, vae_psnr
+
+    cfg = dataclasses.replace(EvalConfig.quick(), vae_scenes=12)
+    assert vae_psnr(_PixelModel(1), cfg) == float("inf")
+    assert 0 < vae_psnr(_PixelModel(8), cfg) < vae_psnr(_PixelModel(2), cfg) < float("inf")

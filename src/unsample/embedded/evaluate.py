@@ -20,6 +20,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -60,17 +61,25 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
     return (x.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
 
 
-def vae_psnr(model: Any, cfg: EvalConfig) -> float:
-    from skimage.metrics import peak_signal_noise_ratio
+def _autoencoded(model: Any, scenes: list[Any], batch: int) -> Iterator[tuple[list[Any], np.ndarray, np.ndarray]]:
+    """(scenes, their exact renders, the renders passed through the VAE) in chunks of ``batch``;
+    the VAE encodes to the posterior mean and decodes, as `Model.encode_image` does."""
     from unsample.shapes import render_batch
 
+    for i in range(0, len(scenes), batch):
+        chunk = scenes[i : i + batch]
+        images = render_batch(chunk, size=model.resolution)
+        with torch.no_grad():
+            rec = _to_uint8(model.decode_latent(model.encode_image(_to_tensor(images, model.device))))
+        yield chunk, images, rec
+
+
+def vae_psnr(model: Any, cfg: EvalConfig) -> float:
+    from skimage.metrics import peak_signal_noise_ratio
+
     scenes = _heldout_scenes(cfg.vae_scenes, cfg.seed)
-    values = []
-    for i in range(0, len(scenes), cfg.batch):
-        imgs = render_batch(scenes[i : i + cfg.batch], size=model.resolution)
-        rec = _to_uint8(model.decode_latent(model.encode_image(_to_tensor(imgs, model.device))))
-        values += [peak_signal_noise_ratio(a, b, data_range=255) for a, b in zip(imgs, rec)]
-    return float(np.mean(values))
+    return float(np.mean([peak_signal_noise_ratio(a, b, data_range=255)
+                          for _, images, rec in _autoencoded(model, scenes, cfg.batch) for a, b in zip(images, rec)]))
 
 
 def _conditioning(model: Any, prompts: list[str]) -> Any:
@@ -148,17 +157,11 @@ def vae_ceiling(model: Any, cfg: EvalConfig, n_objects: int) -> float:
     """Share of `t2i_accuracy`'s captions whose exact renders, passed through the VAE (posterior
     mean, decoded), the detector still judges right: what a UNet that drew every latent perfectly
     would score, so the autoencoder's ceiling on text-to-image correctness."""
-    from unsample.shapes import caption, detection_matches, detect, render_batch
+    from unsample.shapes import caption, detection_matches, detect
 
     scenes = _heldout_scenes(cfg.t2i_samples, cfg.seed + n_objects, n_objects=n_objects)
-    right = 0
-    for i in range(0, len(scenes), cfg.batch):
-        chunk = scenes[i : i + cfg.batch]
-        images = _to_tensor(render_batch(chunk, size=model.resolution), model.device)
-        with torch.no_grad():
-            rec = _to_uint8(model.decode_latent(model.encode_image(images)))
-        right += sum(detection_matches(detect(img), caption(s), check_size=False, check_texture=False)
-                     for s, img in zip(chunk, rec))
+    right = sum(detection_matches(detect(img), caption(s), check_size=False, check_texture=False)
+                for chunk, _, rec in _autoencoded(model, scenes, cfg.batch) for s, img in zip(chunk, rec))
     return right / len(scenes)
 
 
