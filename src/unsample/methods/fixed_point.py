@@ -18,8 +18,9 @@ near the image end of the grid and the iterates run away; then the step returns 
 with the smallest residual (at worst the DDIM guess) rather than the last one. Optional
 Anderson acceleration (AIDI) mixes the last ``anderson_m`` iterates by least squares on their
 residuals. ``skip_fraction`` leaves the noisiest fraction of inversion steps unrefined (plain
-DDIM there; the "tless"/refine_skip knob), where eps changes least between neighbouring points. Sampling is plain DDIM: a converged
-fixed point is exactly the inverse of DDIM's sampling step, with CFG included.
+DDIM there; the "tless"/refine_skip knob), where eps changes least between neighbouring points.
+Sampling is plain DDIM: a converged fixed point is exactly the inverse of DDIM's sampling step,
+with CFG included.
 
 Symbols -> names: x_s -> ``x_s``, x_t^k -> ``x``, g -> ``step``. Cost: 1 + k evaluations per
 step (2 + 2k with CFG); ``stats["residuals"]`` and ``stats["iterations"]`` record each step.
