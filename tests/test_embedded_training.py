@@ -283,8 +283,8 @@ def test_runs_from_before_object_weights_resume_unweighted() -> None:
 
 def test_unit_weights_give_the_unweighted_reconstruction_loss() -> None:
     """Weight 0 (every pixel 1) is the loss the recipe trained with before object weighting (model
-    b26912d1): L1 + MSE + edge weight
-    times the L1 between the reconstruction's and the image's finite differences."""
+    b26912d1): L1 + MSE + edge weight times the L1 between the reconstruction's and the image's
+    finite differences."""
     from unsample.embedded.train import _recon_loss
 
     g = torch.Generator().manual_seed(0)

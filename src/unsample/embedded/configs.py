@@ -44,10 +44,10 @@ class TrainConfig:
     # Autoencoder (downsampling factor = 2 ** (len(vae_channels) - 1)).
     vae_channels: tuple[int, ...] = (16, 32, 64)
     vae_layers_per_block: int = 1
-    # Self-attention in the encoder's and decoder's mid blocks (SD's VAE has it). With it, run4's
-    # autoencoder routed global information into the top-right corner's pixels (an image-dependent
-    # blotch there, ~13x the error of other regions; run5's autoencoder without it: 1.1x); without
-    # it, far-away pixels reach a pixel only through GroupNorm's per-channel statistics.
+    # Self-attention in the encoder's and decoder's mid blocks (SD's VAE has it). With it, the
+    # shipped autoencoder routes global information into the top-right corner's pixels (an
+    # image-dependent blotch there); without it, far-away pixels reach a pixel only through
+    # GroupNorm's per-channel statistics.
     vae_mid_attention: bool = True
     vae_norm_groups: int = 16
     latent_channels: int = 4
