@@ -297,3 +297,24 @@ def test_unit_weights_give_the_unweighted_reconstruction_loss() -> None:
            + cfg.vae_edge_weight * ((dy(recon) - dy(x)).abs().mean() + (dx(recon) - dx(x)).abs().mean()))
     assert torch.allclose(loss, old, rtol=1e-6, atol=0)
     assert mse == pytest.approx(float((recon - x).pow(2).mean()))
+
+
+def test_signal_gate_fades_the_unet_object_weight_with_alpha_bar() -> None:
+    """Extra weight ``w * g(t)`` per sample: g = alpha_bar_t for "signal", 1 for "constant"."""
+    from unsample.embedded.train import object_weight_gate, object_weights
+
+    alpha_bar = torch.tensor([0.0, 0.25, 1.0])
+    assert torch.equal(object_weight_gate(alpha_bar, "signal"), alpha_bar)
+    assert torch.equal(object_weight_gate(alpha_bar, "constant"), torch.ones(3))
+    objects = torch.zeros(3, 1, 8, 8)
+    objects[:, 0, 1, 1] = 1.0
+    cells = object_weights(objects, 4.0, dilation=0, cell=4, gate=alpha_bar.view(-1, 1, 1, 1))
+    assert cells[:, 0, 0, 0].tolist() == [1.0, 2.0, 5.0]  # 1 + 4 * alpha_bar on the object's cell
+    assert torch.equal(cells[:, 0, 1, 1], torch.ones(3))  # background cells stay 1 at every t
+
+
+def test_runs_from_before_the_object_weight_gate_resume_with_a_constant_weight() -> None:
+    old = {k: v for k, v in TrainConfig().to_json().items() if k != "unet_object_weight_gate"}
+    assert TrainConfig.from_json(old).unet_object_weight_gate == "constant"
+    with pytest.raises(ValueError, match=r"unet_object_weight_gate 'snr' is not one of \('constant', 'signal'\)"):
+        dataclasses.replace(TrainConfig(), unet_object_weight_gate="snr")

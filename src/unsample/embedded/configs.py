@@ -26,6 +26,9 @@ SD_SCHEDULER_CONFIG: dict[str, Any] = {
     "timestep_spacing": "leading",
 }
 
+OBJECT_WEIGHT_GATES = ("constant", "signal")
+"""The values of ``TrainConfig.unet_object_weight_gate`` (see there)."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -93,8 +96,15 @@ class TrainConfig:
     # Min-SNR-gamma loss weighting (Hang et al. 2023) for eps-prediction; 0 turns it off.
     min_snr_gamma: float = 5.0
     # The same idea in latent space: a latent cell that any dilated object pixel falls in (19% of
-    # cells) counts ``1 + unet_object_weight`` times in the eps-prediction loss.
+    # cells) counts ``1 + unet_object_weight * g(t)`` times in the eps-prediction loss.
     unet_object_weight: float = 5.0
+    # g(t): "constant" is 1. "signal" is alpha_bar_t, the signal's share of x_t's variance. A
+    # weight that depends on where the objects are moves the loss's minimiser from E[eps | x_t]
+    # to E[w eps | x_t] / E[w | x_t]: wherever x_t leaves an object's place in doubt (high noise,
+    # where the layout is chosen), it predicts an object (1 + w) times as often as the data has
+    # one, so samples draw objects twice. With "signal" the weight fades out where x_t cannot
+    # tell where the objects are and stays where their shapes are drawn.
+    unet_object_weight_gate: str = "constant"
     unet_steps: int = 16000
     unet_batch: int = 32
     unet_lr: float = 4e-4
@@ -114,6 +124,12 @@ class TrainConfig:
     checkpoint_minutes: float = 4.0
     threads: int = 2
     eval_images: int = 64
+
+    def __post_init__(self) -> None:
+        if self.unet_object_weight_gate not in OBJECT_WEIGHT_GATES:
+            raise ValueError(
+                f"unet_object_weight_gate {self.unet_object_weight_gate!r} is not one of {OBJECT_WEIGHT_GATES}"
+            )
 
     @classmethod
     def tiny(cls) -> TrainConfig:
@@ -165,6 +181,8 @@ class TrainConfig:
         for name in ("vae_object_weight", "unet_object_weight"):
             # Runs made before object weighting existed weighted every pixel alike.
             fixed.setdefault(name, 0.0)
+        # Runs made before the gate existed weighted every timestep alike.
+        fixed.setdefault("unet_object_weight_gate", "constant")
         return cls(**fixed)
 
 

@@ -11,7 +11,8 @@ UNet is trained on and samples), encoder frozen so the latent space does not mov
 Stage ``unet``: the CLIP text encoder and the UNet learn eps-prediction on the frozen VAE's
 scaled posterior means, with ~10% of captions replaced by "" so classifier-free guidance works,
 the loss weighted by min-SNR-gamma (and latent cells near objects by
-``TrainConfig.unet_object_weight``); an EMA of the UNet weights is what gets exported.
+``TrainConfig.unet_object_weight``, faded at high noise by ``unet_object_weight_gate``); an
+EMA of the UNet weights is what gets exported.
 
 Everything lives in the run folder ``out/``: ``run.json`` (the config), ``train.log``,
 ``latest.json`` + ``checkpoints/`` (see `unsample.embedded.checkpoint`) and, at the end,
@@ -140,18 +141,20 @@ def _progress_bar(enabled: bool, total: int, initial: int, desc: str):
     return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True)
 
 
-def object_weights(objects: torch.Tensor, weight: float, dilation: int, cell: int = 1) -> torch.Tensor:
-    """Per-position loss weights ``1 + weight * [near an object]``, [B, 1, H / cell, W / cell].
+def object_weights(objects: torch.Tensor, weight: float, dilation: int, cell: int = 1,
+                   gate: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """Per-position loss weights ``1 + weight * gate * [near an object]``, [B, 1, H / cell, W / cell].
 
     ``objects`` is the 0/1 object mask [B, 1, H, W]; it is dilated by ``dilation`` pixels, then a
     ``cell`` x ``cell`` block (a latent cell) counts as near an object if any of its pixels is.
+    ``gate`` scales the extra weight per sample ([B, 1, 1, 1]) or overall.
     """
     near = objects
     if dilation > 0:
         near = torch.nn.functional.max_pool2d(near, 2 * dilation + 1, stride=1, padding=dilation)
     if cell > 1:
         near = torch.nn.functional.max_pool2d(near, cell)
-    return 1.0 + weight * near
+    return 1.0 + weight * gate * near
 
 
 def _recon_loss(recon: torch.Tensor, x: torch.Tensor, w: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, float]:
@@ -339,6 +342,15 @@ def snr_weight(alpha_bar: torch.Tensor, gamma: float) -> torch.Tensor:
     return snr.clamp(max=gamma) / snr
 
 
+def object_weight_gate(alpha_bar: torch.Tensor, gate: str) -> torch.Tensor:
+    """g(t) of ``TrainConfig.unet_object_weight_gate`` for each sample's alpha_bar_t [B]."""
+    if gate == "constant":
+        return torch.ones_like(alpha_bar)
+    if gate == "signal":
+        return alpha_bar
+    raise ValueError(f"unknown object weight gate {gate!r}")
+
+
 def _tokenize(tokenizer, captions: list[str], max_tokens: int) -> torch.Tensor:
     ids = tokenizer(captions, padding="max_length", max_length=max_tokens, truncation=False)["input_ids"]
     longest = max(len(row) for row in ids)
@@ -404,7 +416,8 @@ def _train_unet(out: Path, cfg: TrainConfig, source: SceneSource, tokenizer, sta
             _set_lr(opt, lr_at(step, cfg.unet_steps, cfg.unet_lr, cfg, clock.elapsed / cap))
             hidden = text(ids)[0]
             pred = unet(noisy, t, encoder_hidden_states=hidden).sample
-            w = object_weights(objects, cfg.unet_object_weight, cfg.object_dilation, cfg.vae_factor)
+            gate = object_weight_gate(a.flatten(), cfg.unet_object_weight_gate).view(-1, 1, 1, 1)
+            w = object_weights(objects, cfg.unet_object_weight, cfg.object_dilation, cfg.vae_factor, gate)
             sq = (pred - noise).pow(2)
             per_sample = sq.flatten(1).mean(1)
             weighted = (w * sq).flatten(1).mean(1)
