@@ -101,9 +101,9 @@ class TrainConfig:
     # g(t): "constant" is 1. "signal" is alpha_bar_t, the signal's share of x_t's variance. A
     # weight that depends on where the objects are moves the loss's minimiser from E[eps | x_t]
     # to E[w eps | x_t] / E[w | x_t]: wherever x_t leaves an object's place in doubt (high noise,
-    # where the layout is chosen), it predicts an object (1 + w) times as often as the data has
-    # one, so samples draw objects twice. With "signal" the weight fades out where x_t cannot
-    # tell where the objects are and stays where their shapes are drawn.
+    # where the layout is chosen), it multiplies the odds of an object there by 1 + w, so samples
+    # draw objects twice. With "signal" the weight fades out where x_t cannot tell where the
+    # objects are and stays where their shapes are drawn.
     unet_object_weight_gate: str = "constant"
     unet_steps: int = 16000
     unet_batch: int = 32
