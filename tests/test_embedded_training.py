@@ -318,3 +318,49 @@ def test_runs_from_before_the_object_weight_gate_resume_with_a_constant_weight()
     assert TrainConfig.from_json(old).unet_object_weight_gate == "constant"
     with pytest.raises(ValueError, match=r"unet_object_weight_gate 'snr' is not one of \('constant', 'signal'\)"):
         dataclasses.replace(TrainConfig(), unet_object_weight_gate="snr")
+
+
+def test_a_run_started_from_a_models_autoencoder_keeps_it_and_skips_its_stages(
+    tiny_run: tuple[Path, TrainConfig], tmp_path: Path
+) -> None:
+    from diffusers import AutoencoderKL
+
+    from unsample.embedded.train import start_from_autoencoder
+
+    out, config = tiny_run
+    source_model = out / "model"
+    before = json.loads((source_model / "training.json").read_text())
+    run = tmp_path / "unet-only"
+    changed = dataclasses.replace(config, unet_object_weight_gate="constant", unet_lr=1e-3)  # UNet fields only
+    start_from_autoencoder(run, source_model, changed)
+    start_from_autoencoder(run, source_model, changed)  # the same call again leaves the run to resume
+    train_embedded(run, config=changed, progress=False, source=StubSource())
+
+    log = (run / "train.log").read_text()
+    assert _steps_logged(log, "vae") == [] and _steps_logged(log, "decoder") == []
+    assert _steps_logged(log, "unet") == [1, 2]
+    theirs = AutoencoderKL.from_pretrained(source_model / "vae")
+    ours = AutoencoderKL.from_pretrained(run / "model" / "vae")
+    assert ours.config.scaling_factor == theirs.config.scaling_factor
+    for name, tensor in theirs.state_dict().items():
+        assert torch.equal(ours.state_dict()[name], tensor), name
+    training = json.loads((run / "model" / "training.json").read_text())
+    assert training["autoencoder_from"] == str(source_model)
+    for key in ("vae_steps", "decoder_steps", "vae_minutes", "decoder_minutes", "vae_train_psnr_db"):
+        assert training[key] == before[key], key
+    assert training["config"]["unet_object_weight_gate"] == "constant"
+
+
+def test_starting_from_an_autoencoder_refuses_other_settings_and_other_runs(
+    tiny_run: tuple[Path, TrainConfig], tmp_path: Path
+) -> None:
+    from unsample.embedded.train import start_from_autoencoder
+
+    out, config = tiny_run
+    with pytest.raises(ValueError, match=r"other settings \(vae_kl_weight\)"):
+        start_from_autoencoder(tmp_path / "a", out / "model", dataclasses.replace(config, vae_kl_weight=1e-3))
+    assert not (tmp_path / "a").exists()  # nothing written for a refused start
+    with pytest.raises(ValueError, match="already holds a run not started from"):
+        start_from_autoencoder(out, out / "model", config)  # a from-scratch run folder
+    with pytest.raises(FileNotFoundError, match="no training.json in"):
+        start_from_autoencoder(tmp_path / "b", tmp_path, config)

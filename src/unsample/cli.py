@@ -326,14 +326,20 @@ def train_embedded_cmd(
     out: Annotated[Path, typer.Option("--out", help="Run folder: log, checkpoints, final model/ (re-run to resume).")],
     tiny: Annotated[bool, typer.Option("--tiny", help="A few steps of a tiny configuration (a smoke test).")] = False,
     install: Annotated[bool, typer.Option("--install", help="Copy the finished model into the package.")] = False,
+    autoencoder_from: Annotated[Path | None, typer.Option(
+        "--autoencoder-from", help="Start a new run at the UNet stage with this finished model folder's autoencoder "
+        "(its training.json must match the run's autoencoder settings).")] = None,
 ) -> None:
     """Train the embedded model from scratch (VAE, decoder fine-tune, then text encoder + UNet); resumes from checkpoints."""
     _quiet_libraries()
     from unsample.embedded import install_trained_model
     from unsample.embedded.configs import TrainConfig
-    from unsample.embedded.train import train_embedded
+    from unsample.embedded.train import start_from_autoencoder, train_embedded
 
-    model_dir = train_embedded(out, config=TrainConfig.tiny() if tiny else None)
+    config = TrainConfig.tiny() if tiny else None
+    if autoencoder_from is not None:
+        start_from_autoencoder(out, autoencoder_from, config)
+    model_dir = train_embedded(out, config=config)
     typer.echo(f"model written to {model_dir}")
     if install:
         typer.echo(f"installed into {install_trained_model(out)}")

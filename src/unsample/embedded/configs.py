@@ -104,7 +104,7 @@ class TrainConfig:
     # where the layout is chosen), it multiplies the odds of an object there by 1 + w, so samples
     # draw objects twice. With "signal" the weight fades out where x_t cannot tell where the
     # objects are and stays where their shapes are drawn.
-    unet_object_weight_gate: str = "constant"
+    unet_object_weight_gate: str = "signal"
     unet_steps: int = 16000
     unet_batch: int = 32
     unet_lr: float = 4e-4

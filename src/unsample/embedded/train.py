@@ -498,6 +498,8 @@ def export_pipeline(out: Path, cfg: TrainConfig, tokenizer, final: ckpt.Checkpoi
         "unet_steps": st.get("step"), "unet_minutes": round(float(st.get("stage_seconds", 0.0)) / 60, 1),
         "config": cfg.to_json(),
     }
+    if "autoencoder_from" in st:
+        training["autoencoder_from"] = st["autoencoder_from"]
     ckpt.write_json_atomic(tmp / TRAINING_JSON, training)
     replace_dir(tmp, target)
     return target
@@ -528,6 +530,69 @@ def replace_dir(new: Path, target: Path) -> None:
 
 def folder_megabytes(path: Path, pattern: str = "*.safetensors") -> float:
     return sum(p.stat().st_size for p in path.rglob(pattern)) / 1e6
+
+
+AUTOENCODER_FIELDS = frozenset(
+    {"seed", "image_size", "latent_channels", "object_dilation", "scale_estimate_images", "eval_images"}
+)
+"""Config fields besides ``vae_*`` and ``decoder_*`` that decide what the autoencoder stages produce."""
+
+
+def _autoencoder_fields(cfg: TrainConfig) -> dict[str, Any]:
+    budget = {"vae_steps", "vae_max_minutes", "decoder_steps", "decoder_max_minutes"}
+    return {
+        name: value for name, value in cfg.to_json().items()
+        if (name.startswith(("vae_", "decoder_")) or name in AUTOENCODER_FIELDS) and name not in budget
+    }
+
+
+def start_from_autoencoder(out: Path, model_dir: Path, config: TrainConfig | None = None) -> None:
+    """Start run folder ``out`` at the ``unet`` stage with the autoencoder of a finished run's ``model_dir``.
+
+    The autoencoder stages are deterministic given the config, so a run whose config differs from
+    ``model_dir``'s (its ``training.json``) only in the UNet stage's fields need not redo them. A
+    config that differs in any autoencoder field is refused. A folder already started from the same
+    ``model_dir`` is left as it is (the run resumes); one holding any other run is refused.
+    """
+    out, model_dir = Path(out), Path(model_dir)
+    cfg = config or TrainConfig()
+    if (out / RUN_JSON).exists() or (out / ckpt.LATEST).exists():
+        latest = ckpt.read_latest(out)
+        if latest is not None and latest.state.get("autoencoder_from") == str(model_dir):
+            return
+        raise ValueError(f"{out} already holds a run not started from {model_dir}'s autoencoder; "
+                         "use a new --out folder, or resume it without --autoencoder-from")
+    training_path = model_dir / TRAINING_JSON
+    if not training_path.exists():
+        raise FileNotFoundError(f"no {TRAINING_JSON} in {model_dir}; pass a model folder written by train-embedded")
+    training = json.loads(training_path.read_text(encoding="utf-8"))
+    theirs = _autoencoder_fields(TrainConfig.from_json(training["config"]))
+    ours = _autoencoder_fields(cfg)
+    differ = sorted(k for k in ours if ours[k] != theirs[k])
+    if differ:
+        raise ValueError(f"{model_dir}'s autoencoder was trained with other settings ({', '.join(differ)}); "
+                         "train from scratch instead")
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(str(model_dir / "vae"))
+    reference = build_vae(cfg)
+    reference.load_state_dict(vae.state_dict())  # refuses a different architecture
+    state = {
+        "stage": "unet", "step": 0, "stage_seconds": 0.0,
+        "scaling_factor": float(vae.config.scaling_factor),
+        "vae_steps_done": training.get("vae_steps"), "vae_seconds": 60.0 * float(training.get("vae_minutes", 0.0)),
+        "decoder_steps_done": training.get("decoder_steps"),
+        "decoder_seconds": 60.0 * float(training.get("decoder_minutes", 0.0)),
+        "vae_psnr": training.get("vae_train_psnr_db"),
+        "autoencoder_from": str(model_dir),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    _resolve_config(out, cfg)
+    ckpt.write_checkpoint(out, "unet", 0, _prefixed("vae", reference.state_dict()), {}, state)
+    RunLog(out / LOG_NAME, echo=False)(
+        f"run seeded at stage=unet with the autoencoder of {model_dir} "
+        f"(vae {state['vae_steps_done']} steps, decoder {state['decoder_steps_done']} steps)"
+    )
 
 
 def train_embedded(
@@ -583,6 +648,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="run folder (resumed if it holds a run)")
     parser.add_argument("--tiny", action="store_true", help="the seconds-long test config")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--autoencoder-from", type=Path, metavar="MODEL",
+                        help="start a new run at the UNet stage with this finished model folder's autoencoder")
     budget = parser.add_argument_group("budget (may change when resuming a run)")
     for name in ("vae_steps", "decoder_steps", "unet_steps"):
         budget.add_argument("--" + name.replace("_", "-"), type=int, dest=name)
@@ -602,6 +669,8 @@ def main(argv: list[str] | None = None) -> int:
         if config is None and run_json.exists():
             config = TrainConfig.from_json(json.loads(run_json.read_text(encoding="utf-8"))["config"])
         config = dataclasses.replace(config or TrainConfig(), **overrides)
+    if args.autoencoder_from is not None:
+        start_from_autoencoder(args.out, args.autoencoder_from, config)
     try:
         train_embedded(args.out, config=config, progress=not args.no_progress)
     except KeyboardInterrupt:
