@@ -80,3 +80,15 @@ def test_vae_psnr_is_infinite_for_a_lossless_autoencoder_and_falls_with_blur() -
     cfg = dataclasses.replace(EvalConfig.quick(), vae_scenes=12)
     assert vae_psnr(_PixelModel(1), cfg) == float("inf")
     assert 0 < vae_psnr(_PixelModel(8), cfg) < vae_psnr(_PixelModel(2), cfg) < float("inf")
+
+
+def test_the_card_says_when_the_autoencoder_came_from_another_model() -> None:
+    from unsample.embedded.evaluate import _training_line
+
+    training = {"command": "unsample train-embedded", "config": {"threads": 2, "unet_batch": 32},
+                "vae_steps": 3928, "vae_minutes": 45.0, "decoder_steps": 1560, "decoder_minutes": 12.0,
+                "unet_steps": 100, "unet_minutes": 1.5}
+    line = _training_line(training)
+    assert "58 min of stage time" in line and "not re-run" not in line
+    reused = _training_line({**training, "autoencoder_from": "old/model"})
+    assert reused.startswith(line) and "not re-run" in reused and "`old/model`" in reused

@@ -282,7 +282,16 @@ def _training_line(training: dict[str, Any] | None) -> str:
     minutes = sum(float(training.get(k) or 0.0) for k in ("vae_minutes", "decoder_minutes", "unet_minutes"))
     return (f"Training (`{training['command']}`, {training['config']['threads']} CPU threads): VAE {training['vae_steps']} steps "
             f"in {training['vae_minutes']:g} min{decoder}, then text encoder + UNet {training['unet_steps']} steps (batch "
-            f"{training['config']['unet_batch']}) in {training['unet_minutes']:g} min; {minutes:.0f} min of stage time in all.")
+            f"{training['config']['unet_batch']}) in {training['unet_minutes']:g} min; {minutes:.0f} min of stage time in all."
+            + _reused_autoencoder(training))
+
+
+def _reused_autoencoder(training: dict[str, Any]) -> str:
+    if "autoencoder_from" not in training:
+        return ""
+    return (f" The VAE and decoder stages were not re-run: this run started at the UNet stage with the autoencoder "
+            f"of `{training['autoencoder_from']}` (`--autoencoder-from`, same autoencoder settings); the VAE and "
+            "decoder steps and minutes above are that model's.")
 
 
 def _share(value: float | None) -> str:
