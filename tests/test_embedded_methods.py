@@ -24,21 +24,21 @@ def model():
 
 
 def test_fixed_point_beats_ddim_at_guidance_7(model) -> None:
-    """Measured (model 512b21d0): DDIM 9.48e-4, fixed-point 6.49e-4 (pixel MSE), VAE floor 1.85e-4:
-    DDIM 5.1x the floor, fixed-point 3.5x; fixed-point's excess over the floor is 0.61x DDIM's.
-    Near the image end of this 20-step grid the plain iteration diverges at guidance 7, so those
-    steps keep their best-fitting iterate; without that safeguard fixed-point gave 8.93e-3, worse
-    than DDIM. (On model b26912d1 the figures were 1.31e-3, 1.07e-3 and 6.95e-4.)"""
+    """Measured (model 4a55e0c4): DDIM 1.43e-2, fixed-point 2.25e-3 (pixel MSE), VAE floor 1.85e-4:
+    DDIM 77x the floor, fixed-point 12x; fixed-point's excess over the floor is 0.15x DDIM's. This
+    model answers guidance far more strongly than the ones before it (model 512b21d0: DDIM 9.48e-4,
+    fixed-point 6.49e-4), so guided DDIM inversion drifts further. Steps where the iteration
+    diverges keep their best-fitting iterate (tested exactly in tests/test_exact_methods.py)."""
     errors = figures.fixed_point_vs_ddim(model)
     excess = {k: errors[k] - errors["floor"] for k in ("ddim", "fixed-point")}
-    assert excess["fixed-point"] <= 0.75 * excess["ddim"], errors
-    assert errors["fixed-point"] <= 4.0 * errors["floor"], errors
+    assert excess["fixed-point"] <= 0.25 * excess["ddim"], errors
+    assert errors["fixed-point"] <= 15.0 * errors["floor"], errors
 
 
 def test_null_text_at_guidance_7_5_approaches_the_vae_floor(model) -> None:
-    """Measured (model 512b21d0): null-text 1.064x the VAE floor, DDIM 4.00x, 10.00 inner steps on
-    average (the paper's early-stop threshold is never reached on this scene; on model b26912d1
-    it was, 9.70 steps on average; tests/test_null_text.py tests early stopping exactly)."""
+    """Measured (model 4a55e0c4): null-text 1.077x the VAE floor, DDIM 7.52x, 10.00 inner steps on
+    average (the paper's early-stop threshold is never reached on this scene; tests/test_null_text.py
+    tests early stopping exactly). Model 512b21d0: 1.064x and 4.00x."""
     errors = figures.null_text_vs_ddim(model)
     assert errors["null-text"] < errors["ddim"], errors
     assert errors["null-text"] <= NULL_TEXT_FLOOR_RATIO * errors["floor"], errors
