@@ -60,3 +60,11 @@ def test_methods_lists_every_registered_method() -> None:
     assert r.exit_code == 0
     for name in available_methods():
         assert name in r.output
+
+
+def test_train_embedded_refuses_a_folder_without_a_trained_model(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train-embedded", "--out", str(out), "--tiny", "--autoencoder-from", str(tmp_path)])
+    assert r.exit_code == 2
+    assert "no training.json in" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert not out.exists()  # nothing written for a refused start

@@ -17,7 +17,9 @@ EMA of the UNet weights is what gets exported.
 Everything lives in the run folder ``out/``: ``run.json`` (the config), ``train.log``,
 ``latest.json`` + ``checkpoints/`` (see `unsample.embedded.checkpoint`) and, at the end,
 ``model/`` (a ``StableDiffusionPipeline`` folder). Calling `train_embedded` again on the same
-folder resumes from the last checkpoint. Run ``python -m unsample.embedded.train --out DIR``.
+folder resumes from the last checkpoint; `start_from_autoencoder` (``--autoencoder-from MODEL``)
+starts a run at the ``unet`` stage with a finished model's autoencoder. Run
+``python -m unsample.embedded.train --out DIR``.
 """
 
 from __future__ import annotations
@@ -549,8 +551,9 @@ def _autoencoder_fields(cfg: TrainConfig) -> dict[str, Any]:
 def start_from_autoencoder(out: Path, model_dir: Path, config: TrainConfig | None = None) -> None:
     """Start run folder ``out`` at the ``unet`` stage with the autoencoder of a finished run's ``model_dir``.
 
-    The autoencoder stages are deterministic given the config, so a run whose config differs from
-    ``model_dir``'s (its ``training.json``) only in the UNet stage's fields need not redo them. A
+    What the autoencoder stages produce depends only on their own config fields, so a run whose
+    config differs from ``model_dir``'s (its ``training.json``) only in the UNet stage's fields
+    need not redo them. A
     config that differs in any autoencoder field is refused. A folder already started from the same
     ``model_dir`` is left as it is (the run resumes); one holding any other run is refused.
     """
@@ -576,7 +579,11 @@ def start_from_autoencoder(out: Path, model_dir: Path, config: TrainConfig | Non
 
     vae = AutoencoderKL.from_pretrained(str(model_dir / "vae"))
     reference = build_vae(cfg)
-    reference.load_state_dict(vae.state_dict())  # refuses a different architecture
+    try:
+        reference.load_state_dict(vae.state_dict())
+    except RuntimeError as err:
+        raise ValueError(f"{model_dir}'s autoencoder does not fit the run's architecture: {str(err).splitlines()[0]}; "
+                         "train from scratch instead") from None
     state = {
         "stage": "unet", "step": 0, "stage_seconds": 0.0,
         "scaling_factor": float(vae.config.scaling_factor),
