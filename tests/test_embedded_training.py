@@ -333,8 +333,8 @@ def test_a_run_started_from_a_models_autoencoder_keeps_it_and_skips_its_stages(
     run = tmp_path / "unet-only"
     changed = dataclasses.replace(config, unet_object_weight_gate="constant", unet_lr=1e-3)  # UNet fields only
     start_from_autoencoder(run, source_model, changed)
-    start_from_autoencoder(run, source_model, changed)  # the same call again leaves the run to resume
-    train_embedded(run, config=changed, progress=False, source=StubSource())
+    # the same start again (here through train_embedded) leaves the run to resume
+    train_embedded(run, config=changed, progress=False, source=StubSource(), autoencoder_from=source_model)
 
     log = (run / "train.log").read_text()
     assert _steps_logged(log, "vae") == [] and _steps_logged(log, "decoder") == []

@@ -334,12 +334,9 @@ def train_embedded_cmd(
     _quiet_libraries()
     from unsample.embedded import install_trained_model
     from unsample.embedded.configs import TrainConfig
-    from unsample.embedded.train import start_from_autoencoder, train_embedded
+    from unsample.embedded.train import train_embedded
 
-    config = TrainConfig.tiny() if tiny else None
-    if autoencoder_from is not None:
-        start_from_autoencoder(out, autoencoder_from, config)
-    model_dir = train_embedded(out, config=config)
+    model_dir = train_embedded(out, config=TrainConfig.tiny() if tiny else None, autoencoder_from=autoencoder_from)
     typer.echo(f"model written to {model_dir}")
     if install:
         typer.echo(f"installed into {install_trained_model(out)}")

@@ -608,15 +608,20 @@ def train_embedded(
     config: TrainConfig | None = None,
     progress: bool = True,
     source: SceneSource | None = None,
+    autoencoder_from: Path | None = None,
 ) -> Path:
     """Train (or resume training) the embedded model in ``out/``; return ``out/model``.
 
     ``config`` defaults to the one stored in ``out/run.json`` (a resumed run) or
     ``TrainConfig()``; ``source`` defaults to the shapes world's training split.
+    ``autoencoder_from`` (a finished model folder) starts the run at the UNet stage with that
+    model's autoencoder (`start_from_autoencoder`).
     """
     from unsample.backends.tokenizer import build_word_tokenizer
 
     out = Path(out)
+    if autoencoder_from is not None:
+        start_from_autoencoder(out, autoencoder_from, config)
     out.mkdir(parents=True, exist_ok=True)
     cfg = _resolve_config(out, config)
     source = source if source is not None else ShapesSource()
@@ -676,10 +681,8 @@ def main(argv: list[str] | None = None) -> int:
         if config is None and run_json.exists():
             config = TrainConfig.from_json(json.loads(run_json.read_text(encoding="utf-8"))["config"])
         config = dataclasses.replace(config or TrainConfig(), **overrides)
-    if args.autoencoder_from is not None:
-        start_from_autoencoder(args.out, args.autoencoder_from, config)
     try:
-        train_embedded(args.out, config=config, progress=not args.no_progress)
+        train_embedded(args.out, config=config, progress=not args.no_progress, autoencoder_from=args.autoencoder_from)
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
