@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import unsample
 from unsample.cli import app
-from unsample.editing.branches import edit_two_branch
+from unsample.editing.branches import edit_latent
 from unsample.editing.img2img import img2img
 
 
@@ -20,32 +20,39 @@ def inversion(tiny_model, tiny_image):
     return unsample.invert(tiny_model, tiny_image, "a red cat", steps=6, guidance=1.0)
 
 
+def _swap(model, inv, prompt: str, **kw):
+    return unsample.edit(model, inv, prompt, mask="none", **kw)
+
+
 def test_two_branch_source_replays_like_the_single_branch(tiny_model, inversion) -> None:
     """Without control the source branch of the batch is the plain replay (batching aside)."""
-    res = edit_two_branch(tiny_model, inversion, "a green cat", guidance=1.0)
+    res = edit_latent(tiny_model, inversion, "a green cat", guidance=1.0, two_branch=True)
     single = unsample.reconstruct(tiny_model, inversion, output="latent")
-    swap = unsample.edit(tiny_model, inversion, "a green cat", output="latent")
-    assert torch.allclose(res["source_latent"], single, atol=1e-5)
-    assert torch.allclose(res["target_latent"], swap, atol=1e-5)
-    assert res["nfe"] == 6 * 2 // 2  # one batched evaluation per step at guidance 1
-    assert res["blend_mask"] is None
+    swap = _swap(tiny_model, inversion, "a green cat", guidance=1.0, output="latent")
+    assert torch.allclose(res.source_latent, single, atol=1e-5)
+    assert torch.allclose(res.target_latent, swap, atol=1e-5)
+    assert res.nfe == 6 and res.branches == 2  # one batched evaluation per step at guidance 1
+    assert res.mask is None
 
 
-def test_local_blend_returns_its_mask(tiny_model, inversion) -> None:
-    from unsample.editing.attention import AttentionControl
+def test_one_branch_swap_is_the_replay_with_the_target_prompt(tiny_model, inversion) -> None:
+    swap = _swap(tiny_model, inversion, "a green cat", guidance=3.0, output="result")
+    replayed = unsample.replay(tiny_model, inversion, "a green cat", guidance=3.0)
+    assert torch.equal(swap.latent, replayed.latent)
+    assert swap.branches == 1 and swap.network_evaluations == 6 * 2 and swap.mask is None
 
-    res = edit_two_branch(tiny_model, inversion, "a green cat", guidance=3.0,
-                          control=AttentionControl("replace", blend_words=("cat",), blend_threshold=0.9))
-    mask = res["blend_mask"]
-    assert mask.dtype == torch.bool and mask.shape == res["target_latent"].shape[-2:]
-    # (that the target keeps the source outside the mask is tested on hand-made maps in test_attention_control)
+
+def test_attention_mask_is_returned(tiny_model, inversion) -> None:
+    res = unsample.edit(tiny_model, inversion, "a green cat", guidance=3.0, mask="attention", output="result")
+    assert res.mask.dtype == torch.bool and res.mask.shape == res.latent.shape[-2:]
+    assert res.branches == 2 and res.mask_source == "attention"
 
 
 def test_direct_inversion_keeps_the_source_on_the_inverted_path(tiny_model, inversion) -> None:
-    res = edit_two_branch(tiny_model, inversion, "a green cat", guidance=3.0, direct=True)
-    assert torch.equal(res["source_latent"], inversion.trajectory[-1].to(res["source_latent"].dtype))
-    free = edit_two_branch(tiny_model, inversion, "a green cat", guidance=3.0)
-    assert not torch.equal(free["source_latent"], inversion.trajectory[-1])
+    res = edit_latent(tiny_model, inversion, "a green cat", guidance=3.0, direct=True)
+    assert torch.equal(res.source_latent, inversion.trajectory[-1].to(res.source_latent.dtype))
+    free = edit_latent(tiny_model, inversion, "a green cat", guidance=3.0, two_branch=True)
+    assert not torch.equal(free.source_latent, inversion.trajectory[-1])
 
 
 def test_direct_is_refused_for_exact_methods(tiny_model, tiny_image) -> None:
@@ -56,8 +63,8 @@ def test_direct_is_refused_for_exact_methods(tiny_model, tiny_image) -> None:
 
 @pytest.mark.parametrize("control", ["replace", "refine"])
 def test_attention_control_changes_the_target_only(tiny_model, inversion, control: str) -> None:
-    swap = unsample.edit(tiny_model, inversion, "a green cat", guidance=3.0, output="latent")
-    p2p = unsample.edit(tiny_model, inversion, "a green cat", guidance=3.0, control=control, output="latent")
+    swap = _swap(tiny_model, inversion, "a green cat", guidance=3.0, output="latent")
+    p2p = _swap(tiny_model, inversion, "a green cat", guidance=3.0, control=control, output="latent")
     assert p2p.shape == swap.shape and not torch.equal(p2p, swap)
 
 
@@ -88,6 +95,7 @@ def test_cli_edit_from_an_image_with_p2p_options(tiny_pipeline_dir: Path, tiny_i
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["control"] == "replace" and side["direct"] is True and side["reweight"] == {"green": 2.0}
     assert side["blend_words"] == ["cat"] and side["inversion"]["method"] == "ddim"
+    assert side["mask"] == "noise" and (tmp_path / "edit.mask.png").is_file() and side["mask_file"] == "edit.mask.png"
     bad = CliRunner().invoke(app, ["edit", str(src), "-o", str(tmp_path / "x.png"), "--prompt", "a cat",
                                    "--model", str(tiny_pipeline_dir)])
     assert bad.exit_code == 2 and "--source-prompt" in bad.output

@@ -17,8 +17,11 @@ from typing import Any, Iterator, Literal
 import torch
 from PIL import Image
 
+from unsample import defaults
 from unsample.backends.base import Model
 from unsample.core.denoiser import CallCounter
+from unsample.editing.masks import MASK_SOURCES as MASK_KINDS
+from unsample.editing.masks import NoiseMaskConfig
 from unsample.images import Fit, fit_image, load_image, tensor_to_pil
 from unsample.inversion import Inversion
 from unsample.methods.base import MethodOutput, StepCallback
@@ -44,6 +47,24 @@ class Sample:
     def network_evaluations(self) -> int:
         """Network function evaluations over all branches (``nfe`` counts one branch)."""
         return self.nfe * self.branches
+
+
+@dataclass
+class EditSample(Sample):
+    """An edit: the sample, the mask it was confined to ([h, w] bool at latent resolution, or
+    None), where the mask came from, and the source prompt. ``nfe`` includes the mask's calls
+    and counts every branch: it is the edit's whole network cost."""
+
+    mask: torch.Tensor | None = None
+    mask_source: str = "none"
+    source_prompt: str = ""
+    mask_nfe: int = 0
+    """Network evaluations of the noise mask (DiffEdit: 2 prompts x K draws, x 2 with CFG)."""
+
+    @property
+    def network_evaluations(self) -> int:
+        """The edit's whole network cost: every branch's evaluations plus the mask's."""
+        return self.nfe * self.branches + self.mask_nfe
 
 
 def load(
@@ -72,6 +93,21 @@ def load(
         loaded.name = "embedded"
         return loaded
     return StableDiffusionModel.from_pretrained(model, device=dev, dtype=dt, local_files_only=local_files_only)
+
+
+MAX_GUIDANCE = 100.0
+
+
+def _check_guidance(value: float | None, name: str, allow_none: bool = False) -> None:
+    """A finite classifier-free guidance scale in [0, MAX_GUIDANCE]; one-line error otherwise."""
+    if value is None and allow_none:
+        return
+    import math
+
+    if not isinstance(value, (int, float)) or not math.isfinite(float(value)) or not 0 <= value <= MAX_GUIDANCE:
+        raise ValueError(
+            f"{name}={value} must be a finite number in [0, {MAX_GUIDANCE:g}] (1 means no classifier-free guidance)"
+        )
 
 
 @contextmanager
@@ -111,8 +147,8 @@ def invert(
     """Find the noise that ``method``'s sampler turns back into ``image``."""
     spec = get_method(method)
     config = spec.config.from_options(method_options, method)
-    if guidance < 0:
-        raise ValueError(f"guidance={guidance} must be >= 0 (1 means no classifier-free guidance)")
+    _check_guidance(guidance, "guidance")
+    check_prompt_words(model, prompt)
     pixels = prepare_image(model, image, fit)
     grid = config.make_grid(model.schedule, steps)
     counter = CallCounter()
@@ -199,13 +235,18 @@ def reconstruct(model: Model, inversion: Inversion, *, output: Output = "pil", p
     return _present(model, replay(model, inversion, progress=progress), output)
 
 
+MaskSpec = Any
+"""An edit mask: "none", "noise", "attention", "intersect", a PNG path, a PIL image, or a bool
+array / tensor of the image's or the latent's size (True / white = may change)."""
+
+
 def edit(
     model: Model,
     inversion: Inversion,
     prompt: str,
     *,
     start_step: int = 0,
-    guidance: float | None = None,
+    guidance: float | None = defaults.EDIT_GUIDANCE,
     negative_prompt: str | None = None,
     source_prompt: str | None = None,
     control: str = "none",
@@ -214,34 +255,79 @@ def edit(
     cross_steps: float = 0.8,
     self_steps: float = 0.4,
     direct: bool = False,
+    mask: MaskSpec = defaults.EDIT_MASK,
+    mask_dilate: int = 0,
+    blend_start: float = 0.0,
+    noise_mask: NoiseMaskConfig | None = None,
     output: Output = "pil",
     progress: bool = False,
 ) -> Any:
     """Edit: resume the inversion's sampler at ``start_step`` with the target ``prompt``.
 
-    With ``control="none"`` and no blend, reweight or ``direct``, this is a prompt swap (one
-    branch). Otherwise source and target run together: ``control`` = "replace" (word swap),
-    "refine" (words added) or "reweight" injects the source's attention maps into the target
-    for the first ``cross_steps`` / ``self_steps`` fraction of steps (prompt-to-prompt);
-    ``blend_words`` confines the change to where those words attend (local blend);
-    ``direct=True`` pulls the source branch back onto the inverted trajectory every step
-    (Direct Inversion). ``source_prompt`` defaults to the inversion's prompt.
+    ``guidance`` is the edit's CFG (default ``unsample.defaults.EDIT_GUIDANCE``; None: the
+    inversion's own, which replays an exact inversion exactly). ``mask`` confines the change: outside it, after every step from fraction ``blend_start``, the
+    edit takes the inverted trajectory's state, so the background ends as the image latent itself.
+    "noise" is DiffEdit's mask from the noise predictions of the two prompts (``noise_mask`` holds
+    its knobs), "attention" the cross-attention maps of ``blend_words`` (default: the words that
+    differ between the prompts), "intersect" both, or a user mask (PNG path, PIL image, array);
+    ``mask_dilate`` grows it by latent cells. A noise or user mask needs one branch only.
+
+    ``control`` = "replace" (word swap), "refine" (words added) or "reweight" injects the
+    source's attention maps into the target for the first ``cross_steps`` / ``self_steps``
+    fraction of steps (prompt-to-prompt); ``direct=True`` pulls the source branch back onto the
+    inverted trajectory every step (Direct Inversion). Those run source and target together (two
+    branches). ``source_prompt`` defaults to the inversion's prompt. ``output="result"`` gives an
+    `EditSample` with the mask and the cost (the noise mask's model calls included).
     """
+    from unsample.editing.branches import Blend, edit_latent
+    from unsample.editing.tokens import changed_words
+
     if control not in ("none", "replace", "refine", "reweight"):
         raise ValueError(f"control={control!r} is not one of none, replace, refine, reweight")
     if control == "reweight" and not reweight:
         raise ValueError("control='reweight' needs reweight={word: scale}")
-    two_branch = control != "none" or bool(blend_words) or bool(reweight) or direct
-    if not two_branch:
-        sample = replay(
-            model, inversion, prompt, start_step=start_step, guidance=guidance, negative_prompt=negative_prompt,
-            progress=progress,
-        )
-        return _present(model, sample, output)
-    from unsample.editing.branches import edit_two_branch
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("edit needs the target prompt (a non-empty string); to replay the source use reconstruct()")
+    _check_guidance(guidance, "guidance", allow_none=True)
+    check_prompt_words(model, prompt)
+    inversion.check_model(model)
+    source = inversion.prompt if source_prompt is None else source_prompt
+    if mask is None or (isinstance(mask, str) and mask == "none" and blend_words):
+        mask = "attention" if blend_words else "none"
+    kind = mask if isinstance(mask, str) and mask in MASK_KINDS else "user"
+    if kind == "user" and isinstance(mask, str) and not Path(mask).suffix:
+        raise ValueError(f"mask={mask!r} is not one of {', '.join(MASK_KINDS)} nor an image file (PNG)")
+    words = tuple(blend_words) or tuple(dict.fromkeys(sum(changed_words(source, prompt), [])))
+    if kind in ("attention", "intersect") and not words:
+        raise ValueError("an attention mask needs words that differ between the prompts, or blend_words")
+    counter = CallCounter()
+    mask_nfe = 0
+    begin = time.perf_counter()
+    latent_hw = (int(inversion.trajectory.shape[-2]), int(inversion.trajectory.shape[-1]))
+    fixed = None
+    if kind in ("noise", "intersect"):
+        from unsample.editing.masks import noise_mask as diffedit_mask
 
+        g = inversion.guidance if guidance is None else guidance
+        negative = inversion.negative_prompt if negative_prompt is None else negative_prompt
+        den = model.denoiser(source, guidance=g, negative_prompt=negative, counter=counter)
+        den = den.with_conditioning(
+            den.cond.cat(model.encode_prompt(prompt)),
+            uncond=den.uncond.cat(den.uncond) if den.uncond is not None else None,
+        )
+        settings = noise_mask or NoiseMaskConfig()
+        with torch.no_grad():
+            fixed = diffedit_mask(den, inversion.image_latent.to(model.device), settings)
+        mask_nfe = 2 * settings.draws * (2 if den.guided else 1)
+        calls_before = counter.calls
+        counter = CallCounter(calls=calls_before)
+    elif kind == "user":
+        from unsample.editing.masks import user_mask
+
+        fixed = user_mask(mask, tuple(inversion.image_size), latent_hw,
+                          fit=lambda pil: fit_image(pil, model.resolution, model.size_multiple, "model"))
     attention = None
-    if control != "none" or blend_words or reweight:
+    if control != "none" or kind in ("attention", "intersect") or reweight:
         from unsample.editing.attention import AttentionControl
 
         attention = AttentionControl(
@@ -249,15 +335,41 @@ def edit(
             cross_steps=cross_steps if control != "none" else 0.0,
             self_steps=self_steps if control != "none" else 0.0,
             reweight=dict(reweight or {}),
-            blend_words=tuple(blend_words),
+            blend_words=words if kind in ("attention", "intersect") else (),
+            blend_start=0.0,
         )
+    blend = None
+    if kind != "none":
+        blend = Blend(mask=fixed, attention=kind in ("attention", "intersect"), start=blend_start, dilate=mask_dilate)
     with _progress(progress, inversion.steps - start_step, f"edit ({inversion.method})") as callback:
-        res = edit_two_branch(
+        res = edit_latent(
             model, inversion, prompt, source_prompt=source_prompt, start_step=start_step, guidance=guidance,
-            negative_prompt=negative_prompt, control=attention, direct=direct, progress=callback,
+            negative_prompt=negative_prompt, control=attention, direct=direct, blend=blend, progress=callback,
+            counter=counter,
         )
-    sample = Sample(
-        latent=res["target_latent"], nfe=res["nfe"], model_calls=res["model_calls"], seconds=res["seconds"],
-        start_step=start_step, prompt=prompt, guidance=res["guidance"], branches=res["branches"],
+    sample = EditSample(
+        latent=res.target_latent, nfe=counter.nfe, model_calls=counter.calls, seconds=time.perf_counter() - begin,
+        start_step=start_step, prompt=prompt, guidance=res.guidance, branches=res.branches,
+        mask=res.mask, mask_source=kind, source_prompt=source, mask_nfe=mask_nfe,
     )
     return _present(model, sample, output)
+
+
+def check_prompt_words(model: Model, prompt: str, *, allow: bool = True) -> list[str]:
+    """The words of ``prompt`` that ``model``'s tokenizer does not know (they would be dropped).
+
+    When there are any, ``allow=True`` warns with `UnknownWordsWarning` (from
+    ``unsample.backends.vocabulary``) and returns them; ``allow=False`` raises ValueError. The
+    message is one line naming the words and, for a closed vocabulary, the words the model knows.
+    """
+    import warnings
+
+    from unsample.backends.vocabulary import UnknownWordsWarning, unknown_words_message
+
+    words = model.unknown_words(prompt)
+    if words:
+        message = unknown_words_message(words, prompt, model.vocabulary())
+        if not allow:
+            raise ValueError(message)
+        warnings.warn(message, UnknownWordsWarning, stacklevel=2)
+    return words

@@ -27,6 +27,14 @@ DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="Model dtype: floa
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 
 
+from unsample import defaults as edit_defaults
+
+# `unsample edit`'s defaults, chosen from the edit bench (docs/benchmarks.md, "Defaults").
+DEFAULT_MASK = edit_defaults.EDIT_MASK
+DEFAULT_INVERSION_GUIDANCE = edit_defaults.INVERSION_GUIDANCE
+DEFAULT_EDIT_GUIDANCE = edit_defaults.EDIT_GUIDANCE
+
+
 class UserError(Exception):
     """A problem with the user's input: printed as one line, exit code 2."""
 
@@ -112,6 +120,8 @@ def invert(
     option: Annotated[list[str] | None, typer.Option("--option", help="Method option KEY=VALUE (repeatable).")] = None,
     fit: Annotated[str, typer.Option("--fit", help="model (resize+centre-crop) | multiple (keep aspect).")] = "model",
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    allow_unknown_words: Annotated[bool, typer.Option(
+        "--allow-unknown-words", help="Invert even if the prompt has words the model's tokenizer does not know.")] = False,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
@@ -129,12 +139,18 @@ def invert(
 
     picture = load_image(image)  # a missing or unreadable image fails before the model loads
     m = _load(model, device, dtype)
-    import unsample
+    _check_words(m, [prompt], allow_unknown_words)
+    import warnings
 
-    inv = unsample.invert(
-        m, picture, prompt, method=method, steps=steps, guidance=guidance, negative_prompt=negative_prompt,
-        seed=seed, fit=fit, progress=not quiet, **options,  # type: ignore[arg-type]
-    )
+    import unsample
+    from unsample.backends.vocabulary import UnknownWordsWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownWordsWarning)  # said once above, or refused
+        inv = unsample.invert(
+            m, picture, prompt, method=method, steps=steps, guidance=guidance, negative_prompt=negative_prompt,
+            seed=seed, fit=fit, progress=not quiet, **options,  # type: ignore[arg-type]
+        )
     inv.save(output)
     typer.echo(f"wrote {output} ({inv.method}, {inv.steps} steps, NFE {inv.nfe}, {inv.seconds:.2f} s)")
 
@@ -202,12 +218,12 @@ def edit(
     prompt: Annotated[str | None, typer.Option("--prompt", help="The prompt of the edited image (same as --target-prompt).")] = None,
     target_prompt: Annotated[str | None, typer.Option("--target-prompt")] = None,
     source_prompt: Annotated[str | None, typer.Option("--source-prompt", help="Describes the source (default: the inversion's prompt).")] = None,
-    method: Annotated[str, typer.Option("--method", help="Inversion method when SOURCE is an image.")] = "ddim",
+    method: Annotated[str, typer.Option("--method", help="Inversion method when SOURCE is an image.")] = edit_defaults.EDIT_METHOD,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Steps when SOURCE is an image.")] = 50,
     inversion_guidance: Annotated[float | None, typer.Option(
-        "--inversion-guidance", help="CFG of the inversion when SOURCE is an image (default: --guidance, else 1).")] = None,
+        "--inversion-guidance", help=f"CFG of the inversion when SOURCE is an image (default {DEFAULT_INVERSION_GUIDANCE:g}).")] = None,
     start_step: Annotated[int, typer.Option("--start-step", min=0, help="Resume sampling at this step (0 = from the noise).")] = 0,
-    guidance: Annotated[float | None, typer.Option("--guidance", help="CFG of the edit (default: the inversion's).")] = None,
+    guidance: Annotated[float, typer.Option("--guidance", help="CFG of the edit.")] = DEFAULT_EDIT_GUIDANCE,
     negative_prompt: Annotated[str | None, typer.Option("--negative-prompt")] = None,
     control: Annotated[str, typer.Option("--control", help="none|replace|refine|reweight (prompt-to-prompt).")] = "none",
     blend_words: Annotated[str, typer.Option("--blend-words", help="Comma-separated words for local blend.")] = "",
@@ -215,6 +231,13 @@ def edit(
     cross_steps: Annotated[float, typer.Option("--cross-steps", help="Fraction of steps with cross-attention injection.")] = 0.8,
     self_steps: Annotated[float, typer.Option("--self-steps", help="Fraction of steps with self-attention injection.")] = 0.4,
     direct: Annotated[bool, typer.Option("--direct", help="Direct Inversion: keep the source branch on the inverted path.")] = False,
+    mask: Annotated[str, typer.Option("--mask", help="noise|attention|intersect|none|FILE.png (white = may change); "
+                                      "outside it the edit keeps the inverted trajectory.")] = DEFAULT_MASK,
+    mask_dilate: Annotated[int, typer.Option("--mask-dilate", min=0, help="Grow the mask by this many latent cells.")] = 0,
+    blend_start: Annotated[float, typer.Option("--blend-start", min=0.0, max=1.0,
+                                               help="Step fraction from which the mask acts (0 = every step).")] = 0.0,
+    allow_unknown_words: Annotated[bool, typer.Option(
+        "--allow-unknown-words", help="Edit even if a prompt has words the model's tokenizer does not know.")] = False,
     option: Annotated[list[str] | None, typer.Option("--option", help="Method option KEY=VALUE when SOURCE is an image.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     model: ModelOpt = None,
@@ -222,7 +245,9 @@ def edit(
     dtype: DtypeOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Edit an image or a saved inversion with a new prompt (prompt swap, prompt-to-prompt, Direct Inversion)."""
+    """Edit an image or a saved inversion with a new prompt: masked blending with the inversion,
+    prompt swap, prompt-to-prompt, Direct Inversion. The mask is saved beside the PNG
+    (NAME.mask.png, an overlay of what was allowed to change)."""
     import unsample
     from unsample.images import load_image, tensor_to_pil
 
@@ -234,9 +259,16 @@ def edit(
         raise UserError("give the edit's prompt with --prompt or --target-prompt")
     weights = _parse_reweight(reweight or [])
     words = tuple(w.strip() for w in blend_words.split(",") if w.strip())
+    from unsample.editing.masks import MASK_SOURCES
+
+    if mask not in MASK_SOURCES:
+        if not Path(mask).is_file():
+            raise UserError(f"--mask {mask!r} is not one of {', '.join(MASK_SOURCES)} nor an existing image file")
+        load_image(Path(mask))  # an unreadable mask fails before the model loads
     if source.suffix == ".safetensors":
         inv = unsample.Inversion.load(source)
         m = _load(model, device, dtype)
+        _check_words(m, [target] + ([source_prompt] if source_prompt else []), allow_unknown_words)
     else:
         from unsample.methods.options import parse_options
         from unsample.methods.registry import get_method
@@ -246,25 +278,59 @@ def edit(
         if source_prompt is None:
             raise UserError("editing an image needs --source-prompt (a prompt that describes it) to invert with")
         m = _load(model, device, dtype)
-        inv_guidance = inversion_guidance if inversion_guidance is not None else (guidance if guidance is not None else 1.0)
+        _check_words(m, [source_prompt, target], allow_unknown_words)
+        inv_guidance = inversion_guidance if inversion_guidance is not None else DEFAULT_INVERSION_GUIDANCE
         inv = unsample.invert(m, picture, source_prompt, method=method, steps=steps, guidance=inv_guidance,
                               seed=seed, progress=not quiet, **options)
     start = time.perf_counter()
-    sample = unsample.edit(
-        m, inv, target, start_step=start_step, guidance=guidance, negative_prompt=negative_prompt,
-        source_prompt=source_prompt, control=control, blend_words=words, reweight=weights or None,
-        cross_steps=cross_steps, self_steps=self_steps, direct=direct, output="result", progress=not quiet,
-    )
+    import warnings
+
+    from unsample.backends.vocabulary import UnknownWordsWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownWordsWarning)  # said once above, or refused
+        sample = unsample.edit(
+            m, inv, target, start_step=start_step, guidance=guidance, negative_prompt=negative_prompt,
+            source_prompt=source_prompt, control=control, blend_words=words, reweight=weights or None,
+            cross_steps=cross_steps, self_steps=self_steps, direct=direct, mask=None if mask == "none" and words else mask,
+            mask_dilate=mask_dilate, blend_start=blend_start, output="result", progress=not quiet,
+        )
     image = tensor_to_pil(m.decode_latent(sample.latent.float()))
     record = {
         **_sample_record(sample, m, start, "edit", str(source)),
-        "source_prompt": source_prompt if source_prompt is not None else inv.prompt,
+        "source_prompt": sample.source_prompt,
         "control": control, "blend_words": list(words), "reweight": weights, "cross_steps": cross_steps,
-        "self_steps": self_steps, "direct": direct,
+        "self_steps": self_steps, "direct": direct, "mask": sample.mask_source if sample.mask_source != "user" else mask,
+        "mask_dilate": mask_dilate, "blend_start": blend_start, "mask_nfe": sample.mask_nfe,
+        "mask_area": None if sample.mask is None else round(float(sample.mask.float().mean()), 4),
         **_inversion_record(inv),
     }
+    written = [output.name]
+    if sample.mask is not None:
+        from unsample.editing.masks import overlay
+
+        mask_path = output.with_name(output.stem + ".mask.png")
+        record["mask_file"] = mask_path.name
+        _atomic_write(mask_path, lambda tmp: overlay(tensor_to_pil(m.decode_latent(inv.image_latent.float())),
+                                                     sample.mask).save(tmp, format="PNG"))
+        written.append(mask_path.name)
     sidecar = write_png_with_sidecar(image, output, record)
-    typer.echo(f"wrote {output} and {sidecar.name} (NFE {sample.nfe}, {sample.seconds:.2f} s)")
+    typer.echo(f"wrote {', '.join(written)} and {sidecar.name} (NFE {sample.network_evaluations} with the mask and "
+               f"every branch, {sample.seconds:.2f} s)")
+
+
+def _check_words(m: Any, prompts: list[str], allow: bool) -> None:
+    """Refuse prompts with words the model does not know, unless allowed (then say so in one line)."""
+    from unsample.backends.vocabulary import unknown_words_message
+
+    for prompt in prompts:
+        words = m.unknown_words(prompt)
+        if not words:
+            continue
+        message = unknown_words_message(words, prompt, m.vocabulary())
+        if not allow:
+            raise UserError(f"{message}; rephrase, or pass --allow-unknown-words to go on without them")
+        typer.echo(f"warning: {message}", err=True)
 
 
 @app.command()
@@ -387,6 +453,21 @@ def trajectory(
     typer.echo(f"wrote {output}")
 
 
+@app.command()
+@_friendly
+def vocabulary(model: ModelOpt = None, device: DeviceOpt = "auto") -> None:
+    """List the words the model's tokenizer knows (others in a prompt would be dropped)."""
+    import textwrap
+
+    m = _load(model, device, None)
+    words = m.vocabulary()
+    if words is None:
+        typer.echo(f"{m.name}: the tokenizer has an open vocabulary (subword pieces); any word can be spelled")
+        return
+    typer.echo(f"{m.name}: {len(words)} known words")
+    typer.echo(textwrap.fill(" ".join(words), width=100, break_long_words=False, break_on_hyphens=False))
+
+
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that write reports (report.md, results.json, CSV, plots).")
 app.add_typer(bench_app, name="bench")
 
@@ -463,7 +544,12 @@ def bench_reconstruction(
 def bench_edit(
     out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("out/bench-edit"),
     methods: Annotated[str, typer.Option("--methods")] = "ddim,null-text,edict",
-    controls: Annotated[str, typer.Option("--controls", help="swap,p2p,p2p+blend,direct+p2p")] = "swap,p2p,p2p+blend,direct+p2p",
+    controls: Annotated[str, typer.Option("--controls", help="swap,p2p,direct+p2p")] = "swap,p2p,direct+p2p",
+    masks: Annotated[str, typer.Option("--masks", help="none,noise,attention,intersect,exact (exact: the pair's own mask)")] = "none,noise",
+    mask_dilate: Annotated[int, typer.Option("--mask-dilate", min=0, help="Grow every mask by this many latent cells.")] = 0,
+    blend_start: Annotated[float, typer.Option("--blend-start", min=0.0, max=1.0, help="Step fraction from which masked blending acts.")] = 0.0,
+    robustness: Annotated[bool, typer.Option("--robustness", help="Run the pairs under every robustness variant (off-distribution images).")] = False,
+    variants: Annotated[str, typer.Option("--variants", help="Robustness variants (default all): stripe-angle,stripe-width,off-palette,noise,blur,jpeg")] = "",
     pairs: Annotated[int, typer.Option("--pairs", min=1)] = 50,
     kinds: Annotated[str, typer.Option("--kinds")] = "color,shape,size,background",
     steps: Annotated[int, typer.Option("--steps", min=1)] = 50,
@@ -482,7 +568,7 @@ def bench_edit(
     dtype: DtypeOpt = None,
 ) -> None:
     """Edit success and background preservation on edit pairs with exact targets."""
-    from unsample.bench.edit import CONTROLS, EditBench, report_table, run, write_report
+    from unsample.bench.edit import CONTROLS, MASKS, EditBench, report_table, run, write_report
     from unsample.methods.registry import get_method
 
     names = _csv(methods, str)
@@ -492,8 +578,24 @@ def bench_edit(
     for c in ctrl:
         if c not in CONTROLS:
             raise UserError(f"control {c!r} is not one of {', '.join(CONTROLS)}")
+    mask_names = _csv(masks, str)
+    for mk in mask_names:
+        if mk not in MASKS:
+            raise UserError(f"mask {mk!r} is not one of {', '.join(MASKS)}")
+    from unsample.shapes.robustness import ROBUSTNESS_VARIANTS
+
+    variant_names = _csv(variants, str)
+    for v in variant_names:
+        if v not in ROBUSTNESS_VARIANTS:
+            raise UserError(f"variant {v!r} is not one of {', '.join(ROBUSTNESS_VARIANTS)}")
+    if variant_names and not robustness:
+        raise UserError("--variants chooses robustness variants; add --robustness")
+    if (images or prompts) and robustness:
+        raise UserError("--robustness perturbs the shapes pairs; it does not apply to --images/--prompts")
     bench = EditBench(
-        methods=("ddim",) if quick else names, controls=ctrl, pairs=8 if quick else pairs, kinds=_csv(kinds, str),
+        methods=("ddim",) if quick else names, controls=ctrl, masks=mask_names, mask_dilate=mask_dilate,
+        blend_start=blend_start, robustness=robustness, variants=variant_names,
+        pairs=8 if quick else pairs, kinds=_csv(kinds, str),
         steps=20 if quick else steps, inversion_guidance=inversion_guidance, edit_guidance=edit_guidance,
         start_step=start_step, seed=seed, images_dir=str(images) if images else None,
         prompts_file=str(prompts) if prompts else None, options=_bench_options(option, names),

@@ -86,3 +86,20 @@ class Model(ABC):
 
         arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
         return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).to(self.device)
+
+    def unknown_words(self, prompt: str) -> list[str]:
+        """Words of ``prompt`` the model's tokenizer maps to its unknown token ([] without a tokenizer).
+
+        Such words reach the text encoder as the unknown token only, so they are in effect dropped.
+        """
+        from unsample.backends.vocabulary import unknown_words
+
+        tokenizer = getattr(getattr(self, "pipe", None), "tokenizer", None)
+        return [] if tokenizer is None else unknown_words(tokenizer, prompt)
+
+    def vocabulary(self) -> list[str] | None:
+        """The sorted words a closed word-level tokenizer knows; None for open (BPE) vocabularies."""
+        from unsample.backends.vocabulary import known_vocabulary
+
+        tokenizer = getattr(getattr(self, "pipe", None), "tokenizer", None)
+        return None if tokenizer is None else known_vocabulary(tokenizer)

@@ -21,18 +21,29 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from unsample.editing.tokens import changed_words
+
 CONTROLS: dict[str, dict[str, Any]] = {
     "swap": {"control": "none"},
     "p2p": {"control": "replace"},
-    "p2p+blend": {"control": "replace", "blend": True},
     "direct+p2p": {"control": "replace", "direct": True},
 }
+MASKS: tuple[str, ...] = ("none", "noise", "attention", "intersect", "exact")
+"""Edit masks the bench runs: `unsample.edit`'s sources, and "exact": the pair's own mask of
+changed pixels given as a user mask (an oracle: what a perfect mask would give)."""
 
 
 @dataclass(frozen=True)
 class EditBench:
     methods: tuple[str, ...] = ("ddim", "null-text", "edict")
     controls: tuple[str, ...] = tuple(CONTROLS)
+    masks: tuple[str, ...] = ("none",)
+    mask_dilate: int = 0
+    blend_start: float = 0.0
+    robustness: bool = False
+    """Run the pairs under every robustness variant (`unsample.shapes.robustness`) instead of clean."""
+    variants: tuple[str, ...] = ()
+    """Robustness variants to run (empty: all)."""
     pairs: int = 50
     kinds: tuple[str, ...] = ("color", "shape", "size", "background")
     steps: int = 50
@@ -66,18 +77,7 @@ class EditCase:
     blend_words: tuple[str, ...]
     target: np.ndarray | None = None
     judge: Callable[[np.ndarray], bool] | None = None
-
-
-def changed_words(source: str, target: str) -> tuple[list[str], list[str]]:
-    import difflib
-
-    a, b = source.split(), target.split()
-    removed, added = [], []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b).get_opcodes():
-        if op != "equal":
-            removed += a[i1:i2]
-            added += b[j1:j2]
-    return removed, added
+    variant: str = "clean"
 
 
 def blend_words_for(pair: Any) -> tuple[str, ...]:
@@ -103,6 +103,19 @@ def shapes_cases(bench: EditBench, resolution: int) -> list[EditCase]:
                                                   check_texture=kind == "background"))
 
     pairs = random_edit_pairs(bench.pairs, bench.seed, kinds=bench.kinds, size=resolution, split="heldout")
+    if bench.robustness:
+        from unsample.shapes.robustness import ROBUSTNESS_VARIANTS, perturb_pair, pair_seed
+
+        variants = bench.variants or ROBUSTNESS_VARIANTS
+        out = []
+        for variant in variants:
+            for k, p in enumerate(pairs):
+                q = perturb_pair(p, variant, pair_seed(bench.seed, k, variant))
+                out.append(EditCase(
+                    name=f"pair{k:03d}", kind=p.kind, source=q.source, source_caption=p.source_caption,
+                    target_caption=p.target_caption, mask=np.asarray(q.mask, dtype=bool), blend_words=blend_words_for(p),
+                    target=q.target, judge=judge_for(p.target_caption, p.kind), variant=variant))
+        return out
     return [
         EditCase(name=f"pair{k:03d}", kind=p.kind, source=p.source.image, source_caption=p.source_caption,
                  target_caption=p.target_caption, mask=np.asarray(p.mask, dtype=bool), blend_words=blend_words_for(p),
@@ -149,17 +162,30 @@ def load_cases(bench: EditBench, resolution: int) -> list[EditCase]:
     return shapes_cases(bench, resolution)
 
 
+def autoencoder_floor(model: Any, case: EditCase) -> dict[str, float]:
+    """The autoencoder's own encode-decode of the source, scored on the same background pixels."""
+    import torch
+
+    from unsample.bench.stats import decoded_uint8, image_metrics
+
+    pixels = torch.from_numpy(case.source.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    floor = decoded_uint8(model, model.encode_image(pixels.to(model.device)))
+    return image_metrics(floor, case.source, ~case.mask)
+
+
 def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -> dict[str, Any]:
     import unsample
     from unsample.bench.stats import decoded_uint8, image_metrics
     from unsample.editing.branches import DIRECT_METHODS
 
     cases = load_cases(bench, model.resolution)
+    floors = [autoencoder_floor(model, case) for case in cases]
     rows: list[dict[str, Any]] = []
     shown: dict[str, list[tuple[np.ndarray, ...]]] = defaultdict(list)
+    nan = float("nan")
     for method in bench.methods:
         opts = bench.options.get(method, {})
-        for case in cases:
+        for case, floor in zip(cases, floors):
             t0 = time.perf_counter()
             inv = unsample.invert(model, Image.fromarray(case.source), case.source_caption, method=method,
                                   steps=bench.steps, guidance=bench.inversion_cfg, seed=bench.seed, **opts)
@@ -168,32 +194,38 @@ def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -
                 c = CONTROLS[control]
                 if c.get("direct") and method not in DIRECT_METHODS:
                     continue  # exact methods (EDICT, BDIA) reconstruct already: no Direct Inversion
-                t = time.perf_counter()
-                res = unsample.edit(
-                    model, inv, case.target_caption, start_step=bench.start_step, guidance=bench.edit_guidance,
-                    control=c["control"], blend_words=case.blend_words if c.get("blend") else (),
-                    cross_steps=bench.cross_steps, self_steps=bench.self_steps, direct=bool(c.get("direct")),
-                    output="result",
-                )
-                seconds = time.perf_counter() - t
-                edited = decoded_uint8(model, res.latent)
-                bg = image_metrics(edited, case.source, ~case.mask)
-                nan = float("nan")
-                rows.append({
-                    "method": method, "control": control, "kind": case.kind, "pair": case.name,
-                    "success": case.judge(edited) if case.judge else nan,
-                    "bg_mse": bg["mse"], "bg_psnr": bg["psnr"], "bg_ssim": bg["ssim"],
-                    "target_psnr": image_metrics(edited, case.target)["psnr"] if case.target is not None else nan,
-                    "nfe": inv.nfe + res.network_evaluations,
-                    "seconds": t_inv + seconds, "edit_seconds": seconds,
-                })
-                key = f"{method} / {control}"
-                if len(shown[key]) < gallery:
-                    shown[key].append((case.source, edited) + ((case.target,) if case.target is not None else ()))
-                if progress:
-                    r = rows[-1]
-                    print(f"  {method:>12} {control:<11} {case.kind:<10} ok={r['success']!s:<5} bg_psnr={r['bg_psnr']:.1f} "
-                          f"({seconds:.1f} s)", flush=True)
+                for mask in bench.masks:
+                    spec: Any = case.mask if mask == "exact" else mask
+                    if mask in ("attention", "intersect") and not case.blend_words:
+                        continue
+                    t = time.perf_counter()
+                    res = unsample.edit(
+                        model, inv, case.target_caption, start_step=bench.start_step, guidance=bench.edit_guidance,
+                        control=c["control"], blend_words=case.blend_words if mask in ("attention", "intersect") else (),
+                        cross_steps=bench.cross_steps, self_steps=bench.self_steps, direct=bool(c.get("direct")),
+                        mask=spec, mask_dilate=bench.mask_dilate, blend_start=bench.blend_start, output="result",
+                    )
+                    seconds = time.perf_counter() - t
+                    edited = decoded_uint8(model, res.latent)
+                    bg = image_metrics(edited, case.source, ~case.mask)
+                    rows.append({
+                        "set": case.variant, "method": method, "control": control, "mask": mask, "kind": case.kind,
+                        "pair": case.name,
+                        "success": case.judge(edited) if case.judge else nan,
+                        "judge_ceiling": case.judge(case.target) if case.judge and case.target is not None else nan,
+                        "bg_mse": bg["mse"], "bg_psnr": bg["psnr"], "bg_ssim": bg["ssim"], "floor_psnr": floor["psnr"],
+                        "target_psnr": image_metrics(edited, case.target)["psnr"] if case.target is not None else nan,
+                        "mask_area": float(res.mask.float().mean()) if res.mask is not None else nan,
+                        "nfe": inv.nfe + res.network_evaluations,
+                        "seconds": t_inv + seconds, "edit_seconds": seconds,
+                    })
+                    key = f"{method} / {control} / {mask}" + ("" if case.variant == "clean" else f" / {case.variant}")
+                    if len(shown[key]) < gallery:
+                        shown[key].append((case.source, edited) + ((case.target,) if case.target is not None else ()))
+                    if progress:
+                        r = rows[-1]
+                        print(f"  {case.variant:<12} {method:>12} {control:<10} {mask:<9} {case.kind:<10} ok={r['success']!s:<5} "
+                              f"bg_psnr={r['bg_psnr']:.1f} (floor {floor['psnr']:.1f}) ({seconds:.1f} s)", flush=True)
     return {"per_pair": rows, "summary": summarise(rows), "gallery": shown}
 
 
@@ -203,33 +235,40 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
+SUMMARY_KEYS = ("success", "judge_ceiling", "bg_psnr", "floor_psnr", "bg_ssim", "bg_mse", "target_psnr", "mask_area",
+                "nfe", "seconds")
+
+
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Means per method x control x kind, and over all kinds ("all")."""
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    """Means per set x method x control x mask x kind, and over all kinds ("all")."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        groups[(r["method"], r["control"], r["kind"])].append(r)
-        groups[(r["method"], r["control"], "all")].append(r)
+        key = (r.get("set", "clean"), r["method"], r["control"], r.get("mask", "none"))
+        groups[key + (r["kind"],)].append(r)
+        groups[key + ("all",)].append(r)
     out = []
-    for (method, control, kind), items in groups.items():
-        out.append({"method": method, "control": control, "kind": kind, "pairs": len(items)}
-                   | {key: _mean([x[key] for x in items])
-                      for key in ("success", "bg_psnr", "bg_ssim", "bg_mse", "target_psnr", "nfe", "seconds")})
-    return sorted(out, key=lambda r: (r["kind"] != "all", r["kind"], r["method"], r["control"]))
+    for (set_, method, control, mask, kind), items in groups.items():
+        out.append({"set": set_, "method": method, "control": control, "mask": mask, "kind": kind, "pairs": len(items)}
+                   | {key: _mean([x.get(key, float("nan")) for x in items]) for key in SUMMARY_KEYS})
+    return sorted(out, key=lambda r: (r["set"] != "clean", r["set"], r["kind"] != "all", r["kind"], r["method"],
+                                      r["control"], r["mask"]))
 
 
 def _cell(value: float, spec: str, scale: float = 1.0, unit: str = "") -> str:
     return f"{scale * value:{spec}}{unit}" if np.isfinite(value) else "n/a"
 
 
-def report_table(summary: list[dict[str, Any]], kind: str = "all") -> str:
-    lines = ["| method | control | pairs | edit success | background PSNR dB | background SSIM | PSNR to exact target dB "
-             "| NFE / pair (both branches) | s / pair |",
-             "|---|---|---|---|---|---|---|---|---|"]
+def report_table(summary: list[dict[str, Any]], kind: str = "all", set_: str | None = None) -> str:
+    """One markdown table of the summary rows of ``kind`` (and of one set, or every set)."""
+    lines = ["| set | method | control | mask | pairs | edit success | background PSNR dB | autoencoder floor dB "
+             "| background SSIM | PSNR to exact target dB | mask area | NFE / pair (all branches) | s / pair |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary:
-        if r["kind"] == kind:
-            lines.append(f"| {r['method']} | {r['control']} | {r['pairs']} | {_cell(r['success'], '.0f', 100, '%')} | "
-                         f"{_cell(r['bg_psnr'], '.2f')} | {_cell(r['bg_ssim'], '.4f')} | {_cell(r['target_psnr'], '.2f')} | "
-                         f"{r['nfe']:.0f} | {r['seconds']:.2f} |")
+        if r["kind"] == kind and (set_ is None or r["set"] == set_):
+            lines.append(f"| {r['set']} | {r['method']} | {r['control']} | {r['mask']} | {r['pairs']} | "
+                         f"{_cell(r['success'], '.0f', 100, '%')} | {_cell(r['bg_psnr'], '.2f')} | "
+                         f"{_cell(r['floor_psnr'], '.2f')} | {_cell(r['bg_ssim'], '.4f')} | {_cell(r['target_psnr'], '.2f')} | "
+                         f"{_cell(r['mask_area'], '.0f', 100, '%')} | {r['nfe']:.0f} | {r['seconds']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -264,8 +303,8 @@ def plot_frontier(summary: list[dict[str, Any]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in summary:
-        if r["kind"] == "all" and np.isfinite(r["bg_psnr"]):
-            ax.scatter(r["nfe"], r["bg_psnr"], label=f"{r['method']} / {r['control']}")
+        if r["kind"] == "all" and r["set"] == "clean" and np.isfinite(r["bg_psnr"]):
+            ax.scatter(r["nfe"], r["bg_psnr"], label=f"{r['method']} / {r['control']} / {r['mask']}")
     ax.set_xlabel("network evaluations per pair (inversion + edit, both branches)")
     ax.set_ylabel("background PSNR dB (outside the edit mask)")
     ax.legend(fontsize=6)
@@ -284,12 +323,17 @@ def write_report(result: dict[str, Any], bench: EditBench, out: Path, command: s
     plot_frontier(result["summary"], out / "bg_psnr_vs_nfe.png")
     write_gallery(result["gallery"], out / "gallery.png")
     kinds = sorted({r["kind"] for r in result["summary"] if r["kind"] != "all"})
+    sets = sorted({r["set"] for r in result["summary"]}, key=lambda v: (v != "clean", v))
     n_cases = len({r["pair"] for r in result["per_pair"]})
     body = f"# Edit benchmark\n\nCommand: `{command}`\n\nModel: {model.name} ({model.fingerprint}); {n_cases} edits " \
-           f"({'from ' + str(bench.prompts_file) if bench.prompts_file else 'held-out shapes edit pairs'}); " \
-           f"inversion guidance {bench.inversion_cfg:g}, edit guidance {bench.edit_guidance:g}, {bench.steps} steps.\n\n" \
-           "## All kinds\n\n" + report_table(result["summary"])
-    for kind in kinds:
-        body += f"\n## {kind}\n\n" + report_table(result["summary"], kind)
+           f"({'from ' + str(bench.prompts_file) if bench.prompts_file else 'held-out shapes edit pairs'}" \
+           f"{', robustness variants' if bench.robustness else ''}); " \
+           f"inversion guidance {bench.inversion_cfg:g}, edit guidance {bench.edit_guidance:g}, {bench.steps} steps, " \
+           f"mask dilation {bench.mask_dilate}, blend start {bench.blend_start:g}.\n\n"
+    for set_ in sets:
+        body += f"## {set_}: all kinds\n\n" + report_table(result["summary"], "all", set_)
+        for kind in kinds:
+            body += f"\n### {set_}: {kind}\n\n" + report_table(result["summary"], kind, set_)
+        body += "\n"
     body += "\n![background PSNR vs NFE](bg_psnr_vs_nfe.png)\n\n![gallery](gallery.png)\n"
     (out / "report.md").write_text(body)

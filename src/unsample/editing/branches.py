@@ -1,27 +1,39 @@
-"""Editing with a source and a target branch in one batch (prompt-to-prompt, Direct Inversion).
+"""The editing loop: resume an inversion's sampler with a target prompt, one or two branches.
 
-The inversion's state is duplicated along the batch axis: branch 0 replays the source prompt,
-branch 1 samples with the target prompt, both through the method's own ``sample`` (so every
-registered method edits through its own replay). Within each CFG half the batch is
-[source, target]; the Denoiser puts the unconditional half first (``CFG_LAYOUT``).
+One branch (a prompt swap, optionally masked): the target prompt alone, through the method's own
+``sample``. Two branches (prompt-to-prompt, Direct Inversion, attention masks): the inversion's
+state is duplicated along the batch axis, branch 0 replays the source prompt and branch 1 samples
+with the target, both through the method's ``sample``; within each CFG half the batch is
+[source, target] (the Denoiser puts the unconditional half first, ``CFG_LAYOUT``).
 
-Per step, after the method's update:
+After each sampling step i (grid position i -> i + 1), in this order:
+
 - Direct Inversion (Ju et al., "PnP Inversion", ICLR 2024): the source branch is set back onto
-  the inverted trajectory, so the attention maps injected into the target come from an exact
-  reconstruction of the source, while the target branch runs free;
-- local blend (prompt-to-prompt): outside the mask from the blend words' cross-attention, the
-  target branch takes the source branch's latent.
+  the inverted trajectory, so the attention injected into the target comes from an exact
+  reconstruction of the source, while the target runs free;
+- masked blending (Blended Latent Diffusion, Avrahami et al. 2023; DiffEdit's decoding rule):
+  outside the edit mask M, every state the sampler carries (EDICT's two chains, for instance)
+  takes the inverted trajectory's state at position i + 1,
+
+      z_{i+1} <- M * z_{i+1} + (1 - M) * z*_{i+1}        (z* = the inversion's state)
+
+  from step fraction ``blend_start`` on. The last step sets the background to z*_N, the image
+  latent itself, so outside the mask the edit is the autoencoder's reconstruction, for every
+  method. The mask is fixed (noise / user) or read from the attention maps so far (attention),
+  or both intersected.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from unsample.core.denoiser import CallCounter, Denoiser
-from unsample.methods.base import MethodOutput
+from unsample.editing.masks import dilate
+from unsample.methods.base import MethodOutput, StepCallback
 from unsample.methods.registry import get_method
 
 # Methods whose trajectory is exactly the state their sampler walks, so Direct Inversion can pull
@@ -29,11 +41,49 @@ from unsample.methods.registry import get_method
 DIRECT_METHODS = ("ddim", "euler", "fixed-point", "negative-prompt", "null-text")
 
 
-def _two_branches(t: torch.Tensor, batch_dim: int) -> torch.Tensor:
-    return torch.cat([t, t], dim=batch_dim)
+@dataclass(frozen=True)
+class Blend:
+    """Where and when the edit follows the inverted trajectory.
+
+    ``mask`` [h, w] bool (True = may change) or None for a mask read from attention;
+    ``attention``: intersect (or use alone) the attention maps' mask at each step;
+    ``start``: the step fraction from which blending acts (0 = every step);
+    ``dilate``: latent cells the mask grows by (after intersecting).
+    """
+
+    mask: torch.Tensor | None
+    attention: bool = False
+    start: float = 0.0
+    dilate: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mask is None and not self.attention:
+            raise ValueError("a blend needs a mask or attention maps to read one from")
+        if not 0.0 <= self.start <= 1.0:
+            raise ValueError(f"blend start={self.start} must be a fraction of the steps in [0, 1]")
+        if not isinstance(self.dilate, int) or self.dilate < 0:
+            raise ValueError(f"mask dilation {self.dilate} must be a whole number of latent cells >= 0")
 
 
-def edit_two_branch(
+@dataclass
+class EditResult:
+    """The edited latent (and the source branch's, when one ran), the mask used and the cost."""
+
+    target_latent: torch.Tensor
+    source_latent: torch.Tensor | None
+    mask: torch.Tensor | None
+    branches: int
+    nfe: int
+    model_calls: int
+    seconds: float
+    guidance: float
+
+
+def _stack_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    return torch.cat([t] * rows, dim=1)
+
+
+def edit_latent(
     model: Any,
     inversion: Any,
     target_prompt: str,
@@ -44,9 +94,16 @@ def edit_two_branch(
     negative_prompt: str | None = None,
     control: Any | None = None,
     direct: bool = False,
-    progress: Any | None = None,
-) -> dict[str, Any]:
-    """Replay source and target together; returns latents of both branches and the cost."""
+    blend: Blend | None = None,
+    two_branch: bool = False,
+    progress: StepCallback | None = None,
+    counter: CallCounter | None = None,
+) -> EditResult:
+    """Sample the edit from ``start_step``; see the module docstring for the order of things.
+
+    ``control`` is an `AttentionControl` (prompt-to-prompt) or None; a two-branch run happens when
+    ``two_branch``, ``control``, ``direct`` or an attention blend asks for the source branch.
+    """
     inversion.check_model(model)
     spec = get_method(inversion.method)
     config = spec.config.from_options(dict(inversion.options), inversion.method)
@@ -60,50 +117,85 @@ def edit_two_branch(
     source_prompt = inversion.prompt if source_prompt is None else source_prompt
     guidance = inversion.guidance if guidance is None else guidance
     negative = inversion.negative_prompt if negative_prompt is None else negative_prompt
-    cond = model.encode_prompt(source_prompt).cat(model.encode_prompt(target_prompt))
-    uncond = model.encode_prompt(negative).cat(model.encode_prompt(negative)) if guidance != 1.0 else None
+    attention_blend = blend is not None and blend.attention
+    rows = 2 if (two_branch or control is not None or direct or attention_blend) else 1
+    target_row = rows - 1
+
+    prompts = [source_prompt, target_prompt] if rows == 2 else [target_prompt]
+    cond = model.encode_prompt(prompts[0])
+    for p in prompts[1:]:
+        cond = cond.cat(model.encode_prompt(p))
+    uncond = None
+    if guidance != 1.0:
+        uncond = model.encode_prompt(negative)
+        for _ in prompts[1:]:
+            uncond = uncond.cat(model.encode_prompt(negative))
 
     controller = None
     model_fn = model.model_fn
     if control is not None:
         from unsample.editing.attention import PromptToPrompt
 
-        controller = PromptToPrompt(model, source_prompt, target_prompt, control, grid.timesteps,
-                                    guided=guidance != 1.0)
+        controller = PromptToPrompt(model, source_prompt, target_prompt, control, grid.timesteps, guided=guidance != 1.0)
         model_fn = controller.wrap_model_fn(model_fn)
-    counter = CallCounter()
+    elif attention_blend:
+        raise ValueError("an attention mask needs attention control to read the maps; pass control")
+    counter = counter if counter is not None else CallCounter()
     den = Denoiser(model_fn, model.schedule, cond, uncond, guidance=guidance, dtype=config.dtype, counter=counter)
 
     traj = inversion.trajectory.to(model.device)
-    extras = {k: (_two_branches(v, 1) if v.dim() == traj.dim() and v.shape[0] == traj.shape[0] else v)
-              for k, v in inversion.extras.items()}
-    state = MethodOutput(trajectory=_two_branches(traj, 1), extras={k: v.to(model.device) for k, v in extras.items()})
+    # every per-position state of the inversion (the trajectory and chains such as EDICT's "y")
+    chains = {"trajectory": traj} | {
+        k: v.to(model.device) for k, v in inversion.extras.items() if v.shape[:2] == traj.shape[:2] and v.dim() == traj.dim()
+    }
+    extras = {k: (_stack_rows(v, rows) if k in chains else v.to(model.device)) for k, v in inversion.extras.items()}
+    state = MethodOutput(trajectory=_stack_rows(traj, rows), extras=extras)
+    latent_hw = (traj.shape[-2], traj.shape[-1])
+    used_mask: dict[str, torch.Tensor] = {}
 
-    def after_step(i: int, x: torch.Tensor) -> None:
+    def current_mask(i: int) -> torch.Tensor:
+        assert blend is not None
+        mask = blend.mask.to(model.device) if blend.mask is not None else None
+        if blend.attention and controller is not None and controller.blend_maps:
+            attn = controller.blend_mask(latent_hw).to(model.device)
+            mask = attn if mask is None else (mask & attn)
+        if mask is None:  # no attention maps recorded yet: nothing may change
+            mask = torch.zeros(latent_hw, dtype=torch.bool, device=model.device)
+        if blend.dilate:
+            mask = dilate(mask, blend.dilate)
+        used_mask["last"] = mask
+        return mask
+
+    def on_state(i: int, states: dict[str, torch.Tensor]) -> None:
         if direct:
-            x[0].copy_(traj[i + 1, 0].to(x.dtype))
-        if controller is not None:
-            x.copy_(controller.blend(x, i))
-        if progress is not None:
-            progress(i, x)
+            states["trajectory"][0].copy_(traj[i + 1, 0].to(states["trajectory"].dtype))
+        if blend is not None and i / len(grid) >= blend.start:
+            keep = ~current_mask(i)
+            for name, x in states.items():
+                ref = chains[name][i + 1, 0].to(x.dtype)
+                x[target_row].copy_(torch.where(keep, ref, x[target_row]))
 
     begin = time.perf_counter()
+    hook = on_state if (direct or blend is not None) else None
     with torch.no_grad():
         if controller is not None:
             with controller.installed():
-                latent = spec.sample(den, grid, state, start_step, config, callback=after_step)
+                latent = spec.sample(den, grid, state, start_step, config, callback=progress, on_state=hook)
         else:
-            latent = spec.sample(den, grid, state, start_step, config, callback=after_step)
-    blend_mask = None
-    if controller is not None and controller.control.blend_words and controller.blend_maps:
-        blend_mask = controller.blend_mask((latent.shape[-2], latent.shape[-1])).cpu()
-    return {
-        "source_latent": latent[0:1],
-        "target_latent": latent[1:2],
-        "blend_mask": blend_mask,
-        "branches": latent.shape[0],  # the local-blend region at the last step (latent resolution), or None
-        "nfe": counter.nfe,
-        "model_calls": counter.calls,
-        "seconds": time.perf_counter() - begin,
-        "guidance": float(guidance),
-    }
+            latent = spec.sample(den, grid, state, start_step, config, callback=progress, on_state=hook)
+    mask = None
+    if blend is not None:
+        mask = used_mask.get("last")
+        if mask is None and blend.mask is not None:  # blending never started (start step past blend start)
+            mask = dilate(blend.mask, blend.dilate)
+        mask = None if mask is None else mask.cpu()
+    return EditResult(
+        target_latent=latent[target_row : target_row + 1],
+        source_latent=latent[0:1] if rows == 2 else None,
+        mask=mask,
+        branches=rows,
+        nfe=counter.nfe,
+        model_calls=counter.calls,
+        seconds=time.perf_counter() - begin,
+        guidance=float(guidance),
+    )

@@ -78,3 +78,14 @@ def prompt_words(tokenizer: Any, prompt: str) -> list[str]:
     ids, n = prompt_ids(tokenizer, prompt)
     special = set(getattr(tokenizer, "all_special_ids", []))
     return [t for i, t in zip(ids[:n], _tokens(tokenizer, ids[:n])) if i not in special]
+
+
+def changed_words(source: str, target: str) -> tuple[list[str], list[str]]:
+    """The words of ``source`` removed and the words of ``target`` added (a word-level diff)."""
+    a, b = source.split(), target.split()
+    removed, added = [], []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b).get_opcodes():
+        if op != "equal":
+            removed += a[i1:i2]
+            added += b[j1:j2]
+    return removed, added

@@ -14,6 +14,23 @@ from unsample.core.schedule import NoiseSchedule, TimestepGrid
 Precision = Literal["float32", "float64"]
 StepCallback = Callable[[int, torch.Tensor], None]
 """Called after each step with the step index and the new latent (progress bars, trajectories)."""
+StateHook = Callable[[int, dict[str, torch.Tensor]], None]
+"""Called after sampling step i with every state the sampler carries on, by the name it has in
+the inversion ("trajectory" for the main chain, an extras key such as EDICT's "y" for others);
+it may change them in place (blending an edit with the inverted trajectory does)."""
+
+
+def with_state_hook(callback: StepCallback | None, on_state: StateHook | None) -> StepCallback | None:
+    """One `StepCallback` for a single-chain sampler: ``on_state`` first (it may edit x), then ``callback``."""
+    if on_state is None:
+        return callback
+
+    def step(i: int, x: torch.Tensor) -> None:
+        on_state(i, {"trajectory": x})
+        if callback is not None:
+            callback(i, x)
+
+    return step
 
 
 @dataclass(frozen=True)
@@ -84,6 +101,7 @@ class SampleFn(Protocol):
         start_step: int,
         config: Any,
         callback: StepCallback | None = None,
+        on_state: StateHook | None = None,
     ) -> torch.Tensor: ...
 
 
@@ -104,8 +122,10 @@ def replay_from_trajectory(sample: TrajectorySampler) -> SampleFn:
         start_step: int,
         config: Any,
         callback: StepCallback | None = None,
+        on_state: StateHook | None = None,
     ) -> torch.Tensor:
-        return sample(denoiser, grid, inverted.trajectory[start_step], start_step=start_step, callback=callback)
+        return sample(denoiser, grid, inverted.trajectory[start_step], start_step=start_step,
+                      callback=with_state_hook(callback, on_state))
 
     return replay
 

@@ -30,7 +30,7 @@ import torch
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import TimestepGrid
 from unsample.methods import ddim
-from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback
+from unsample.methods.base import Method, MethodConfig, MethodOutput, StateHook, StepCallback
 
 
 def _increments(
@@ -91,8 +91,12 @@ def invert(
 def sample(
     denoiser: Denoiser, grid: TimestepGrid, inverted: MethodOutput, start_step: int, config: BDIAConfig,
     callback: StepCallback | None = None,
+    on_state: StateHook | None = None,
 ) -> torch.Tensor:
-    """Replay from the stored pair at ``start_step`` (step 0 starts from the pair (z_0, z_1))."""
+    """Replay from the stored pair at ``start_step`` (step 0 starts from the pair (z_0, z_1)).
+
+    ``on_state`` sees z_{i+1} only: the next step's z_{i-1} is this step's z_i, the state the
+    hook saw (and possibly changed) one step earlier, so one chain is all there is."""
     grid.check_start(start_step)
     n = len(grid)
     if start_step == n:
@@ -102,6 +106,8 @@ def sample(
     z = inverted.trajectory[k].to(denoiser.dtype)
     for i in range(k, n):
         z_prev, z = z, sample_step(denoiser, z_prev, z, i, grid, config.gamma)
+        if on_state is not None:
+            on_state(i, {"trajectory": z})
         if callback is not None:
             callback(i, z)
     return z

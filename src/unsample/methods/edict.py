@@ -34,7 +34,7 @@ import torch
 
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import TimestepGrid
-from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback
+from unsample.methods.base import Method, MethodConfig, MethodOutput, StateHook, StepCallback
 
 
 def _coefs(a_t: torch.Tensor, a_s: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,13 +137,18 @@ def _warn_if_unresolvable(peak: torch.Tensor, dtype: torch.dtype) -> None:
 def sample(
     denoiser: Denoiser, grid: TimestepGrid, inverted: MethodOutput, start_step: int, config: EDICTConfig,
     callback: StepCallback | None = None,
+    on_state: StateHook | None = None,
 ) -> torch.Tensor:
-    """EDICT sampling from both chains' states at ``start_step``; returns the x chain's image latent."""
+    """EDICT sampling from both chains' states at ``start_step``; returns the x chain's image latent.
+
+    ``on_state`` sees both chains, x as "trajectory" and y as "y" (their names in the inversion)."""
     grid.check_start(start_step)
     x = inverted.trajectory[start_step].to(denoiser.dtype)
     y = inverted.extras["y"][start_step].to(denoiser.dtype)
     for i in range(start_step, len(grid)):
         x, y = sample_step(denoiser, x, y, i, grid, config.p, config.leapfrog)
+        if on_state is not None:
+            on_state(i, {"trajectory": x, "y": y})
         if callback is not None:
             callback(i, x)
     return x

@@ -30,7 +30,7 @@ import torch
 from unsample.core.denoiser import Denoiser, broadcast_conditioning
 from unsample.core.schedule import TimestepGrid
 from unsample.methods import ddim
-from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback
+from unsample.methods.base import Method, MethodConfig, MethodOutput, StateHook, StepCallback, with_state_hook
 
 SOURCE_PREFIX = "source."
 
@@ -62,6 +62,7 @@ def _sample(
     start_step: int,
     config: NegativePromptConfig,
     callback: StepCallback | None = None,
+    on_state: StateHook | None = None,
 ) -> torch.Tensor:
     grid.check_start(start_step)
     source = {k.removeprefix(SOURCE_PREFIX): v for k, v in inverted.extras.items() if k.startswith(SOURCE_PREFIX)}
@@ -73,7 +74,8 @@ def _sample(
     # the source prompt's conditioning replaces the unconditional one
     uncond = broadcast_conditioning(type(denoiser.cond).from_tensors(source), denoiser.cond)
     guided = denoiser.with_conditioning(denoiser.cond, uncond=uncond)
-    return ddim.sample(guided, grid, inverted.trajectory[start_step], start_step=start_step, callback=callback)
+    return ddim.sample(guided, grid, inverted.trajectory[start_step], start_step=start_step,
+                       callback=with_state_hook(callback, on_state))
 
 
 METHOD = Method(

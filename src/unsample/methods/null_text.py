@@ -56,7 +56,7 @@ import torch
 from unsample.core.denoiser import Denoiser, broadcast_conditioning
 from unsample.core.schedule import TimestepGrid
 from unsample.methods import ddim
-from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback
+from unsample.methods.base import Method, MethodConfig, MethodOutput, StateHook, StepCallback, with_state_hook
 
 NULL_PREFIX = "null."
 
@@ -217,8 +217,10 @@ def _sample(
     start_step: int,
     config: NullTextConfig,
     callback: StepCallback | None = None,
+    on_state: StateHook | None = None,
 ) -> torch.Tensor:
     grid.check_start(start_step)
+    callback = with_state_hook(callback, on_state)
     nulls = _null_steps(inverted.extras, len(grid))
     if nulls is None or not denoiser.guided:
         # no null embeddings (inverted without guidance) or no guidance now: plain DDIM

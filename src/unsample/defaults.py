@@ -1,0 +1,17 @@
+"""Defaults of an edit, in one place for the API, the CLI and the UI (no imports: cheap to read).
+
+Chosen from the edit bench's figures (docs/benchmarks.md, "Defaults"): the best combination of
+method, guidance, mask and start step at no more than 1.5x the network evaluations of a plain
+DDIM prompt swap.
+"""
+
+EDIT_METHOD = "ddim"
+"""Inversion method when an image is edited directly."""
+INVERSION_GUIDANCE = 1.0
+"""CFG of the inversion: unguided inversion drifts least and leaves the least image structure in the noise."""
+EDIT_GUIDANCE = 5.0
+"""CFG of the edit: a text-guided edit needs guidance (at 1 the target prompt barely acts)."""
+EDIT_MASK = "noise"
+"""DiffEdit's mask from the two prompts' noise predictions; outside it the edit keeps the inversion."""
+EDIT_START_FRACTION = 0.0
+"""Where sampling resumes, as a fraction of the steps (0 = from the inverted noise)."""
