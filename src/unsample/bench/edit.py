@@ -38,6 +38,8 @@ class EditBench:
     methods: tuple[str, ...] = ("ddim", "null-text", "edict")
     controls: tuple[str, ...] = tuple(CONTROLS)
     masks: tuple[str, ...] = ("none",)
+    mask_rule: str = "diffedit"
+    """The noise mask's threshold rule (`unsample.editing.masks.NoiseMaskConfig.rule`)."""
     mask_dilate: int = 0
     blend_start: float = 0.0
     robustness: bool = False
@@ -177,6 +179,7 @@ def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -
     import unsample
     from unsample.bench.stats import decoded_uint8, image_metrics
     from unsample.editing.branches import DIRECT_METHODS
+    from unsample.editing.masks import NoiseMaskConfig
 
     cases = load_cases(bench, model.resolution)
     floors = [autoencoder_floor(model, case) for case in cases]
@@ -204,6 +207,7 @@ def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -
                         control=c["control"], blend_words=case.blend_words if mask in ("attention", "intersect") else (),
                         cross_steps=bench.cross_steps, self_steps=bench.self_steps, direct=bool(c.get("direct")),
                         mask=spec, mask_dilate=bench.mask_dilate, blend_start=bench.blend_start, output="result",
+                        noise_mask=NoiseMaskConfig(rule=bench.mask_rule),
                     )
                     seconds = time.perf_counter() - t
                     edited = decoded_uint8(model, res.latent)
@@ -329,7 +333,7 @@ def write_report(result: dict[str, Any], bench: EditBench, out: Path, command: s
            f"({'from ' + str(bench.prompts_file) if bench.prompts_file else 'held-out shapes edit pairs'}" \
            f"{', robustness variants' if bench.robustness else ''}); " \
            f"inversion guidance {bench.inversion_cfg:g}, edit guidance {bench.edit_guidance:g}, {bench.steps} steps, " \
-           f"mask dilation {bench.mask_dilate}, blend start {bench.blend_start:g}.\n\n"
+           f"noise-mask rule {bench.mask_rule}, mask dilation {bench.mask_dilate}, blend start {bench.blend_start:g}.\n\n"
     for set_ in sets:
         body += f"## {set_}: all kinds\n\n" + report_table(result["summary"], "all", set_)
         for kind in kinds:

@@ -11,6 +11,10 @@ Sources (`MASK_SOURCES`), each usable alone, all needing only the Denoiser's inp
 
   with the paper's / diffusers' ``generate_mask`` defaults s = 0.5, K = 10, r = 3, tau = 0.5. Both
   prompts see the same K noised latents, all 2K (4K with CFG) in one batched model call.
+  The rule cannot select more than 1 / (r tau) of the image (2/3 with the defaults: a cell is kept
+  when D > r tau mean(D)), so an edit of a large region (the background) gets too small a mask;
+  ``rule="otsu"`` thresholds D at Otsu's split instead (scikit-image's ``threshold_otsu``), which
+  picks the high-difference class whatever its size.
 - ``attention``: the cross-attention maps of the words that differ between the prompts
   (prompt-to-prompt's local blend, `unsample.editing.attention`); it evolves during sampling, so
   it is computed by the editing loop, not here.
@@ -46,8 +50,12 @@ class NoiseMaskConfig:
     ratio: float = 3.0
     threshold: float = 0.5
     seed: int = 0
+    rule: str = "diffedit"
+    """"diffedit" (clamp at ratio x mean, threshold) or "otsu" (Otsu's threshold on the map)."""
 
     def __post_init__(self) -> None:
+        if self.rule not in ("diffedit", "otsu"):
+            raise ValueError(f"mask rule={self.rule!r} is not diffedit or otsu")
         if not (math.isfinite(self.strength) and 0.0 < self.strength < 1.0):
             raise ValueError(f"mask strength={self.strength} must be a fraction in (0, 1) (DiffEdit: 0.5)")
         if not isinstance(self.draws, int) or self.draws < 1:
@@ -100,9 +108,22 @@ def threshold_map(diff: torch.Tensor, ratio: float, threshold: float) -> torch.T
     return (diff.clamp(0, clamp) / clamp) > threshold
 
 
+def otsu_map(diff: torch.Tensor) -> torch.Tensor:
+    """Cells of ``diff`` above Otsu's threshold (the split that best separates two classes)."""
+    from skimage.filters import threshold_otsu
+
+    values = diff.detach().cpu().double().numpy()
+    if float(values.max() - values.min()) <= 0:
+        return torch.zeros_like(diff, dtype=torch.bool)
+    return torch.from_numpy(values > threshold_otsu(values)).to(diff.device)
+
+
 def noise_mask(denoiser: Any, latent: torch.Tensor, config: NoiseMaskConfig = NoiseMaskConfig()) -> torch.Tensor:
     """DiffEdit's mask [H, W] (bool) at latent resolution: True where the edit may change."""
-    return threshold_map(noise_map(denoiser, latent, config), config.ratio, config.threshold)
+    diff = noise_map(denoiser, latent, config)
+    if config.rule == "otsu":
+        return otsu_map(diff)
+    return threshold_map(diff, config.ratio, config.threshold)
 
 
 def dilate(mask: torch.Tensor, cells: int) -> torch.Tensor:
