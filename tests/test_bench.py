@@ -46,14 +46,17 @@ def test_reconstruction_report_rows_counts_and_files(tiny_model, tmp_path: Path)
 
 
 def test_edit_bench_counts_both_branches_and_is_reproducible(tiny_model, tmp_path: Path) -> None:
-    bench = edit_bench.EditBench(methods=("ddim",), controls=("swap", "p2p", "p2p+blend"), pairs=2, kinds=("color",),
-                                 steps=3, seed=1)
+    bench = edit_bench.EditBench(methods=("ddim",), controls=("swap", "p2p"), masks=("none", "noise", "attention"),
+                                 pairs=2, kinds=("color",), steps=3, seed=1)
     result = edit_bench.run(tiny_model, bench, progress=False)
     rows = result["per_pair"]
-    assert len(rows) == 2 * 3
-    nfe = {r["control"]: r["nfe"] for r in rows}
-    # inversion and edit at guidance 5: 3 steps x 2 CFG halves each, x 2 branches for P2P edits
-    assert nfe == {"swap": 6 + 6, "p2p": 6 + 12, "p2p+blend": 6 + 12}
+    assert len(rows) == 2 * 2 * 3
+    nfe = {(r["control"], r["mask"]): r["nfe"] for r in rows}
+    # inversion and edit at guidance 5: 3 steps x 2 CFG halves each, x 2 branches for P2P edits and
+    # attention masks; the noise mask adds 2 prompts x 10 draws x 2 CFG halves
+    assert nfe == {("swap", "none"): 6 + 6, ("swap", "noise"): 6 + 6 + 40, ("swap", "attention"): 6 + 12,
+                   ("p2p", "none"): 6 + 12, ("p2p", "noise"): 6 + 12 + 40, ("p2p", "attention"): 6 + 12}
+    assert all(np.isfinite(r["floor_psnr"]) for r in rows)
     assert all(isinstance(r["success"], bool) and np.isfinite(r["target_psnr"]) for r in rows)
     again = edit_bench.run(tiny_model, bench, progress=False)
     assert _without_timings(again["per_pair"]) == _without_timings(rows)
@@ -62,7 +65,8 @@ def test_edit_bench_counts_both_branches_and_is_reproducible(tiny_model, tmp_pat
     for name in ("report.md", "results.json", "per_pair.csv", "gallery.png", "bg_psnr_vs_nfe.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     summary = json.loads((tmp_path / "results.json").read_text())["summary"]
-    assert {(s["control"], s["kind"]) for s in summary} == {(c, k) for c in bench.controls for k in ("all", "color")}
+    assert {(s["control"], s["mask"], s["kind"]) for s in summary} == {
+        (c, m, k) for c in bench.controls for m in bench.masks for k in ("all", "color")}
 
 
 def _real_folder(tmp_path: Path) -> tuple[Path, Path]:
@@ -82,7 +86,7 @@ def _real_folder(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_edit_bench_on_a_folder_of_real_images(tiny_model, tmp_path: Path) -> None:
     folder, prompts = _real_folder(tmp_path)
-    bench = edit_bench.EditBench(methods=("ddim",), controls=("swap", "p2p+blend"), steps=2,
+    bench = edit_bench.EditBench(methods=("ddim",), controls=("swap", "p2p"), masks=("none", "attention"), steps=2,
                                  images_dir=str(folder), prompts_file=str(prompts))
     cases = edit_bench.load_cases(bench, tiny_model.resolution)
     assert [c.kind for c in cases] == ["real", "shape"]
@@ -132,10 +136,23 @@ def test_merge_runs_of_different_methods(tiny_model, tmp_path: Path) -> None:
         bench = edit_bench.EditBench(methods=(method,), **common)
         edit_bench.write_report(edit_bench.run(tiny_model, bench, progress=False), bench, tmp_path / method, "t", tiny_model)
     text = merged_tables([str(tmp_path / "ddim"), str(tmp_path / "edict")])
-    assert text.startswith("2 edit pairs") and "| ddim | swap | 2 |" in text and "| edict | swap | 2 |" in text
+    assert text.startswith("2 edit pairs") and "| ddim | swap | none | 2 |" in text and "| edict | swap | none | 2 |" in text
     rec = rec_bench.ReconstructionBench(methods=("ddim",), steps=(2,), guidance=(1.0,), scenes=1)
     rec_bench.write_report(rec_bench.run(tiny_model, rec, progress=False), rec, tmp_path / "rec", "t", tiny_model)
     # two runs over the same scenes share their autoencoder rows: counted once
     assert merged_tables([str(tmp_path / "rec"), str(tmp_path / "rec")]).startswith("1 images")
     with pytest.raises(ValueError, match="one bench"):
         merged_tables([str(tmp_path / "ddim"), str(tmp_path / "rec")])
+
+
+def test_edit_bench_robustness_set_runs_every_variant(tiny_model) -> None:
+    bench = edit_bench.EditBench(methods=("ddim",), controls=("swap",), masks=("none", "exact"), pairs=1,
+                                 kinds=("color",), steps=2, robustness=True, variants=("noise", "jpeg"))
+    cases = edit_bench.load_cases(bench, tiny_model.resolution)
+    assert [c.variant for c in cases] == ["noise", "jpeg"]
+    clean = edit_bench.load_cases(edit_bench.EditBench(pairs=1, kinds=("color",)), tiny_model.resolution)[0]
+    assert not np.array_equal(cases[0].source, clean.source) and cases[0].source_caption == clean.source_caption
+    rows = edit_bench.run(tiny_model, bench, progress=False)["per_pair"]
+    assert {(r["set"], r["mask"]) for r in rows} == {(v, m) for v in ("noise", "jpeg") for m in ("none", "exact")}
+    summary = edit_bench.summarise(rows)
+    assert "| noise | ddim | swap | exact |" in edit_bench.report_table(summary, "all", "noise")

@@ -99,3 +99,37 @@ def test_cli_edit_from_an_image_with_p2p_options(tiny_pipeline_dir: Path, tiny_i
     bad = CliRunner().invoke(app, ["edit", str(src), "-o", str(tmp_path / "x.png"), "--prompt", "a cat",
                                    "--model", str(tiny_pipeline_dir)])
     assert bad.exit_code == 2 and "--source-prompt" in bad.output
+
+
+def test_cli_edit_refuses_unknown_words_unless_allowed(tiny_pipeline_dir: Path, tiny_image, tmp_path: Path) -> None:
+    src = tmp_path / "in.png"
+    tiny_image.save(src)
+    args = ["edit", str(src), "--source-prompt", "a red cat", "--target-prompt", "a green zebra", "--steps", "2",
+            "--model", str(tiny_pipeline_dir), "--device", "cpu", "--quiet"]
+    bad = CliRunner().invoke(app, args + ["-o", str(tmp_path / "x.png")])
+    assert bad.exit_code == 2 and "zebra" in bad.output and "--allow-unknown-words" in bad.output
+    assert not (tmp_path / "x.png").exists()
+    ok = CliRunner().invoke(app, args + ["-o", str(tmp_path / "y.png"), "--allow-unknown-words"])
+    assert ok.exit_code == 0, ok.output
+    assert "warning:" in ok.output and "zebra" in ok.output
+
+
+def test_cli_edit_with_a_user_mask_png(tiny_pipeline_dir: Path, tiny_image, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    src = tmp_path / "in.png"
+    tiny_image.save(src)
+    w, h = tiny_image.size
+    Image.fromarray(np.zeros((h, w), dtype=np.uint8)).save(tmp_path / "mask.png")
+    out = tmp_path / "e.png"
+    r = CliRunner().invoke(app, ["edit", str(src), "-o", str(out), "--source-prompt", "a red cat", "--target-prompt",
+                                 "a green cat", "--steps", "3", "--mask", str(tmp_path / "mask.png"), "--model",
+                                 str(tiny_pipeline_dir), "--device", "cpu", "--quiet"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["mask_area"] == 0.0 and side["mask"].endswith("mask.png")
+    missing = CliRunner().invoke(app, ["edit", str(src), "-o", str(tmp_path / "f.png"), "--source-prompt", "a red cat",
+                                       "--prompt", "a green cat", "--mask", str(tmp_path / "nope.png"),
+                                       "--model", str(tiny_pipeline_dir)])
+    assert missing.exit_code == 2 and "nope.png" in missing.output

@@ -55,10 +55,10 @@ def test_float64_precision_is_carried_through(tiny_model, tiny_image, method: st
 
 def test_edit_resumes_from_start_step(tiny_model, tiny_image) -> None:
     inv = unsample.invert(tiny_model, tiny_image, "a red cat", steps=6)
-    res = unsample.edit(tiny_model, inv, "a green dog", start_step=2, output="result")
+    res = unsample.edit(tiny_model, inv, "a green dog", start_step=2, guidance=None, mask="none", output="result")
     assert res.nfe == 4 and res.start_step == 2 and res.prompt == "a green dog"
     # editing at the last step changes nothing: the image latent comes straight back
-    last = unsample.edit(tiny_model, inv, "a green dog", start_step=6, output="latent")
+    last = unsample.edit(tiny_model, inv, "a green dog", start_step=6, mask="none", output="latent")
     assert torch.equal(last, inv.trajectory[6])
     with pytest.raises(ValueError, match="start_step=7"):
         unsample.edit(tiny_model, inv, "a dog", start_step=7)

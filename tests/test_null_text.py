@@ -136,5 +136,5 @@ def test_tiny_pipeline_reconstructs_better_than_guided_ddim_and_replays_exactly(
     assert torch.equal(back.extras["null.embeds"], inv.extras["null.embeds"])
     assert torch.equal(unsample.reconstruct(tiny_model, back, output="latent"), rec)
     # editing with another prompt runs from an intermediate step
-    edited = unsample.edit(tiny_model, back, "a green dog", start_step=1, output="result")
+    edited = unsample.edit(tiny_model, back, "a green dog", start_step=1, guidance=None, mask="none", output="result")
     assert edited.nfe == 2 * (steps - 1) and torch.isfinite(edited.latent).all()

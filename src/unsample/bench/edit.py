@@ -219,7 +219,7 @@ def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -
                         "judge_ceiling": case.judge(case.target) if case.judge and case.target is not None else nan,
                         "bg_mse": bg["mse"], "bg_psnr": bg["psnr"], "bg_ssim": bg["ssim"], "floor_psnr": floor["psnr"],
                         "target_psnr": image_metrics(edited, case.target)["psnr"] if case.target is not None else nan,
-                        "mask_area": float(res.mask.float().mean()) if res.mask is not None else nan,
+                        "mask_area": float(res.mask.float().mean()) if res.mask is not None else 1.0,  # no mask: all may change
                         "nfe": inv.nfe + res.network_evaluations,
                         "seconds": t_inv + seconds, "edit_seconds": seconds,
                     })
@@ -235,7 +235,7 @@ def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -
 
 def _mean(values: list[float]) -> float:
     """Mean over the finite values (NaN when a figure is unknown for every item, e.g. real images)."""
-    finite = [float(v) for v in values if np.isfinite(v)]
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
     return float(np.mean(finite)) if finite else float("nan")
 
 
