@@ -95,7 +95,7 @@ def test_cli_edit_from_an_image_with_p2p_options(tiny_pipeline_dir: Path, tiny_i
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["control"] == "replace" and side["direct"] is True and side["reweight"] == {"green": 2.0}
     assert side["blend_words"] == ["cat"] and side["inversion"]["method"] == "ddim"
-    assert side["mask"] == "noise" and (tmp_path / "edit.mask.png").is_file() and side["mask_file"] == "edit.mask.png"
+    assert side["mask"] == "attention" and (tmp_path / "edit.mask.png").is_file() and side["mask_file"] == "edit.mask.png"
     bad = CliRunner().invoke(app, ["edit", str(src), "-o", str(tmp_path / "x.png"), "--prompt", "a cat",
                                    "--model", str(tiny_pipeline_dir)])
     assert bad.exit_code == 2 and "--source-prompt" in bad.output

@@ -255,7 +255,7 @@ def edit(
     cross_steps: float = 0.8,
     self_steps: float = 0.4,
     direct: bool = False,
-    mask: MaskSpec = defaults.EDIT_MASK,
+    mask: MaskSpec = None,
     mask_dilate: int = 0,
     blend_start: float = 0.0,
     noise_mask: NoiseMaskConfig | None = None,
@@ -265,7 +265,9 @@ def edit(
     """Edit: resume the inversion's sampler at ``start_step`` with the target ``prompt``.
 
     ``guidance`` is the edit's CFG (default ``unsample.defaults.EDIT_GUIDANCE``; None: the
-    inversion's own, which replays an exact inversion exactly). ``mask`` confines the change: outside it, after every step from fraction ``blend_start``, the
+    inversion's own, which replays an exact inversion exactly). ``mask`` (default None:
+    "attention" when ``blend_words`` are given, else ``unsample.defaults.EDIT_MASK``; "none" for
+    no mask) confines the change: outside it, after every step from fraction ``blend_start``, the
     edit takes the inverted trajectory's state, so the background ends as the image latent itself.
     "noise" is DiffEdit's mask from the noise predictions of the two prompts (``noise_mask`` holds
     its knobs), "attention" the cross-attention maps of ``blend_words`` (default: the words that
@@ -292,8 +294,8 @@ def edit(
     check_prompt_words(model, prompt)
     inversion.check_model(model)
     source = inversion.prompt if source_prompt is None else source_prompt
-    if mask is None or (isinstance(mask, str) and mask == "none" and blend_words):
-        mask = "attention" if blend_words else "none"
+    if mask is None:
+        mask = "attention" if blend_words else defaults.EDIT_MASK
     kind = mask if isinstance(mask, str) and mask in MASK_KINDS else "user"
     if kind == "user" and isinstance(mask, str) and not Path(mask).suffix:
         raise ValueError(f"mask={mask!r} is not one of {', '.join(MASK_KINDS)} nor an image file (PNG)")
@@ -336,7 +338,6 @@ def edit(
             self_steps=self_steps if control != "none" else 0.0,
             reweight=dict(reweight or {}),
             blend_words=words if kind in ("attention", "intersect") else (),
-            blend_start=0.0,
         )
     blend = None
     if kind != "none":

@@ -231,8 +231,9 @@ def edit(
     cross_steps: Annotated[float, typer.Option("--cross-steps", help="Fraction of steps with cross-attention injection.")] = 0.8,
     self_steps: Annotated[float, typer.Option("--self-steps", help="Fraction of steps with self-attention injection.")] = 0.4,
     direct: Annotated[bool, typer.Option("--direct", help="Direct Inversion: keep the source branch on the inverted path.")] = False,
-    mask: Annotated[str, typer.Option("--mask", help="noise|attention|intersect|none|FILE.png (white = may change); "
-                                      "outside it the edit keeps the inverted trajectory.")] = DEFAULT_MASK,
+    mask: Annotated[str | None, typer.Option("--mask", help=f"noise|attention|intersect|none|FILE.png (white = may change); "
+                                      f"outside it the edit keeps the inverted trajectory (default: attention with "
+                                      f"--blend-words, else {DEFAULT_MASK}).")] = None,
     mask_dilate: Annotated[int, typer.Option("--mask-dilate", min=0, help="Grow the mask by this many latent cells.")] = 0,
     blend_start: Annotated[float, typer.Option("--blend-start", min=0.0, max=1.0,
                                                help="Step fraction from which the mask acts (0 = every step).")] = 0.0,
@@ -261,6 +262,8 @@ def edit(
     words = tuple(w.strip() for w in blend_words.split(",") if w.strip())
     from unsample.editing.masks import MASK_SOURCES
 
+    if mask is None:
+        mask = "attention" if words else DEFAULT_MASK
     if mask not in MASK_SOURCES:
         if not Path(mask).is_file():
             raise UserError(f"--mask {mask!r} is not one of {', '.join(MASK_SOURCES)} nor an existing image file")
@@ -292,7 +295,7 @@ def edit(
         sample = unsample.edit(
             m, inv, target, start_step=start_step, guidance=guidance, negative_prompt=negative_prompt,
             source_prompt=source_prompt, control=control, blend_words=words, reweight=weights or None,
-            cross_steps=cross_steps, self_steps=self_steps, direct=direct, mask=None if mask == "none" and words else mask,
+            cross_steps=cross_steps, self_steps=self_steps, direct=direct, mask=mask,
             mask_dilate=mask_dilate, blend_start=blend_start, output="result", progress=not quiet,
         )
     image = tensor_to_pil(m.decode_latent(sample.latent.float()))

@@ -20,15 +20,16 @@ def measure(model: object, pairs: int, steps: int, seed: int, guidance: float) -
     import unsample
     from unsample.bench.edit import EditBench, shapes_cases
     from unsample.editing.attention import AttentionControl
-    from unsample.editing.branches import edit_two_branch
+    from unsample.editing.branches import Blend, edit_latent
 
     bench = EditBench(pairs=pairs, kinds=("color", "shape"), seed=seed, steps=steps)
     rows = []
     for case in shapes_cases(bench, model.resolution):  # type: ignore[attr-defined]
         inv = unsample.invert(model, Image.fromarray(case.source), case.source_caption, steps=steps, seed=seed)
-        res = edit_two_branch(model, inv, case.target_caption, guidance=guidance,
-                              control=AttentionControl("replace", blend_words=case.blend_words))
-        mask = res["blend_mask"].numpy()
+        res = edit_latent(model, inv, case.target_caption, guidance=guidance,
+                          control=AttentionControl("replace", blend_words=case.blend_words),
+                          blend=Blend(mask=None, attention=True, start=0.2))
+        mask = res.mask.numpy()
         h, w = mask.shape
         f = case.mask.shape[0] // h
         exact = case.mask.reshape(h, f, w, f).any(axis=(1, 3))

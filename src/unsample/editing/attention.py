@@ -8,7 +8,8 @@ counted from the noise end), with M_src, M_tgt the attention probabilities of on
     cross-attention, f < cross_steps:   M_tgt <- align(M_src)           (replace / refine / reweight)
     cross-attention, every step:        M_tgt[..., j] *= w_j             (reweight, after any alignment)
     self-attention,  f < self_steps:    M_tgt <- M_src                   (small maps only, see below)
-    local blend after step i:           x_tgt <- x_src + m * (x_tgt - x_src),  m from the blend words' maps
+    edit mask after step i:             m from the blend words' maps (`blend_mask`), which the editing
+                                        loop blends with the inverted trajectory (`unsample.editing.branches`)
 
 ``align`` is the token alignment of `unsample.editing.tokens`: for "replace" target token j takes
 source map j (equal token counts; a swapped word gets the map of the word it replaces), for
@@ -32,8 +33,8 @@ Choices, where the paper's text or code leaves room:
   maps of its 64 x 64 latents, as in the paper) but at least ``blend_map_side`` = 16 cells when the
   latent has them (on a 16 x 16 latent a 4 x 4 map could not place an object): 3 x 3 max-pooled, resized to
   the latent (nearest), divided by its maximum, thresholded at ``blend_threshold``; the source
-  mask and the target mask are united. Blending starts at step fraction ``blend_start`` (the
-  paper's 0.2), before that the layout is still forming.
+  mask and the target mask are united. (The paper blends the target with the source branch from
+  step fraction 0.2; here the editing loop blends with the inversion itself, from its own start.)
 
 Every call that is not controlled goes to the layer's original processor, so with control off
 the UNet's output is bit-exact its stock output; controlled calls run the original processor
@@ -75,8 +76,6 @@ class AttentionControl:
     blend_threshold: float = 0.3
     self_max_side: float = 0.25
     """Largest self-attention map side that gets injected, as a fraction of the latent side."""
-    blend_start: float = 0.2
-    """Step fraction from which local blend acts."""
     blend_map_side: int = 16
     """Fewest cells per side of the maps the blend mask is read from, when the latent has them
     (see the module docstring): on small latents a quarter-side map could not place an object."""
@@ -84,7 +83,7 @@ class AttentionControl:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode={self.mode!r} is not one of {', '.join(MODES)}")
-        for name in ("cross_steps", "self_steps", "blend_start", "self_max_side"):
+        for name in ("cross_steps", "self_steps", "self_max_side"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value} must be a fraction in [0, 1]")
@@ -107,7 +106,7 @@ class PromptToPrompt:
     """Attention control for one edit: token alignment, step tracking, processors, local blend.
 
     Use: ``model_fn = p2p.wrap_model_fn(model.model_fn)``; sample the [source, target] batch with
-    that model_fn inside ``with p2p.installed():``; after each step call ``x = p2p.blend(x, i)``.
+    that model_fn inside ``with p2p.installed():``; ``p2p.blend_mask(size)`` is the blend words' mask so far.
     """
 
     def __init__(
@@ -320,14 +319,3 @@ class PromptToPrompt:
         peak = maps.amax(dim=(-2, -1), keepdim=True)
         maps = torch.where(peak > 0, maps / peak.clamp(min=torch.finfo(maps.dtype).tiny), torch.zeros_like(maps))
         return (maps > self.control.blend_threshold).any(dim=0)[0]
-
-    def blend(self, x: torch.Tensor, step: int) -> torch.Tensor:
-        """Local blend after sampling step ``step``: the target keeps the source's latent outside the mask."""
-        if not self.control.blend_words:
-            return x
-        if x.shape[0] != 2:
-            raise ValueError(f"blend expects the latents [source, target] (batch 2), got batch {x.shape[0]}")
-        if self.fraction(step) < self.control.blend_start:
-            return x
-        mask = self.blend_mask((x.shape[-2], x.shape[-1])).to(x.device)
-        return torch.stack([x[0], torch.where(mask, x[1], x[0])])
