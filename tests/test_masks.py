@@ -148,3 +148,28 @@ def test_bad_masks_are_refused(tiny_model, tiny_image) -> None:
         unsample.edit(tiny_model, inv, "a red cat", mask="attention")
     with pytest.raises(ValueError, match="dilation"):
         unsample.edit(tiny_model, inv, "a green dog", mask=torch.ones(inv.trajectory.shape[-2:], dtype=torch.bool), mask_dilate=-1)
+
+
+def test_otsu_rule_selects_a_large_region_that_diffedit_cannot() -> None:
+    """A map high on 80% of the cells: DiffEdit's rule (> 1.5 x mean) keeps none, Otsu keeps them all."""
+    diff = torch.full((10, 10), 0.1)
+    diff[:8] = 1.0
+    assert not threshold_map(diff, 3.0, 0.5).any()
+    from unsample.editing.masks import otsu_map
+
+    assert torch.equal(otsu_map(diff), diff > 0.5)
+
+
+def test_smoothing_averages_the_map_before_thresholding() -> None:
+    w = torch.zeros(1, 1, 6, 6)
+    w[..., :, :3] = 1.0  # the left half reacts to the prompt, in a 0/1 stripe pattern below
+    w[..., 1::2, :3] = 0.2
+    model = lambda x, t, cond: cond.scale.view(-1, 1, 1, 1) * w * torch.ones_like(x)  # noqa: E731
+    den = Denoiser(model, _schedule(), _Cond(torch.tensor([0.0, 1.0])))
+    latent = torch.zeros(1, 1, 6, 6)
+    plain = noise_mask(den, latent, NoiseMaskConfig(rule="otsu", draws=2))
+    smooth = noise_mask(den, latent, NoiseMaskConfig(rule="otsu", draws=2, smooth=1))
+    assert plain[0::2, :3].all() and not plain[1::2].any()  # the stripes split the region
+    assert smooth[:, :2].all() and not smooth[:, 4:].any()  # averaged, the region is whole
+    with pytest.raises(ValueError, match="smooth"):
+        NoiseMaskConfig(smooth=-1)

@@ -552,6 +552,7 @@ def bench_edit(
     mask_dilate: Annotated[int, typer.Option("--mask-dilate", min=0, help="Grow every mask by this many latent cells.")] = 0,
     blend_start: Annotated[float, typer.Option("--blend-start", min=0.0, max=1.0, help="Step fraction from which masked blending acts.")] = 0.0,
     mask_rule: Annotated[str, typer.Option("--mask-rule", help="Noise mask threshold: diffedit|otsu.")] = "diffedit",
+    mask_smooth: Annotated[int, typer.Option("--mask-smooth", min=0, help="Noise mask smoothing radius (latent cells).")] = 0,
     robustness: Annotated[bool, typer.Option("--robustness", help="Run the pairs under every robustness variant (off-distribution images).")] = False,
     variants: Annotated[str, typer.Option("--variants", help="Robustness variants (default all): stripe-angle,stripe-width,off-palette,noise,blur,jpeg")] = "",
     pairs: Annotated[int, typer.Option("--pairs", min=1)] = 50,
@@ -598,6 +599,7 @@ def bench_edit(
         raise UserError("--robustness perturbs the shapes pairs; it does not apply to --images/--prompts")
     bench = EditBench(
         methods=("ddim",) if quick else names, controls=ctrl, masks=mask_names, mask_dilate=mask_dilate, mask_rule=mask_rule,
+        mask_smooth=mask_smooth,
         blend_start=blend_start, robustness=robustness, variants=variant_names,
         pairs=8 if quick else pairs, kinds=_csv(kinds, str),
         steps=20 if quick else steps, inversion_guidance=inversion_guidance, edit_guidance=edit_guidance,

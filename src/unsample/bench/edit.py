@@ -40,6 +40,8 @@ class EditBench:
     masks: tuple[str, ...] = ("none",)
     mask_rule: str = "diffedit"
     """The noise mask's threshold rule (`unsample.editing.masks.NoiseMaskConfig.rule`)."""
+    mask_smooth: int = 0
+    """The noise mask's smoothing radius in latent cells (`NoiseMaskConfig.smooth`)."""
     mask_dilate: int = 0
     blend_start: float = 0.0
     robustness: bool = False
@@ -207,7 +209,7 @@ def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -
                         control=c["control"], blend_words=case.blend_words if mask in ("attention", "intersect") else (),
                         cross_steps=bench.cross_steps, self_steps=bench.self_steps, direct=bool(c.get("direct")),
                         mask=spec, mask_dilate=bench.mask_dilate, blend_start=bench.blend_start, output="result",
-                        noise_mask=NoiseMaskConfig(rule=bench.mask_rule),
+                        noise_mask=NoiseMaskConfig(rule=bench.mask_rule, smooth=bench.mask_smooth),
                     )
                     seconds = time.perf_counter() - t
                     edited = decoded_uint8(model, res.latent)
@@ -333,7 +335,7 @@ def write_report(result: dict[str, Any], bench: EditBench, out: Path, command: s
            f"({'from ' + str(bench.prompts_file) if bench.prompts_file else 'held-out shapes edit pairs'}" \
            f"{', robustness variants' if bench.robustness else ''}); " \
            f"inversion guidance {bench.inversion_cfg:g}, edit guidance {bench.edit_guidance:g}, {bench.steps} steps, " \
-           f"noise-mask rule {bench.mask_rule}, mask dilation {bench.mask_dilate}, blend start {bench.blend_start:g}.\n\n"
+           f"noise-mask rule {bench.mask_rule} (smoothing {bench.mask_smooth}), mask dilation {bench.mask_dilate}, blend start {bench.blend_start:g}.\n\n"
     for set_ in sets:
         body += f"## {set_}: all kinds\n\n" + report_table(result["summary"], "all", set_)
         for kind in kinds:

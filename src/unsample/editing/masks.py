@@ -14,7 +14,8 @@ Sources (`MASK_SOURCES`), each usable alone, all needing only the Denoiser's inp
   The rule cannot select more than 1 / (r tau) of the image (2/3 with the defaults: a cell is kept
   when D > r tau mean(D)), so an edit of a large region (the background) gets too small a mask;
   ``rule="otsu"`` thresholds D at Otsu's split instead (scikit-image's ``threshold_otsu``), which
-  picks the high-difference class whatever its size.
+  picks the high-difference class whatever its size. ``smooth`` = r averages D over (2r + 1)^2
+  cells first, so a textured region (stripes, dots) does not split into its light and dark parts.
 - ``attention``: the cross-attention maps of the words that differ between the prompts
   (prompt-to-prompt's local blend, `unsample.editing.attention`); it evolves during sampling, so
   it is computed by the editing loop, not here.
@@ -52,10 +53,14 @@ class NoiseMaskConfig:
     seed: int = 0
     rule: str = "diffedit"
     """"diffedit" (clamp at ratio x mean, threshold) or "otsu" (Otsu's threshold on the map)."""
+    smooth: int = 0
+    """Box-filter radius in latent cells applied to the map before thresholding (0 = none)."""
 
     def __post_init__(self) -> None:
         if self.rule not in ("diffedit", "otsu"):
             raise ValueError(f"mask rule={self.rule!r} is not diffedit or otsu")
+        if not isinstance(self.smooth, int) or self.smooth < 0:
+            raise ValueError(f"mask smooth={self.smooth} must be a whole number of latent cells >= 0")
         if not (math.isfinite(self.strength) and 0.0 < self.strength < 1.0):
             raise ValueError(f"mask strength={self.strength} must be a fraction in (0, 1) (DiffEdit: 0.5)")
         if not isinstance(self.draws, int) or self.draws < 1:
@@ -121,6 +126,9 @@ def otsu_map(diff: torch.Tensor) -> torch.Tensor:
 def noise_mask(denoiser: Any, latent: torch.Tensor, config: NoiseMaskConfig = NoiseMaskConfig()) -> torch.Tensor:
     """DiffEdit's mask [H, W] (bool) at latent resolution: True where the edit may change."""
     diff = noise_map(denoiser, latent, config)
+    if config.smooth:
+        r = config.smooth
+        diff = F.avg_pool2d(diff[None, None], 2 * r + 1, stride=1, padding=r, count_include_pad=False)[0, 0]
     if config.rule == "otsu":
         return otsu_map(diff)
     return threshold_map(diff, config.ratio, config.threshold)
