@@ -270,7 +270,7 @@ def edit(
     no mask) confines the change: outside it, after every step from fraction ``blend_start``, the
     edit takes the inverted trajectory's state, so the background ends as the image latent itself.
     "noise" is DiffEdit's mask from the noise predictions of the two prompts (``noise_mask`` holds
-    its knobs), "attention" the cross-attention maps of ``blend_words`` (default: the words that
+    its knobs; default: DiffEdit's with ``unsample.defaults.EDIT_MASK_RULE`` / ``EDIT_MASK_SMOOTH``), "attention" the cross-attention maps of ``blend_words`` (default: the words that
     differ between the prompts), "intersect" both, or a user mask (PNG path, PIL image, array);
     ``mask_dilate`` grows it by latent cells. A noise or user mask needs one branch only.
 
@@ -317,7 +317,7 @@ def edit(
             den.cond.cat(model.encode_prompt(prompt)),
             uncond=den.uncond.cat(den.uncond) if den.uncond is not None else None,
         )
-        settings = noise_mask or NoiseMaskConfig()
+        settings = noise_mask or NoiseMaskConfig(rule=defaults.EDIT_MASK_RULE, smooth=defaults.EDIT_MASK_SMOOTH)
         with torch.no_grad():
             fixed = diffedit_mask(den, inversion.image_latent.to(model.device), settings)
         mask_nfe = 2 * settings.draws * (2 if den.guided else 1)

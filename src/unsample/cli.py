@@ -237,6 +237,8 @@ def edit(
     mask_dilate: Annotated[int, typer.Option("--mask-dilate", min=0, help="Grow the mask by this many latent cells.")] = 0,
     blend_start: Annotated[float, typer.Option("--blend-start", min=0.0, max=1.0,
                                                help="Step fraction from which the mask acts (0 = every step).")] = 0.0,
+    mask_rule: Annotated[str, typer.Option("--mask-rule", help="Noise mask threshold: otsu|diffedit (DiffEdit's 1.5 x mean).")] = edit_defaults.EDIT_MASK_RULE,
+    mask_smooth: Annotated[int, typer.Option("--mask-smooth", min=0, help="Noise mask smoothing radius, latent cells.")] = edit_defaults.EDIT_MASK_SMOOTH,
     allow_unknown_words: Annotated[bool, typer.Option(
         "--allow-unknown-words", help="Edit even if a prompt has words the model's tokenizer does not know.")] = False,
     option: Annotated[list[str] | None, typer.Option("--option", help="Method option KEY=VALUE when SOURCE is an image.")] = None,
@@ -264,6 +266,9 @@ def edit(
 
     if mask is None:
         mask = "attention" if words else DEFAULT_MASK
+    from unsample.editing.masks import NoiseMaskConfig
+
+    noise_settings = NoiseMaskConfig(rule=mask_rule, smooth=mask_smooth, seed=seed)
     if mask not in MASK_SOURCES:
         if not Path(mask).is_file():
             raise UserError(f"--mask {mask!r} is not one of {', '.join(MASK_SOURCES)} nor an existing image file")
@@ -295,8 +300,8 @@ def edit(
         sample = unsample.edit(
             m, inv, target, start_step=start_step, guidance=guidance, negative_prompt=negative_prompt,
             source_prompt=source_prompt, control=control, blend_words=words, reweight=weights or None,
-            cross_steps=cross_steps, self_steps=self_steps, direct=direct, mask=mask,
-            mask_dilate=mask_dilate, blend_start=blend_start, output="result", progress=not quiet,
+            cross_steps=cross_steps, self_steps=self_steps, direct=direct, mask=mask, mask_dilate=mask_dilate,
+            blend_start=blend_start, noise_mask=noise_settings, output="result", progress=not quiet,
         )
     image = tensor_to_pil(m.decode_latent(sample.latent.float()))
     record = {
@@ -305,6 +310,7 @@ def edit(
         "control": control, "blend_words": list(words), "reweight": weights, "cross_steps": cross_steps,
         "self_steps": self_steps, "direct": direct, "mask": sample.mask_source if sample.mask_source != "user" else mask,
         "mask_dilate": mask_dilate, "blend_start": blend_start, "mask_nfe": sample.mask_nfe,
+        "mask_rule": mask_rule, "mask_smooth": mask_smooth,
         "mask_area": None if sample.mask is None else round(float(sample.mask.float().mean()), 4),
         **_inversion_record(inv),
     }
@@ -357,7 +363,7 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's images.")] = Path("out/demo"),
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    method: Annotated[str, typer.Option("--method")] = "ddim",
+    method: Annotated[str | None, typer.Option("--method", help="Inversion method (default: the edit default).")] = None,
     steps: Annotated[int, typer.Option("--steps", min=1)] = 50,
 ) -> None:
     """Invert, reconstruct and edit a built-in scene on the embedded model; write PNGs into --out."""

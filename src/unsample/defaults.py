@@ -13,5 +13,10 @@ EDIT_GUIDANCE = 5.0
 """CFG of the edit: a text-guided edit needs guidance (at 1 the target prompt barely acts)."""
 EDIT_MASK = "noise"
 """DiffEdit's mask from the two prompts' noise predictions; outside it the edit keeps the inversion."""
+EDIT_MASK_RULE = "otsu"
+"""How the noise map is thresholded: Otsu's split rather than DiffEdit's 1.5 x mean, which cannot
+select a region larger than 2/3 of the image (a background edit)."""
+EDIT_MASK_SMOOTH = 1
+"""Radius (latent cells) of the box filter applied to the noise map first, so textures stay whole."""
 EDIT_START_FRACTION = 0.0
 """Where sampling resumes, as a fraction of the steps (0 = from the inverted noise)."""

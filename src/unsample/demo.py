@@ -1,8 +1,9 @@
 """``unsample demo``: invert a built-in shapes-world scene, reconstruct it and edit it.
 
 On the embedded model (the default) the whole run takes seconds on a CPU. The source is
-inverted with DDIM at guidance 1 (50 steps); the edit swaps "red" for "green" with
-prompt-to-prompt word swap and a local blend on "circle" at guidance 3. If the embedded
+inverted and edited with `unsample edit`'s defaults (`unsample.defaults`: method, inversion and
+edit guidance, the noise mask; 50 steps): the edit swaps "red" for "green" and keeps the inverted
+trajectory outside the mask, which the sheet shows as an overlay. If the embedded
 weights are not installed yet, the demo says so and runs the same code path on a tiny
 randomly initialised SD-architecture pipeline built from configs (its pictures are noise:
 it shows the plumbing, not the quality).
@@ -74,18 +75,28 @@ def run_demo(
     *,
     model: str | None = None,
     device: str = "auto",
-    method: str = "ddim",
+    method: str | None = None,
     steps: int = 50,
-    guidance: float = 1.0,
-    edit_guidance: float | None = 3.0,
+    guidance: float | None = None,
+    edit_guidance: float | None = None,
     start_step: int = 0,
-    control: str = "replace",
-    blend_words: tuple[str, ...] = ("circle",),
+    control: str = "none",
+    mask: str | None = None,
     seed: int = 0,
 ) -> DemoResult:
-    """Render, invert, reconstruct and edit the demo scene; write PNGs, a sheet and a JSON record."""
+    """Render, invert, reconstruct and edit the demo scene; write PNGs, a sheet and a JSON record.
+
+    ``method``, ``guidance`` (inversion), ``edit_guidance`` and ``mask`` default to `unsample.defaults`.
+    """
     import unsample
+    from unsample import defaults
+    from unsample.editing.masks import overlay
     from unsample.images import tensor_to_pil
+
+    method = defaults.EDIT_METHOD if method is None else method
+    guidance = defaults.INVERSION_GUIDANCE if guidance is None else guidance
+    edit_guidance = defaults.EDIT_GUIDANCE if edit_guidance is None else edit_guidance
+    mask = defaults.EDIT_MASK if mask is None else mask
     from unsample.shapes import parse_caption, render, scene_from_spec
 
     begin = time.perf_counter()
@@ -96,7 +107,7 @@ def run_demo(
     inv = unsample.invert(m, source, SOURCE_CAPTION, method=method, steps=steps, guidance=guidance, seed=seed)
     recon = unsample.reconstruct(m, inv, output="result")
     edit = unsample.edit(m, inv, TARGET_CAPTION, start_step=start_step, guidance=edit_guidance, control=control,
-                         blend_words=blend_words, output="result")
+                         mask=mask, output="result")
     floor = tensor_to_pil(m.decode_latent(inv.image_latent))
     recon_img = tensor_to_pil(m.decode_latent(recon.latent.float()))
     edit_img = tensor_to_pil(m.decode_latent(edit.latent.float()))
@@ -106,15 +117,21 @@ def run_demo(
         "source": out / "source.png",
         "reconstruction": out / "reconstruction.png",
         "edit": out / "edit.png",
+        "mask": out / "edit.mask.png",
         "sheet": out / "side_by_side.png",
         "record": out / "demo.json",
     }
     source.save(files["source"])
     recon_img.save(files["reconstruction"])
     edit_img.save(files["edit"])
-    side_by_side(
-        [("source", source), (f"reconstruction {psnr:.1f} dB", recon_img), ("edit: green circle", edit_img)]
-    ).save(files["sheet"])
+    panels = [("source", source), (f"reconstruction {psnr:.1f} dB", recon_img), ("edit: green circle", edit_img)]
+    if edit.mask is not None:
+        mask_img = overlay(floor, edit.mask, min_side=1)
+        mask_img.save(files["mask"])
+        panels.append((f"mask ({edit.mask_source})", mask_img))
+    else:
+        del files["mask"]
+    side_by_side(panels).save(files["sheet"])
     seconds = time.perf_counter() - begin
     record = {
         "model": label,
@@ -126,10 +143,11 @@ def run_demo(
         "edit_guidance": edit.guidance,
         "start_step": start_step,
         "control": control,
-        "blend_words": list(blend_words),
+        "mask": edit.mask_source,
+        "mask_area": None if edit.mask is None else round(float(edit.mask.float().mean()), 4),
         "psnr_reconstruction_db": round(psnr, 3),
         "psnr_vae_floor_db": round(floor_psnr, 3),
-        "nfe": {"invert": inv.nfe, "reconstruct": recon.nfe, "edit": edit.nfe},
+        "nfe": {"invert": inv.nfe, "reconstruct": recon.nfe, "edit": edit.network_evaluations},
         "seconds": {"invert": round(inv.seconds, 3), "reconstruct": round(recon.seconds, 3),
                     "edit": round(edit.seconds, 3), "total": round(seconds, 3)},
     }

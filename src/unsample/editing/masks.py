@@ -190,11 +190,20 @@ def user_mask(
     raise ValueError(f"a mask of shape {arr.shape} fits neither the image {image_hw} nor the latent {latent_hw}")
 
 
-def overlay(image: Any, mask: torch.Tensor, color: tuple[int, int, int] = (255, 40, 40), alpha: float = 0.45) -> Any:
-    """The image (PIL) with the mask's cells tinted: what the edit was allowed to change."""
+def overlay(
+    image: Any, mask: torch.Tensor, color: tuple[int, int, int] = (255, 40, 40), alpha: float = 0.45, min_side: int = 256
+) -> Any:
+    """The image (PIL) with the mask's cells tinted: what the edit was allowed to change.
+
+    Small images are enlarged (nearest neighbour) to at least ``min_side`` pixels so the cells show.
+    """
     from PIL import Image
 
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
+    image = image.convert("RGB")
+    scale = max(1, -(-min_side // min(image.size)))
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    rgb = np.asarray(image, dtype=np.float32)
     h, w = rgb.shape[:2]
     m = Image.fromarray(mask.cpu().numpy().astype(np.uint8) * 255).resize((w, h), Image.Resampling.NEAREST)
     sel = (np.asarray(m) > 0)[..., None]
