@@ -133,3 +133,15 @@ def test_cli_edit_with_a_user_mask_png(tiny_pipeline_dir: Path, tiny_image, tmp_
                                        "--prompt", "a green cat", "--mask", str(tmp_path / "nope.png"),
                                        "--model", str(tiny_pipeline_dir)])
     assert missing.exit_code == 2 and "nope.png" in missing.output
+
+
+def test_demo_runs_the_edit_defaults_and_shows_the_mask(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
+    from unsample import defaults
+    from unsample.demo import run_demo
+
+    res = run_demo(tmp_path / "demo", model=str(tiny_pipeline_dir), device="cpu", steps=3)
+    record = json.loads(res.files["record"].read_text())
+    assert record["method"] == defaults.EDIT_METHOD and record["mask"] == defaults.EDIT_MASK
+    assert record["edit_guidance"] == defaults.EDIT_GUIDANCE and record["guidance"] == defaults.INVERSION_GUIDANCE
+    for name in ("source", "reconstruction", "edit", "mask", "sheet"):
+        assert res.files[name].stat().st_size > 0, name

@@ -18,7 +18,19 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("method", ["edict", "bdia"])
 @pytest.mark.parametrize("steps", [49, 50])
 def test_exact_in_float64_at_guidance_7(tiny_model, tiny_image, method: str, steps: int) -> None:
-    inv = unsample.invert(tiny_model, tiny_image, "a red cat", method=method, steps=steps, guidance=7.0, precision="float64")
+    # EDICT at the paper's p = 0.93: its inverted states grow slowly enough for float64 at 50 steps
+    # even on the random tiny UNet (the default p = 0.8 is checked at fewer steps below)
+    opts = {"p": 0.93} if method == "edict" else {}
+    inv = unsample.invert(tiny_model, tiny_image, "a red cat", method=method, steps=steps, guidance=7.0,
+                          precision="float64", **opts)
+    rec = unsample.reconstruct(tiny_model, inv, output="latent")
+    assert _rel(rec, inv.image_latent) <= 1e-8
+
+
+@pytest.mark.parametrize("steps", [19, 20])
+def test_edict_default_is_exact_at_guidance_7(tiny_model, tiny_image, steps: int) -> None:
+    inv = unsample.invert(tiny_model, tiny_image, "a red cat", method="edict", steps=steps, guidance=7.0)
+    assert inv.options["p"] == 0.8 and inv.options["precision"] == "float64"
     rec = unsample.reconstruct(tiny_model, inv, output="latent")
     assert _rel(rec, inv.image_latent) <= 1e-8
 
@@ -28,7 +40,8 @@ def test_float32_round_trip_beats_ddim_by_far(tiny_model, tiny_image) -> None:
     the chains swell to ~100x the image latent, so that rounding is visible, but DDIM is far worse."""
     errors = {}
     for method in ("ddim", "edict", "bdia"):
-        inv = unsample.invert(tiny_model, tiny_image, "a red cat", method=method, steps=50, guidance=7.0)
+        opts = {"p": 0.93, "precision": "float32"} if method == "edict" else {}
+        inv = unsample.invert(tiny_model, tiny_image, "a red cat", method=method, steps=50, guidance=7.0, **opts)
         errors[method] = _rel(unsample.reconstruct(tiny_model, inv, output="latent"), inv.image_latent)
     assert errors["edict"] < errors["ddim"] / 5 and errors["bdia"] < errors["ddim"] / 5, errors
 
@@ -77,15 +90,19 @@ def test_fixed_point_reports_residuals_and_skips(tiny_model, tiny_image) -> None
     assert inv.nfe == 2 * (10 + sum(inv.stats["iterations"]))
 
 
-def test_edict_warns_when_float32_cannot_hold_its_inverted_chains(tiny_model, tiny_image) -> None:
-    """Undoing the mixing layers grows the chains ~(1/p)^2 per step: at 200 float32 steps the image
-    is lost in rounding, so EDICT says so."""
+def test_edict_warns_when_its_dtype_cannot_hold_its_inverted_chains(tiny_model, tiny_image) -> None:
+    """Undoing the mixing layers grows the chains faster than (1/p) per step: at 200 float32 steps
+    with the paper's p = 0.93, or 200 float64 steps with the default p = 0.8, the image is lost in
+    rounding, so EDICT says so and names the remedy that applies."""
     with pytest.warns(RuntimeWarning, match="precision='float64'"):
-        inv = unsample.invert(tiny_model, tiny_image, "a cat", method="edict", steps=200, guidance=1.0)
+        inv = unsample.invert(tiny_model, tiny_image, "a cat", method="edict", steps=200, guidance=1.0,
+                              p=0.93, precision="float32")
     assert float(inv.trajectory[0].abs().max()) * torch.finfo(torch.float32).eps > 1e-3
+    with pytest.warns(RuntimeWarning, match="p closer to 1 than 0.8"):
+        unsample.invert(tiny_model, tiny_image, "a cat", method="edict", steps=200, guidance=1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        unsample.invert(tiny_model, tiny_image, "a cat", method="edict", steps=200, guidance=1.0, precision="float64")
+        unsample.invert(tiny_model, tiny_image, "a cat", method="edict", steps=200, guidance=1.0, p=0.93)
         unsample.invert(tiny_model, tiny_image, "a cat", method="edict", steps=50, guidance=1.0)
 
 

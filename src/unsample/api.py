@@ -291,7 +291,9 @@ def edit(
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("edit needs the target prompt (a non-empty string); to replay the source use reconstruct()")
     _check_guidance(guidance, "guidance", allow_none=True)
-    check_prompt_words(model, prompt)
+    for text in (prompt, source_prompt):
+        if text is not None:
+            check_prompt_words(model, text)
     inversion.check_model(model)
     source = inversion.prompt if source_prompt is None else source_prompt
     if mask is None:

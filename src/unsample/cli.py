@@ -219,7 +219,7 @@ def edit(
     target_prompt: Annotated[str | None, typer.Option("--target-prompt")] = None,
     source_prompt: Annotated[str | None, typer.Option("--source-prompt", help="Describes the source (default: the inversion's prompt).")] = None,
     method: Annotated[str, typer.Option("--method", help="Inversion method when SOURCE is an image.")] = edit_defaults.EDIT_METHOD,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Steps when SOURCE is an image.")] = 50,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Steps when SOURCE is an image.")] = edit_defaults.EDIT_STEPS,
     inversion_guidance: Annotated[float | None, typer.Option(
         "--inversion-guidance", help=f"CFG of the inversion when SOURCE is an image (default {DEFAULT_INVERSION_GUIDANCE:g}).")] = None,
     start_step: Annotated[int, typer.Option("--start-step", min=0, help="Resume sampling at this step (0 = from the noise).")] = 0,
@@ -364,7 +364,7 @@ def demo(
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     method: Annotated[str | None, typer.Option("--method", help="Inversion method (default: the edit default).")] = None,
-    steps: Annotated[int, typer.Option("--steps", min=1)] = 50,
+    steps: Annotated[int | None, typer.Option("--steps", min=1, help="Steps (default: the edit default).")] = None,
 ) -> None:
     """Invert, reconstruct and edit a built-in scene on the embedded model; write PNGs into --out."""
     _quiet_libraries()

@@ -5,8 +5,11 @@ method, guidance, mask and start step at no more than 1.5x the network evaluatio
 DDIM prompt swap.
 """
 
-EDIT_METHOD = "ddim"
-"""Inversion method when an image is edited directly."""
+EDIT_METHOD = "edict"
+"""Inversion method when an image is edited directly (exact, so the edit starts from the image's own noise)."""
+EDIT_STEPS = 36
+"""Steps when an image is edited directly: EDICT's 2 evaluations per step at 36 steps, with the mask,
+cost 256 network evaluations (145 batched calls), within 1.5x a 50-step DDIM prompt swap's 200 (100)."""
 INVERSION_GUIDANCE = 1.0
 """CFG of the inversion: unguided inversion drifts least and leaves the least image structure in the noise."""
 EDIT_GUIDANCE = 5.0

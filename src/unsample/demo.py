@@ -76,7 +76,7 @@ def run_demo(
     model: str | None = None,
     device: str = "auto",
     method: str | None = None,
-    steps: int = 50,
+    steps: int | None = None,
     guidance: float | None = None,
     edit_guidance: float | None = None,
     start_step: int = 0,
@@ -86,7 +86,7 @@ def run_demo(
 ) -> DemoResult:
     """Render, invert, reconstruct and edit the demo scene; write PNGs, a sheet and a JSON record.
 
-    ``method``, ``guidance`` (inversion), ``edit_guidance`` and ``mask`` default to `unsample.defaults`.
+    ``method``, ``steps``, ``guidance`` (inversion), ``edit_guidance`` and ``mask`` default to `unsample.defaults`.
     """
     import unsample
     from unsample import defaults
@@ -94,6 +94,7 @@ def run_demo(
     from unsample.images import tensor_to_pil
 
     method = defaults.EDIT_METHOD if method is None else method
+    steps = defaults.EDIT_STEPS if steps is None else steps
     guidance = defaults.INVERSION_GUIDANCE if guidance is None else guidance
     edit_guidance = defaults.EDIT_GUIDANCE if edit_guidance is None else edit_guidance
     mask = defaults.EDIT_MASK if mask is None else mask

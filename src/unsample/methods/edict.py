@@ -118,7 +118,7 @@ def invert(
         ys.append(y)
         if callback is not None:
             callback(len(grid) - 1 - i, x)
-    _warn_if_unresolvable(torch.maximum(x.abs().max(), y.abs().max()), x.dtype)
+    _warn_if_unresolvable(torch.maximum(x.abs().max(), y.abs().max()), x.dtype, config.p)
     return MethodOutput(trajectory=torch.stack(xs[::-1]), extras={"y": torch.stack(ys[::-1])})
 
 
@@ -126,19 +126,24 @@ STATE_RESOLUTION = 1e-3
 """Finest latent detail (latents have unit std) the inverted chains must still resolve."""
 
 
-def _warn_if_unresolvable(peak: torch.Tensor, dtype: torch.dtype) -> None:
+def _warn_if_unresolvable(peak: torch.Tensor, dtype: torch.dtype, p: float) -> None:
     """Warn when the inverted chains grew so large that ``dtype`` cannot hold the image in them.
 
-    Undoing a mixing layer divides by p, so the difference between the chains grows about
-    (1/p)^2 per step; at ~200 float32 steps the states reach ~1e8 and rounding at that size
-    erases the image.
+    Undoing a mixing layer divides by p, so the inverted states grow by more than 1/p per step
+    (faster under guidance): with p = 0.8 in float64 they pass ~1e12 after 50-100 steps, with
+    p = 0.93 in float32 after ~150, and rounding at that size erases the image.
     """
     resolution = float(peak) * torch.finfo(dtype).eps
-    if resolution > STATE_RESOLUTION:
+    if not resolution <= STATE_RESOLUTION:  # NaN or inf (states overflowed) count as unresolvable
+        remedy = (
+            "invert in precision='float64' (CLI: --option precision=float64), with fewer steps, or with p closer to 1"
+            if dtype != torch.float64
+            else f"invert with fewer steps or with p closer to 1 than {p:g} (e.g. --option p=0.93, the paper's, "
+            "which edits less reliably under guidance)"
+        )
         warnings.warn(
             f"EDICT's inverted chains reached |x| = {float(peak):.1e}: {dtype} keeps only ~{resolution:.0e} of "
-            f"detail there, so sampling will not return the image; invert in precision='float64' "
-            f"(CLI: --option precision=float64) or with fewer steps",
+            f"detail there, so sampling will not return the image; {remedy}",
             RuntimeWarning,
             stacklevel=3,
         )
