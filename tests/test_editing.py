@@ -89,6 +89,7 @@ def test_cli_edit_from_an_image_with_p2p_options(tiny_pipeline_dir: Path, tiny_i
     r = CliRunner().invoke(app, [
         "edit", str(src), "-o", str(out), "--source-prompt", "a red cat", "--target-prompt", "a green cat",
         "--steps", "4", "--guidance", "2", "--control", "replace", "--blend-words", "cat", "--reweight", "green=2",
+        "--method", "ddim",
         "--direct", "--model", str(tiny_pipeline_dir), "--device", "cpu", "--quiet",
     ], catch_exceptions=False)
     assert r.exit_code == 0, r.output

@@ -28,11 +28,12 @@ def test_invert_contract(tiny_model, tiny_image, tmp_path: Path, method: str, gu
     inv = unsample.invert(tiny_model, tiny_image, "a red cat", method=method, steps=steps, guidance=guidance, seed=3)
     latent_shape = inv.image_latent.shape
     assert inv.trajectory.shape == (steps + 1, *latent_shape)
-    assert inv.trajectory.dtype == torch.float32 and inv.image_latent.dtype == torch.float32
+    working = torch.float64 if get_method(method).config().precision == "float64" else torch.float32  # EDICT's default
+    assert inv.trajectory.dtype == working and inv.image_latent.dtype == torch.float32
     # negative-prompt inversion inverts without guidance by design (guidance applies to its replay only)
     guided_inversion = guidance != 1.0 and method not in UNGUIDED_INVERSION
     assert inv.nfe >= steps * (2 if guided_inversion else 1) and inv.model_calls >= steps
-    assert inv.seconds > 0 and inv.method == method and inv.options["precision"] == "float32"
+    assert inv.seconds > 0 and inv.method == method and inv.options["precision"] == str(working).removeprefix("torch.")
     # determinism for a fixed seed
     again = unsample.invert(tiny_model, tiny_image, "a red cat", method=method, steps=steps, guidance=guidance, seed=3)
     assert torch.equal(again.trajectory, inv.trajectory)
