@@ -191,7 +191,7 @@ def user_mask(
 
 
 def overlay(
-    image: Any, mask: torch.Tensor, color: tuple[int, int, int] = (255, 40, 40), alpha: float = 0.45, min_side: int = 256
+    image: Any, mask: torch.Tensor, color: tuple[int, int, int] = (255, 230, 0), alpha: float = 0.5, min_side: int = 256
 ) -> Any:
     """The image (PIL) with the mask's cells tinted: what the edit was allowed to change.
 
