@@ -68,3 +68,48 @@ def test_train_embedded_refuses_a_folder_without_a_trained_model(tmp_path: Path)
     assert r.exit_code == 2
     assert "no training.json in" in r.output and len(r.output.strip().splitlines()) == 1, r.output
     assert not out.exists()  # nothing written for a refused start
+
+
+def test_output_and_report_paths_are_checked_before_any_work(tiny_pipeline_dir: Path, tiny_image, tmp_path: Path) -> None:
+    src = tmp_path / "in.png"
+    tiny_image.save(src)
+    folder = tmp_path / "out.png"
+    folder.mkdir()
+    r = CliRunner().invoke(app, ["invert", str(src), "-o", str(tmp_path / "x.safetensors"), "--model", str(tiny_pipeline_dir),
+                                 "--steps", "1", "--quiet"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["reconstruct", str(tmp_path / "x.safetensors"), "-o", str(folder), "--model", str(tiny_pipeline_dir)])
+    assert r.exit_code == 2 and "is a folder" in r.output and len(r.output.strip().splitlines()) == 1
+    a_file = tmp_path / "report"
+    a_file.write_text("keep me")
+    r = CliRunner().invoke(app, ["bench", "edit", "--out", str(a_file), "--pairs", "1", "--steps", "1", "--model", str(tiny_pipeline_dir)])
+    assert r.exit_code == 2 and "is a file" in r.output and a_file.read_text() == "keep me"
+    r = CliRunner().invoke(app, ["bench", "edit", "--out", str(tmp_path / "rep"), "--edit-guidance", "nan", "--pairs", "1",
+                                 "--model", str(tiny_pipeline_dir)])
+    assert r.exit_code == 2 and "guidance" in r.output and not (tmp_path / "rep").exists()
+    r = CliRunner().invoke(app, ["invert", str(tmp_path), "-o", str(tmp_path / "y.safetensors"), "--model", str(tiny_pipeline_dir)])
+    assert r.exit_code == 2 and "is a folder, not an image" in r.output
+
+
+def test_os_errors_on_writing_are_one_line(tiny_pipeline_dir: Path, tiny_image, tmp_path: Path) -> None:
+    """/sys refuses new files even to root: the write fails with PermissionError after the inversion."""
+    import tempfile
+
+    import pytest
+
+    try:
+        fd, probe = tempfile.mkstemp(dir="/sys")
+    except OSError:
+        pass
+    else:  # pragma: no cover - a machine where /sys is writable
+        import os
+
+        os.close(fd)
+        os.unlink(probe)
+        pytest.skip("/sys is writable here")
+    src = tmp_path / "in.png"
+    tiny_image.save(src)
+    r = CliRunner().invoke(app, ["invert", str(src), "-o", "/sys/x.safetensors", "--model", str(tiny_pipeline_dir),
+                                 "--steps", "1", "--quiet"])
+    assert r.exit_code == 2 and r.output.startswith("error:") and len(r.output.strip().splitlines()) == 1, r.output
+    assert "Permission denied" in r.output

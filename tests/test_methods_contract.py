@@ -68,3 +68,26 @@ def test_edit_resumes_from_start_step(tiny_model, tiny_image) -> None:
 def test_unknown_option_is_refused(tiny_model, tiny_image) -> None:
     with pytest.raises(ValueError, match="has no option"):
         unsample.invert(tiny_model, tiny_image, "a cat", method="ddim", steps=3, bogus=1)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_float_option_refuses_nan_and_inf(method: str) -> None:
+    from dataclasses import fields
+
+    config = get_method(method).config
+    floats = [f.name for f in fields(config) if isinstance(f.default, float)]
+    for name in floats:
+        for bad in (float("nan"), float("inf")):
+            with pytest.raises(ValueError, match=f"{name}="):
+                config.from_options({name: bad}, method)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1e30, -1.0])
+def test_guidance_must_be_finite_and_in_range(tiny_model, tiny_image, bad: float) -> None:
+    with pytest.raises(ValueError, match="guidance="):
+        unsample.invert(tiny_model, tiny_image, "a red cat", steps=2, guidance=bad)
+    inv = unsample.invert(tiny_model, tiny_image, "a red cat", steps=2)
+    with pytest.raises(ValueError, match="guidance="):
+        unsample.edit(tiny_model, inv, "a green cat", guidance=bad)
+    with pytest.raises(ValueError, match="target prompt"):
+        unsample.edit(tiny_model, inv, None)  # type: ignore[arg-type]

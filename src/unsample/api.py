@@ -28,6 +28,8 @@ from unsample.methods.base import MethodOutput, StepCallback
 from unsample.methods.registry import get_method
 
 Output = Literal["pil", "latent", "result"]
+ImageSource = Any
+"""A path, a PIL image, a numpy array (H x W x 3 uint8 or float in [0, 1]) or a tensor ([3, H, W] in [0, 1])."""
 
 
 @dataclass
@@ -124,7 +126,7 @@ def _progress(enabled: bool, total: int, desc: str) -> Iterator[StepCallback | N
         bar.close()
 
 
-def prepare_image(model: Model, image: str | Path | Image.Image, fit: Fit = "model") -> torch.Tensor:
+def prepare_image(model: Model, image: ImageSource, fit: Fit = "model") -> torch.Tensor:
     """A user image -> [1, 3, H, W] in [0, 1], sized by `unsample.images`' rule."""
     pil = fit_image(load_image(image), model.resolution, model.size_multiple, fit)
     return model.image_to_tensor(pil)
@@ -132,7 +134,7 @@ def prepare_image(model: Model, image: str | Path | Image.Image, fit: Fit = "mod
 
 def invert(
     model: Model,
-    image: str | Path | Image.Image,
+    image: ImageSource,
     prompt: str = "",
     *,
     method: str = "ddim",

@@ -47,6 +47,10 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (ValueError, UserError, FileNotFoundError) as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(code=2) from None
+        except OSError as err:  # a read-only file system, a folder without permission, a full disk
+            where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+            typer.echo(f"error: {err.strerror or err}{where}; check the path, its permissions and the free space", err=True)
+            raise typer.Exit(code=2) from None
 
     return wrapper
 
@@ -77,6 +81,8 @@ def _load(model: str | None, device: str, dtype: str | None) -> Any:
 def _check_output(path: Path, suffix: str) -> None:
     if path.suffix.lower() != suffix:
         raise UserError(f"output {str(path)!r} must end in {suffix}")
+    if path.is_dir():
+        raise UserError(f"output {str(path)!r} is a folder; give a file name ending in {suffix}")
     if not path.parent.resolve().is_dir():
         raise UserError(f"output folder {str(path.parent)!r} does not exist; create it first")
 
@@ -492,6 +498,17 @@ BenchOptionOpt = Annotated[list[str] | None, typer.Option(
     "--option", help="METHOD:KEY=VALUE for one method, repeatable (e.g. edict:precision=float64).")]
 
 
+def _check_report_folder(out: Path) -> None:
+    """A bench's report folder must be a folder (or not exist yet) and writable, checked before the run."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {str(out)!r} is a file; give a folder for the report")
+    parent = out if out.exists() else out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"--out {str(out)!r} cannot be written ({str(parent)!r} is not writable)")
+
+
 def _bench_options(pairs: list[str] | None, methods: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """``["edict:precision=float64"]`` -> ``{"edict": {"precision": "float64"}}``, checked per method."""
     from unsample.methods.options import parse_options
@@ -540,6 +557,7 @@ def bench_reconstruction(
         prompts_file=str(prompts) if prompts else None,
         options=_bench_options(option, names),
     )
+    _check_report_folder(out)
     m = _load(model, device, dtype)
     result = run(m, bench)
     command = "unsample " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("unsample") else "unsample bench reconstruction"
@@ -612,6 +630,9 @@ def bench_edit(
         start_step=start_step, seed=seed, images_dir=str(images) if images else None,
         prompts_file=str(prompts) if prompts else None, options=_bench_options(option, names),
     )
+    _check_report_folder(out)
+    if not (0 <= edit_guidance <= 100) or (inversion_guidance is not None and not 0 <= inversion_guidance <= 100):
+        raise UserError("--edit-guidance and --inversion-guidance must be finite numbers in [0, 100]")
     m = _load(model, device, dtype)
     result = run(m, bench)
     command = "unsample " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("unsample") else "unsample bench edit"

@@ -46,6 +46,12 @@ class MethodConfig:
     def __post_init__(self) -> None:
         if self.precision not in ("float32", "float64"):
             raise ValueError(f"precision={self.precision!r} is not supported; use float32 or float64")
+        import math
+
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name}={value} must be a finite number")
 
     @classmethod
     def from_options(cls, options: dict[str, Any], method: str) -> MethodConfig:
