@@ -73,3 +73,55 @@ def test_save_refuses_bad_paths(inversion: Inversion, tmp_path: Path) -> None:
         inversion.save(tmp_path / "inv.pt")
     with pytest.raises(ValueError, match="does not exist"):
         inversion.save(tmp_path / "nope" / "inv.safetensors")
+
+
+def _rewrite(path: Path, change) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        header = json.loads(f.metadata()["unsample"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    header, tensors = change(header, tensors)
+    save_file(tensors, str(path), metadata={"unsample": json.dumps(header)})
+
+
+def test_edited_metadata_is_caught_by_the_digest(inversion: Inversion, tmp_path: Path) -> None:
+    path = inversion.save(tmp_path / "inv.safetensors")
+    _rewrite(path, lambda h, t: ({**h, "prompt": "a dog"}, t))
+    with pytest.raises(ValueError, match="tensors or metadata do not match"):
+        Inversion.load(path)
+
+
+def _redigest(header: dict, tensors: dict) -> dict:
+    from unsample.inversion import _digest
+
+    meta = {k: v for k, v in header.items() if k != "sha256"}
+    return {**meta, "sha256": _digest(tensors, meta)}
+
+
+def test_wrong_field_types_and_missing_tensors_are_refused(inversion: Inversion, tmp_path: Path) -> None:
+    path = inversion.save(tmp_path / "inv.safetensors")
+    _rewrite(path, lambda h, t: (_redigest({**h, "steps": "five"}, t), t))
+    with pytest.raises(ValueError, match="field 'steps' is str"):
+        Inversion.load(path)
+    path = inversion.save(tmp_path / "inv2.safetensors")
+    _rewrite(path, lambda h, t: (_redigest({**h, "image_size": [64]}, t), t))
+    with pytest.raises(ValueError, match="image_size"):
+        Inversion.load(path)
+    path = inversion.save(tmp_path / "inv3.safetensors")
+
+    def drop(h: dict, t: dict) -> tuple[dict, dict]:
+        t = {k: v for k, v in t.items() if k != "image_latent"}
+        return _redigest(h, t), t
+
+    _rewrite(path, drop)
+    with pytest.raises(ValueError, match="'image_latent' is missing"):
+        Inversion.load(path)
+
+
+def test_same_model_name_other_fingerprint_says_why(inversion: Inversion, tiny_model) -> None:
+    import dataclasses
+
+    other = dataclasses.replace(inversion, model_fingerprint="0" * 16, model_name=tiny_model.name)
+    with pytest.raises(ValueError, match="another --dtype"):
+        other.check_model(tiny_model)

@@ -231,3 +231,24 @@ def test_cli_vocabulary_says_a_bpe_vocabulary_is_open(tiny_pipeline_dir: Path, t
     r = CliRunner().invoke(app, ["vocabulary", "--model", str(folder), "--device", "cpu"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert "open vocabulary" in r.output
+
+
+def test_a_prompt_longer_than_the_window_is_said(tmp_path) -> None:
+    import warnings
+
+    import pytest as _pytest
+
+    import unsample
+    from unsample.api import check_prompt_words
+    from unsample.testing.tiny_pipeline import build_tiny_pipeline
+
+    model = unsample.load(str(build_tiny_pipeline(tmp_path / "tiny")), device="cpu")
+    count, window = model.prompt_window("a red cat")
+    assert count == 5 and window == 12  # three words plus start and end; the tiny tokenizer's window
+    long = " ".join(["cat"] * 20)
+    with _pytest.raises(ValueError, match="22 tokens but the text encoder reads 12"):
+        check_prompt_words(model, long, allow=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_prompt_words(model, long)
+    assert any("would be cut" in str(w.message) for w in caught)

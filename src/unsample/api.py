@@ -297,6 +297,8 @@ def edit(
         if text is not None:
             check_prompt_words(model, text)
     inversion.check_model(model)
+    if not isinstance(start_step, int) or not 0 <= start_step <= inversion.steps:
+        raise ValueError(f"start_step={start_step} is outside 0..{inversion.steps} for this {inversion.steps}-step inversion")
     source = inversion.prompt if source_prompt is None else source_prompt
     if mask is None:
         mask = "attention" if blend_words else defaults.EDIT_MASK
@@ -363,6 +365,8 @@ def edit(
 def check_prompt_words(model: Model, prompt: str, *, allow: bool = True) -> list[str]:
     """The words of ``prompt`` that ``model``'s tokenizer does not know (they would be dropped).
 
+    A prompt longer than the text encoder's window is said the same way (its tail would be cut).
+
     When there are any, ``allow=True`` warns with `UnknownWordsWarning` (from
     ``unsample.backends.vocabulary``) and returns them; ``allow=False`` raises ValueError. The
     message is one line naming the words and, for a closed vocabulary, the words the model knows.
@@ -371,6 +375,13 @@ def check_prompt_words(model: Model, prompt: str, *, allow: bool = True) -> list
 
     from unsample.backends.vocabulary import UnknownWordsWarning, unknown_words_message
 
+    count, window = model.prompt_window(prompt)
+    if count > window > 0:
+        message = (f"prompt {prompt!r} is {count} tokens but the text encoder reads {window} (start and end included): "
+                   "the rest would be cut; shorten it")
+        if not allow:
+            raise ValueError(message)
+        warnings.warn(message, UnknownWordsWarning, stacklevel=2)
     words = model.unknown_words(prompt)
     if words:
         message = unknown_words_message(words, prompt, model.vocabulary())

@@ -268,6 +268,8 @@ def edit(
         raise UserError("give the edit's prompt with --prompt or --target-prompt")
     weights = _parse_reweight(reweight or [])
     words = tuple(w.strip() for w in blend_words.split(",") if w.strip())
+    if source.suffix != ".safetensors" and start_step > steps:
+        raise UserError(f"--start-step {start_step} is beyond the {steps} steps; give 0..{steps}")
     from unsample.editing.masks import MASK_SOURCES
 
     if mask is None:
@@ -339,6 +341,10 @@ def _check_words(m: Any, prompts: list[str], allow: bool) -> None:
     from unsample.backends.vocabulary import unknown_words_message
 
     for prompt in prompts:
+        count, window = m.prompt_window(prompt)
+        if count > window > 0:
+            raise UserError(f"prompt {prompt!r} is {count} tokens but the text encoder reads {window} (start and end "
+                            "included): the rest would be cut; shorten it")
         words = m.unknown_words(prompt)
         if not words:
             continue

@@ -2,7 +2,8 @@
 
 A file is one ``.safetensors`` holding the tensors (``trajectory``, ``image_latent`` and the
 method's ``extra.*`` tensors) and, under the metadata key ``"unsample"``, a JSON object with
-every parameter, the cost and a SHA-256 of the tensor bytes. Loading never unpickles; it checks
+every parameter, the cost and a SHA-256 of the tensor bytes and of that metadata (so an edited
+prompt is caught like an edited tensor). Loading never unpickles; it checks
 the format name and version and the digest, and `Inversion.check_model` checks that the model
 an inversion is replayed with is the one it was made with.
 """
@@ -20,7 +21,8 @@ from typing import Any
 import torch
 
 FORMAT = "unsample.inversion"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the digest covers the metadata too (version 1 covered the tensors only)."""
 
 
 @dataclass
@@ -63,6 +65,12 @@ class Inversion:
     def check_model(self, model: Any) -> None:
         """Refuse a model other than the one this inversion was made with."""
         if model.fingerprint != self.model_fingerprint:
+            if model.name == self.model_name:
+                raise ValueError(
+                    f"this inversion was made with model {self.model_name!r} at fingerprint {self.model_fingerprint}; the "
+                    f"{model.name!r} loaded now has fingerprint {model.fingerprint} (other weights, or another --dtype: "
+                    "the fingerprint covers both); load it as it was when inverting, or invert again"
+                )
             raise ValueError(
                 f"this inversion was made with model {self.model_name!r} (fingerprint {self.model_fingerprint}), "
                 f"not with {model.name!r} (fingerprint {model.fingerprint}); load that model or invert again"
@@ -83,7 +91,8 @@ class Inversion:
         if not path.parent.is_dir():
             raise ValueError(f"folder {str(path.parent)!r} does not exist; create it first")
         tensors = self._tensors()
-        header = {"format": FORMAT, "format_version": FORMAT_VERSION, "sha256": _digest(tensors), **self.metadata()}
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.metadata()}
+        header = {**meta, "sha256": _digest(tensors, meta)}
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         os.close(fd)
         try:
@@ -122,13 +131,20 @@ class Inversion:
                 f"{str(path)!r} has inversion format version {version}, this unsample reads version {FORMAT_VERSION}; "
                 "invert the image again with this version"
             )
-        if header.get("sha256") != _digest(tensors):
-            raise ValueError(f"{str(path)!r}: its tensors do not match their recorded digest; the file was changed or damaged")
+        meta = {k: v for k, v in header.items() if k != "sha256"}
+        if header.get("sha256") != _digest(tensors, meta):
+            raise ValueError(
+                f"{str(path)!r}: its tensors or metadata do not match their recorded digest; the file was changed or damaged"
+            )
+        for name in ("trajectory", "image_latent"):
+            if name not in tensors:
+                raise ValueError(f"{str(path)!r}: the tensor {name!r} is missing; the file is damaged")
         extras = {k.removeprefix("extra."): v for k, v in tensors.items() if k.startswith("extra.")}
         try:
             fields_ = {k: header[k] for k in _META_FIELDS}
         except KeyError as err:
             raise ValueError(f"{str(path)!r}: its metadata lacks the field {err}; the file is damaged") from err
+        _check_field_types(fields_, path)
         fields_["image_size"] = tuple(fields_["image_size"])
         inv = cls(trajectory=tensors["trajectory"], image_latent=tensors["image_latent"], extras=extras, **fields_)
         if inv.trajectory.shape[0] != inv.steps + 1:
@@ -142,8 +158,29 @@ _META_FIELDS = (
 )
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "method": (str,), "prompt": (str,), "negative_prompt": (str,), "guidance": (int, float), "steps": (int,),
+    "seed": (int,), "options": (dict,), "model_name": (str,), "model_fingerprint": (str,), "image_size": (list,),
+    "nfe": (int,), "model_calls": (int,), "seconds": (int, float), "stats": (dict,),
+}
+
+
+def _check_field_types(fields_: dict[str, Any], path: Path) -> None:
+    for name, kinds in _FIELD_TYPES.items():
+        value = fields_[name]
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise ValueError(
+                f"{str(path)!r}: its metadata field {name!r} is {type(value).__name__}, not "
+                f"{' or '.join(k.__name__ for k in kinds)}; the file is damaged"
+            )
+    size = fields_["image_size"]
+    if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+        raise ValueError(f"{str(path)!r}: its metadata field 'image_size' is {size!r}, not [height, width]; the file is damaged")
+
+
+def _digest(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:
     h = hashlib.sha256()
+    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     for name in sorted(tensors):
         t = tensors[name]
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())

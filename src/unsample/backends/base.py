@@ -103,3 +103,11 @@ class Model(ABC):
 
         tokenizer = getattr(getattr(self, "pipe", None), "tokenizer", None)
         return None if tokenizer is None else known_vocabulary(tokenizer)
+
+    def prompt_window(self, prompt: str) -> tuple[int, int]:
+        """(tokens the prompt has, tokens the text encoder reads), start and end tokens included;
+        (0, 0) without a tokenizer. Tokens beyond the window are cut by the encoder."""
+        tokenizer = getattr(getattr(self, "pipe", None), "tokenizer", None)
+        if tokenizer is None:
+            return 0, 0
+        return len(tokenizer(prompt, truncation=False).input_ids), int(tokenizer.model_max_length)
