@@ -156,3 +156,46 @@ def test_edit_bench_robustness_set_runs_every_variant(tiny_model) -> None:
     assert {(r["set"], r["mask"]) for r in rows} == {(v, m) for v in ("noise", "jpeg") for m in ("none", "exact")}
     summary = edit_bench.summarise(rows)
     assert "| noise | ddim | swap | exact |" in edit_bench.report_table(summary, "all", "noise")
+
+
+def test_report_folder_is_written_in_full_or_not_at_all(tmp_path: Path) -> None:
+    from unsample.bench.report import report_folder
+
+    out = tmp_path / "rep"
+    with report_folder(out) as tmp:
+        (tmp / "a.txt").write_text("first")
+    assert (out / "a.txt").read_text() == "first"
+    with pytest.raises(RuntimeError):
+        with report_folder(out) as tmp:
+            (tmp / "a.txt").write_text("half")
+            raise RuntimeError("killed while writing")
+    assert (out / "a.txt").read_text() == "first"  # the earlier report stands
+    with report_folder(out) as tmp:
+        (tmp / "b.txt").write_text("second")
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]  # no temp folders left
+
+
+def test_sigterm_while_writing_leaves_no_temp_folder(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from unsample.cli import install_signal_cleanup\n"
+        "from unsample.bench.report import report_folder\n"
+        "install_signal_cleanup()\n"
+        "with report_folder(Path(sys.argv[1])) as tmp:\n"
+        "    (tmp / 'results.json').write_text('{}')\n"
+        "    print('writing', flush=True)\n"
+        "    time.sleep(30)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "rep")], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+    time.sleep(0.1)
+    assert list(tmp_path.iterdir()) == []

@@ -647,8 +647,20 @@ def bench_edit(
     typer.echo(f"report: {out / 'report.md'}")
 
 
+def install_signal_cleanup() -> None:
+    """SIGTERM exits like Ctrl-C does (through the stack), so temp files and folders are removed by the
+    ``finally`` blocks that made them instead of being left half-written."""
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main() -> None:
     """Console-script entry point."""
+    install_signal_cleanup()
     app(prog_name="unsample")
 
 

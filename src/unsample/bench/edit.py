@@ -319,8 +319,7 @@ def plot_frontier(summary: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(result: dict[str, Any], bench: EditBench, out: Path, command: str, model: Any) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+def _write_report_files(result: dict[str, Any], bench: EditBench, out: Path, command: str, model: Any) -> None:
     from unsample.bench.report import run_metadata, write_csv, write_json
 
     write_json(out / "results.json", {**run_metadata(command, bench, model), "summary": result["summary"],
@@ -343,3 +342,11 @@ def write_report(result: dict[str, Any], bench: EditBench, out: Path, command: s
         body += "\n"
     body += "\n![background PSNR vs NFE](bg_psnr_vs_nfe.png)\n\n![gallery](gallery.png)\n"
     (out / "report.md").write_text(body)
+
+
+def write_report(result: dict[str, Any], bench: EditBench, out: Path, command: str, model: Any) -> None:
+    """Write the report folder ``out`` in full or not at all (`unsample.bench.report.report_folder`)."""
+    from unsample.bench.report import report_folder
+
+    with report_folder(out) as tmp:
+        _write_report_files(result, bench, tmp, command, model)

@@ -167,8 +167,7 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     return written
 
 
-def write_report(result: dict[str, Any], bench: ReconstructionBench, out: Path, command: str, model: Any) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+def _write_report_files(result: dict[str, Any], bench: ReconstructionBench, out: Path, command: str, model: Any) -> None:
     rows = result["rows"]
     from unsample.bench.report import run_metadata, write_csv, write_json
 
@@ -181,3 +180,11 @@ def write_report(result: dict[str, Any], bench: ReconstructionBench, out: Path, 
         "NFE counts both CFG halves, inversion plus reconstruction.\n\n" + report_table(rows)
         + "\n![error vs steps](error_vs_steps.png) ![error vs NFE](error_vs_nfe.png)\n"
     )
+
+
+def write_report(result: dict[str, Any], bench: ReconstructionBench, out: Path, command: str, model: Any) -> None:
+    """Write the report folder ``out`` in full or not at all (`unsample.bench.report.report_folder`)."""
+    from unsample.bench.report import report_folder
+
+    with report_folder(out) as tmp:
+        _write_report_files(result, bench, tmp, command, model)

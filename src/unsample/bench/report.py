@@ -1,11 +1,17 @@
-"""What every benchmark report shares: run metadata, strict JSON and the per-item CSV."""
+"""What every benchmark report shares: run metadata, strict JSON, the per-item CSV, and a report
+folder written in full or not at all."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import os
 import platform
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -54,3 +60,27 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
+
+
+@contextmanager
+def report_folder(out: Path) -> Iterator[Path]:
+    """A temp folder beside ``out`` to write a report into; on success it becomes ``out`` (replacing
+    an earlier report there), on any error or interruption it is removed, so ``out`` holds a
+    complete report or the one it held before."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{str(out)!r} is a file; give a folder for the report")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old / out.name)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
