@@ -489,6 +489,38 @@ def vocabulary(model: ModelOpt = None, device: DeviceOpt = "auto") -> None:
     typer.echo(textwrap.fill(" ".join(words), width=100, break_long_words=False, break_on_hyphens=False))
 
 
+@app.command()
+@_friendly
+def batch(
+    manifest: Annotated[Path, typer.Argument(help="JSONL: one job per line (see 'unsample.batch').")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the outputs and manifest.done.jsonl (re-run to resume).")],
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed job.")] = False,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run invert / reconstruct / edit jobs from a manifest; a killed batch resumes where it stopped."""
+    from unsample.batch import read_manifest, run_batch
+
+    read_manifest(manifest)  # a bad manifest fails before the model loads
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {str(out)!r} is a file; give a folder for the batch's outputs")
+    m = _load(model, device, dtype)
+
+    def write_png(image: Any, path: Path, record: dict[str, Any], sidecar: bool = True) -> None:
+        if sidecar:
+            write_png_with_sidecar(image, path, record)
+        else:
+            _atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+
+    res = run_batch(m, manifest, out, fail_fast=fail_fast, progress=not quiet, write_png=write_png)
+    typer.echo(f"{res.done} done, {res.skipped} already done, {res.failed} failed ({res.seconds:.1f} s); "
+               f"records in {out / 'manifest.done.jsonl'}")
+    for job_id, message in res.errors.items():
+        typer.echo(f"  {job_id}: {message}", err=True)
+
+
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that write reports (report.md, results.json, CSV, plots).")
 app.add_typer(bench_app, name="bench")
 

@@ -1,0 +1,248 @@
+"""Batch jobs from a manifest, resumable: ``unsample batch MANIFEST.jsonl --out DIR``.
+
+A manifest has one JSON object per line, a job:
+
+    {"id": "cat-1", "job": "edit", "image": "cat.png", "source_prompt": "...", "target_prompt": "...",
+     "method": "edict", "steps": 36, "guidance": 1, "edit_guidance": 5, "mask": "noise", "options": {}, "seed": 0}
+
+``job`` is "invert" (writes ``ID.safetensors``), "reconstruct" (``ID.png``) or "edit" (``ID.png``
+and ``ID.mask.png``); every PNG gets its JSON sidecar. Image paths are relative to the manifest's
+folder. Missing keys take `unsample.defaults` for edits and the API's defaults otherwise.
+
+Resume: every output is written to a temp file and renamed, and only after all of a job's outputs
+are in place is its line appended (and synced) to ``DIR/manifest.done.jsonl``. A batch killed at
+any moment, SIGKILL included, therefore leaves finished jobs complete and unfinished ones without
+any output file (at most a hidden temp file, removed by the next run); running the same command
+again skips the jobs in the done file. A job that fails is recorded there with its one-line error
+and the batch goes on (``fail_fast`` stops it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unsample import defaults
+
+DONE_FILE = "manifest.done.jsonl"
+JOBS = ("invert", "reconstruct", "edit")
+_KEYS = {"id", "job", "image", "prompt", "source_prompt", "target_prompt", "method", "steps", "guidance",
+         "edit_guidance", "mask", "options", "seed"}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One line of a manifest, with its defaults filled in."""
+
+    id: str
+    job: str
+    image: str
+    prompt: str
+    target_prompt: str | None = None
+    method: str = "ddim"
+    steps: int = 50
+    guidance: float = 1.0
+    edit_guidance: float = defaults.EDIT_GUIDANCE
+    mask: str = defaults.EDIT_MASK
+    options: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    def outputs(self) -> list[str]:
+        if self.job == "invert":
+            return [f"{self.id}.safetensors"]
+        if self.job == "reconstruct":
+            return [f"{self.id}.png", f"{self.id}.json"]
+        return [f"{self.id}.png", f"{self.id}.json", f"{self.id}.mask.png"]
+
+
+def _job_from(item: Any, where: str) -> Job:
+    if not isinstance(item, dict):
+        raise ValueError(f"{where}: a job is a JSON object, got {type(item).__name__}")
+    unknown = sorted(set(item) - _KEYS)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; a job takes {', '.join(sorted(_KEYS))}")
+    kind = item.get("job")
+    if kind not in JOBS:
+        raise ValueError(f"{where}: 'job' must be one of {', '.join(JOBS)}, got {kind!r}")
+    job_id = item.get("id")
+    if not isinstance(job_id, str) or not job_id or "/" in job_id or job_id.startswith(".") or job_id != job_id.strip():
+        raise ValueError(f"{where}: 'id' must be a file-name-safe string (no '/', not starting with '.'), got {job_id!r}")
+    if not isinstance(item.get("image"), str):
+        raise ValueError(f"{where}: 'image' must be the path of an image (relative to the manifest), got {item.get('image')!r}")
+    prompt = item.get("source_prompt", item.get("prompt", ""))
+    if not isinstance(prompt, str):
+        raise ValueError(f"{where}: the prompt must be a string")
+    target = item.get("target_prompt")
+    if kind == "edit" and (not isinstance(target, str) or not target.strip()):
+        raise ValueError(f"{where}: an edit job needs 'target_prompt' (a non-empty string)")
+    edit = kind == "edit"
+    values: dict[str, Any] = {
+        "method": item.get("method", defaults.EDIT_METHOD if edit else "ddim"),
+        "steps": item.get("steps", defaults.EDIT_STEPS if edit else 50),
+        "guidance": item.get("guidance", defaults.INVERSION_GUIDANCE if edit else 1.0),
+        "edit_guidance": item.get("edit_guidance", defaults.EDIT_GUIDANCE),
+        "mask": item.get("mask", defaults.EDIT_MASK),
+        "options": item.get("options", {}),
+        "seed": item.get("seed", 0),
+    }
+    for name, kinds in (("method", (str,)), ("steps", (int,)), ("guidance", (int, float)), ("edit_guidance", (int, float)),
+                        ("mask", (str,)), ("options", (dict,)), ("seed", (int,))):
+        if isinstance(values[name], bool) or not isinstance(values[name], kinds):
+            raise ValueError(f"{where}: {name!r} must be {' or '.join(k.__name__ for k in kinds)}, got {values[name]!r}")
+    if values["steps"] < 1:
+        raise ValueError(f"{where}: 'steps' must be >= 1")
+    return Job(id=job_id, job=kind, image=item["image"], prompt=prompt, target_prompt=target, **values)
+
+
+def read_manifest(path: str | Path) -> list[Job]:
+    """The jobs of a manifest, checked line by line (a one-line error names the line and what is wrong)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"manifest {str(path)!r} does not exist; give a JSONL file with one job per line")
+    jobs: list[Job] = []
+    seen: set[str] = set()
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
+        job = _job_from(item, where)
+        if job.id in seen:
+            raise ValueError(f"{where}: the id {job.id!r} is used twice; every job needs its own id")
+        seen.add(job.id)
+        jobs.append(job)
+    if not jobs:
+        raise ValueError(f"manifest {str(path)!r} lists no jobs")
+    return jobs
+
+
+def recorded(out: Path) -> dict[str, dict[str, Any]]:
+    """The done file's records by job id (a torn last line, from a kill mid-write, is ignored)."""
+    done = out / DONE_FILE
+    records: dict[str, dict[str, Any]] = {}
+    if done.is_file():
+        for line in done.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("id"), str):
+                records[rec["id"]] = rec
+    return records
+
+
+def _append_record(out: Path, record: dict[str, Any]) -> None:
+    done = out / DONE_FILE
+    text = json.dumps(record, sort_keys=True) + "\n"
+    # a torn line from an earlier kill would glue onto ours: start on a fresh line
+    if done.is_file() and done.stat().st_size and not done.read_bytes().endswith(b"\n"):
+        text = "\n" + text
+    with open(done, "a", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _clean_temp_files(out: Path) -> None:
+    """Hidden temp files of a run that was killed before it could remove them."""
+    for p in out.glob(".*"):
+        if p.is_file() and p.name != DONE_FILE:
+            p.unlink(missing_ok=True)
+
+
+def run_job(model: Any, job: Job, base: Path, out: Path, write_png: Callable[..., Any]) -> list[str]:
+    """Run one job and write its outputs (each atomically); returns their file names."""
+    import warnings
+
+    import unsample
+    from unsample.backends.vocabulary import UnknownWordsWarning
+    from unsample.images import load_image, tensor_to_pil
+
+    picture = load_image(base / job.image)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnknownWordsWarning)  # a dropped word fails the job, it is not ignored
+        inv = unsample.invert(model, picture, job.prompt, method=job.method, steps=job.steps, guidance=job.guidance,
+                              seed=job.seed, **job.options)
+        if job.job == "invert":
+            inv.save(out / f"{job.id}.safetensors")
+            return job.outputs()
+        record = {"job": job.job, "id": job.id, "image": job.image, "inversion": inv.metadata()}
+        if job.job == "reconstruct":
+            sample = unsample.replay(model, inv)
+            record |= {"nfe": sample.nfe, "model_calls": sample.model_calls}
+            write_png(tensor_to_pil(model.decode_latent(sample.latent.float())), out / f"{job.id}.png", record)
+            return job.outputs()
+        from unsample.editing.masks import overlay
+
+        res = unsample.edit(model, inv, job.target_prompt, guidance=job.edit_guidance, mask=job.mask, output="result")
+    record |= {"target_prompt": job.target_prompt, "edit_guidance": job.edit_guidance, "mask": res.mask_source,
+               "network_evaluations": res.network_evaluations, "model_calls": res.model_calls}
+    floor = tensor_to_pil(model.decode_latent(inv.image_latent.float()))
+    mask_image = overlay(floor, res.mask) if res.mask is not None else floor
+    write_png(mask_image, out / f"{job.id}.mask.png", {"id": job.id, "mask": res.mask_source, "of": f"{job.id}.png"},
+              sidecar=False)
+    write_png(tensor_to_pil(model.decode_latent(res.latent.float())), out / f"{job.id}.png", record)
+    return job.outputs()
+
+
+@dataclass
+class BatchResult:
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def run_batch(
+    model: Any, manifest: str | Path, out: str | Path, *, fail_fast: bool = False, progress: bool = True,
+    write_png: Callable[..., Any],
+) -> BatchResult:
+    """Run every job of ``manifest`` not yet recorded in ``out``'s done file."""
+    manifest = Path(manifest)
+    jobs = read_manifest(manifest)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file; give a folder for the batch's outputs")
+    out.mkdir(parents=True, exist_ok=True)
+    _clean_temp_files(out)
+    done = recorded(out)
+    todo = [j for j in jobs if j.id not in done]
+    result = BatchResult(skipped=len(jobs) - len(todo))
+    begin = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(jobs), initial=result.skipped, desc="batch", unit="job")
+    try:
+        for job in todo:
+            t0 = time.perf_counter()
+            try:
+                names = run_job(model, job, manifest.parent, out, write_png)
+            except (ValueError, OSError, UserWarning) as err:
+                message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                _append_record(out, {"id": job.id, "status": "failed", "error": message})
+                result.failed += 1
+                result.errors[job.id] = message
+                if fail_fast:
+                    raise ValueError(f"job {job.id!r} failed: {message}") from None
+            else:
+                _append_record(out, {"id": job.id, "status": "ok", "outputs": names,
+                                     "seconds": round(time.perf_counter() - t0, 3), "job": asdict(job)})
+                result.done += 1
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    result.seconds = time.perf_counter() - begin
+    return result
