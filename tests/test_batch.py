@@ -84,7 +84,7 @@ def _contents(folder: Path) -> dict[str, object]:
 
     found: dict[str, object] = {}
     for p in sorted(folder.iterdir()):
-        if p.name == DONE_FILE:
+        if p.name.startswith("manifest.done"):
             continue
         if p.suffix == ".png":
             found[p.name] = p.read_bytes()
@@ -129,3 +129,33 @@ def test_sigkill_at_random_moments_resumes_to_identical_outputs(tiny_pipeline_di
     assert sorted(records) == [f"job{i:02d}" for i in range(12)]
     assert all(r["status"] == "ok" for r in records.values())
     print(f"batch of 12 jobs: {kills} SIGKILLs, {kills + 1} resumes, {len(_contents(out))} files compared")
+
+
+def test_two_processes_give_the_one_process_outputs(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path, 6, 4)
+    common = [str(manifest), "--model", str(tiny_pipeline_dir), "--device", "cpu", "--quiet", "--out"]
+    one = subprocess.run([sys.executable, "-m", "unsample.cli", "batch", *common, str(tmp_path / "one")],
+                         capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "unsample.cli", "batch", *common, str(tmp_path / "two"), "--processes", "2"],
+                         capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr
+    assert "2 processes: 6 of 6 jobs done" in two.stdout
+    assert sorted(p.name for p in (tmp_path / "two").glob("manifest.done*")) == [
+        "manifest.done.0-of-2.jsonl", "manifest.done.1-of-2.jsonl"]
+    assert _contents(tmp_path / "two") == _contents(tmp_path / "one")
+    # a resume with another process count skips what any shard finished
+    again = subprocess.run([sys.executable, "-m", "unsample.cli", "batch", *common, str(tmp_path / "two")],
+                           capture_output=True, text=True)
+    assert "0 done, 6 already done" in again.stdout
+
+
+def test_shard_from_the_environment(monkeypatch) -> None:
+    from unsample.batch import shard_from_env
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert shard_from_env() == (1, 2)
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ValueError, match="do not name a shard"):
+        shard_from_env()

@@ -15,6 +15,13 @@ any moment, SIGKILL included, therefore leaves finished jobs complete and unfini
 any output file (at most a hidden temp file, removed by the next run); running the same command
 again skips the jobs in the done file. A job that fails is recorded there with its one-line error
 and the batch goes on (``fail_fast`` stops it).
+
+Many processes: ``shard=(k, n)`` runs the jobs whose manifest index i has i % n == k and records
+them in ``manifest.done.k-of-n.jsonl``; every done file in the folder counts when resuming, so a
+batch can resume with another process count. `shard_from_env` reads the shard from the RANK and
+WORLD_SIZE variables that ``torchrun`` (and ``accelerate launch`` where it starts several
+processes) set; ``unsample batch --processes N`` starts N such processes itself. Each job's
+outputs depend only on the job, so every process count gives the same files.
 """
 
 from __future__ import annotations
@@ -30,6 +37,24 @@ from typing import Any
 from unsample import defaults
 
 DONE_FILE = "manifest.done.jsonl"
+
+
+def done_file(shard: tuple[int, int]) -> str:
+    """The done file of one shard (the plain name for a single process)."""
+    k, n = shard
+    return DONE_FILE if n == 1 else f"manifest.done.{k}-of-{n}.jsonl"
+
+
+def shard_from_env() -> tuple[int, int]:
+    """(rank, world size) from RANK / WORLD_SIZE (torchrun, accelerate), else (0, 1)."""
+    try:
+        n = int(os.environ.get("WORLD_SIZE", "1"))
+        k = int(os.environ.get("RANK", "0"))
+    except ValueError:
+        raise ValueError("RANK and WORLD_SIZE must be whole numbers (as torchrun or accelerate set them)") from None
+    if n < 1 or not 0 <= k < n:
+        raise ValueError(f"RANK={k} and WORLD_SIZE={n} do not name a shard; need 0 <= RANK < WORLD_SIZE")
+    return k, n
 JOBS = ("invert", "reconstruct", "edit")
 _KEYS = {"id", "job", "image", "prompt", "source_prompt", "target_prompt", "method", "steps", "guidance",
          "edit_guidance", "mask", "options", "seed"}
@@ -125,10 +150,9 @@ def read_manifest(path: str | Path) -> list[Job]:
 
 
 def recorded(out: Path) -> dict[str, dict[str, Any]]:
-    """The done file's records by job id (a torn last line, from a kill mid-write, is ignored)."""
-    done = out / DONE_FILE
+    """Every done file's records by job id (a torn last line, from a kill mid-write, is ignored)."""
     records: dict[str, dict[str, Any]] = {}
-    if done.is_file():
+    for done in sorted(Path(out).glob("manifest.done*.jsonl")):
         for line in done.read_text(encoding="utf-8").splitlines():
             try:
                 rec = json.loads(line)
@@ -139,8 +163,8 @@ def recorded(out: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
-def _append_record(out: Path, record: dict[str, Any]) -> None:
-    done = out / DONE_FILE
+def _append_record(out: Path, record: dict[str, Any], shard: tuple[int, int]) -> None:
+    done = out / done_file(shard)
     text = json.dumps(record, sort_keys=True) + "\n"
     # a torn line from an earlier kill would glue onto ours: start on a fresh line
     if done.is_file() and done.stat().st_size and not done.read_bytes().endswith(b"\n"):
@@ -151,10 +175,11 @@ def _append_record(out: Path, record: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
-def _clean_temp_files(out: Path) -> None:
-    """Hidden temp files of a run that was killed before it could remove them."""
+def _clean_temp_files(out: Path, jobs: list[Job]) -> None:
+    """Hidden temp files that a killed run left for these jobs (other shards' files are theirs)."""
+    prefixes = tuple(f".{name}." for job in jobs for name in job.outputs())
     for p in out.glob(".*"):
-        if p.is_file() and p.name != DONE_FILE:
+        if p.is_file() and p.name.startswith(prefixes):
             p.unlink(missing_ok=True)
 
 
@@ -204,16 +229,17 @@ class BatchResult:
 
 def run_batch(
     model: Any, manifest: str | Path, out: str | Path, *, fail_fast: bool = False, progress: bool = True,
-    write_png: Callable[..., Any],
+    write_png: Callable[..., Any], shard: tuple[int, int] = (0, 1),
 ) -> BatchResult:
-    """Run every job of ``manifest`` not yet recorded in ``out``'s done file."""
+    """Run every job of ``manifest`` (of this shard) not yet recorded in ``out``'s done files."""
     manifest = Path(manifest)
-    jobs = read_manifest(manifest)
+    k, n = shard
+    jobs = [j for i, j in enumerate(read_manifest(manifest)) if i % n == k]
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a file; give a folder for the batch's outputs")
     out.mkdir(parents=True, exist_ok=True)
-    _clean_temp_files(out)
+    _clean_temp_files(out, jobs)
     done = recorded(out)
     todo = [j for j in jobs if j.id not in done]
     result = BatchResult(skipped=len(jobs) - len(todo))
@@ -230,14 +256,14 @@ def run_batch(
                 names = run_job(model, job, manifest.parent, out, write_png)
             except (ValueError, OSError, UserWarning) as err:
                 message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                _append_record(out, {"id": job.id, "status": "failed", "error": message})
+                _append_record(out, {"id": job.id, "status": "failed", "error": message}, shard)
                 result.failed += 1
                 result.errors[job.id] = message
                 if fail_fast:
                     raise ValueError(f"job {job.id!r} failed: {message}") from None
             else:
                 _append_record(out, {"id": job.id, "status": "ok", "outputs": names,
-                                     "seconds": round(time.perf_counter() - t0, 3), "job": asdict(job)})
+                                     "seconds": round(time.perf_counter() - t0, 3), "job": asdict(job)}, shard)
                 result.done += 1
             if bar is not None:
                 bar.update(1)

@@ -495,17 +495,50 @@ def batch(
     manifest: Annotated[Path, typer.Argument(help="JSONL: one job per line (see 'unsample.batch').")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the outputs and manifest.done.jsonl (re-run to resume).")],
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed job.")] = False,
+    processes: Annotated[int, typer.Option("--processes", min=1, help="Split the jobs over this many processes.")] = 1,
+    shard: Annotated[str | None, typer.Option("--shard", help="K/N: run shard K of N (default: RANK/WORLD_SIZE "
+                                              "from torchrun or accelerate, else 0/1).")] = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run invert / reconstruct / edit jobs from a manifest; a killed batch resumes where it stopped."""
-    from unsample.batch import read_manifest, run_batch
+    from unsample.batch import read_manifest, recorded, run_batch, shard_from_env
 
-    read_manifest(manifest)  # a bad manifest fails before the model loads
+    jobs = read_manifest(manifest)  # a bad manifest fails before the model loads
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {str(out)!r} is a file; give a folder for the batch's outputs")
+    if processes > 1:
+        if shard is not None:
+            raise UserError("--processes starts its own shards; give --processes or --shard, not both")
+        import subprocess
+
+        out.mkdir(parents=True, exist_ok=True)
+        begin = time.perf_counter()
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))}
+        common = [str(manifest), "--out", str(out), "--device", device, "--quiet"] + (["--model", model] if model else []) \
+            + (["--dtype", dtype] if dtype else []) + (["--fail-fast"] if fail_fast else [])
+        procs = [subprocess.Popen([sys.executable, "-m", "unsample.cli", "batch", *common, "--shard", f"{k}/{processes}"], env=env)
+                 for k in range(processes)]
+        codes = [p.wait() for p in procs]
+        records = recorded(out)
+        ok = sum(r.get("status") == "ok" for r in records.values())
+        failed = sum(r.get("status") == "failed" for r in records.values())
+        typer.echo(f"{processes} processes: {ok} of {len(jobs)} jobs done, {failed} failed ({time.perf_counter() - begin:.1f} s)")
+        if any(codes):
+            raise UserError(f"a batch process ended with exit code {max(codes)}; re-run the same command to resume")
+        return
+    if shard is None:
+        part = shard_from_env()
+    else:
+        try:
+            k_text, n_text = shard.split("/")
+            part = (int(k_text), int(n_text))
+            if part[1] < 1 or not 0 <= part[0] < part[1]:
+                raise ValueError
+        except ValueError:
+            raise UserError(f"--shard {shard!r} is not K/N with 0 <= K < N (e.g. 0/2)") from None
     m = _load(model, device, dtype)
 
     def write_png(image: Any, path: Path, record: dict[str, Any], sidecar: bool = True) -> None:
@@ -514,7 +547,7 @@ def batch(
         else:
             _atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
-    res = run_batch(m, manifest, out, fail_fast=fail_fast, progress=not quiet, write_png=write_png)
+    res = run_batch(m, manifest, out, fail_fast=fail_fast, progress=not quiet, write_png=write_png, shard=part)
     typer.echo(f"{res.done} done, {res.skipped} already done, {res.failed} failed ({res.seconds:.1f} s); "
                f"records in {out / 'manifest.done.jsonl'}")
     for job_id, message in res.errors.items():
