@@ -68,3 +68,26 @@ def test_x0_prediction_is_exact_for_the_gaussian_model() -> None:
     # E[x0 | x_t] for N(0, 0.25) data: sqrt(a) * 0.25 / (a * 0.25 + 1 - a) * x_t
     expected = a**0.5 * 0.25 / (a * 0.25 + 1 - a) * x
     assert torch.allclose(den.x0(x, 300.0), expected, atol=1e-12)
+
+
+def test_non_finite_model_output_is_reported_at_its_step() -> None:
+    import pytest
+    import torch
+
+    from unsample.core.denoiser import Denoiser, NonFiniteError
+    from unsample.core.schedule import NoiseSchedule
+
+    schedule = NoiseSchedule.from_config({"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012})
+
+    def overflowing(x: torch.Tensor, t: torch.Tensor, cond: object) -> torch.Tensor:
+        out = torch.zeros_like(x, dtype=torch.float16)
+        if float(t[0]) < 500:
+            out[0, 0, 0, 0] = float("inf")
+        return out
+
+    den = Denoiser(overflowing, schedule, cond=None)
+    den(torch.zeros(1, 1, 2, 2), 700)
+    with pytest.raises(NonFiniteError, match="model.s output holds 1 NaN or infinite values at time label 400"):
+        den(torch.zeros(1, 1, 2, 2), 400)
+    with pytest.raises(NonFiniteError, match="latent going into the model"):
+        den(torch.full((1, 1, 2, 2), float("nan")), 700)

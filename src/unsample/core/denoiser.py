@@ -53,6 +53,20 @@ def broadcast_conditioning(cond: Any, like: Any) -> Any:
     return type(cond).from_tensors(tensors)
 
 
+class NonFiniteError(ValueError):
+    """A NaN or infinity appeared in a latent or a model output (an fp16 overflow, typically)."""
+
+
+def _check_finite(tensor: torch.Tensor, what: str, t: torch.Tensor) -> None:
+    if not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise NonFiniteError(
+            f"{what} holds {bad} NaN or infinite values at time label {float(t.flatten()[0]):g} "
+            f"(dtype {tensor.dtype}): an fp16/bf16 model overflowed (load it with --dtype float32) or the states grew "
+            "past what the method's precision holds (fewer steps)"
+        )
+
+
 @dataclass
 class CallCounter:
     """Model cost of a run; shared by the Denoisers a method derives from one another."""
@@ -100,14 +114,20 @@ class Denoiser:
         return t.expand(batch) if t.dim() == 0 else t
 
     def eps(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        """The (guided) noise prediction at ``x``, time label ``t``, in the working dtype."""
+        """The (guided) noise prediction at ``x``, time label ``t``, in the working dtype.
+
+        A non-finite input state or model output raises `NonFiniteError` naming the time label,
+        so an fp16 overflow stops at the step where it happens instead of ending as a black image.
+        """
         batch = x.shape[0]
         tt = self._time(t, batch, x.device)
         alpha = self.schedule.alpha_at(tt).to(x.device)
+        _check_finite(x, "the latent going into the model", tt)
         if self.guided:
             out = self.model(torch.cat([x, x]), torch.cat([tt, tt]), self.uncond.cat(self.cond))
             self.counter.calls += 1
             self.counter.nfe += 2
+            _check_finite(out, "the model's output", tt)
             out = out.to(self.dtype)
             xx = torch.cat([x, x]).to(self.dtype)
             e = to_eps(self.schedule.prediction_type, xx, out, torch.cat([alpha, alpha]))
@@ -116,6 +136,7 @@ class Denoiser:
         out = self.model(x, tt, self.cond)
         self.counter.calls += 1
         self.counter.nfe += 1
+        _check_finite(out, "the model's output", tt)
         return to_eps(self.schedule.prediction_type, x.to(self.dtype), out.to(self.dtype), alpha)
 
     __call__ = eps

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from unsample.core.denoiser import Denoiser
+from unsample.core.denoiser import Denoiser, NonFiniteError
 from unsample.core.schedule import TimestepGrid
 from unsample.methods.base import Method, MethodConfig, MethodOutput, Precision, StateHook, StepCallback
 
@@ -113,7 +113,13 @@ def invert(
     y = x.clone()
     xs, ys = [x], [y]
     for i in reversed(range(len(grid))):
-        x, y = invert_step(denoiser, x, y, i, grid, config.p, config.leapfrog)
+        try:
+            x, y = invert_step(denoiser, x, y, i, grid, config.p, config.leapfrog)
+        except NonFiniteError:
+            raise NonFiniteError(
+                f"EDICT's inverted chains overflowed at step {len(grid) - i} of {len(grid)} "
+                f"(|x| = {float(torch.maximum(x.abs().max(), y.abs().max())):.1e}); {_remedy(x.dtype, config.p)}"
+            ) from None
         xs.append(x)
         ys.append(y)
         if callback is not None:
@@ -126,6 +132,13 @@ STATE_RESOLUTION = 1e-3
 """Finest latent detail (latents have unit std) the inverted chains must still resolve."""
 
 
+def _remedy(dtype: torch.dtype, p: float) -> str:
+    if dtype != torch.float64:
+        return "invert in precision='float64' (CLI: --option precision=float64), with fewer steps, or with p closer to 1"
+    return (f"invert with fewer steps or with p closer to 1 than {p:g} (e.g. --option p=0.93, the paper's, "
+            "which edits less reliably under guidance)")
+
+
 def _warn_if_unresolvable(peak: torch.Tensor, dtype: torch.dtype, p: float) -> None:
     """Warn when the inverted chains grew so large that ``dtype`` cannot hold the image in them.
 
@@ -135,15 +148,9 @@ def _warn_if_unresolvable(peak: torch.Tensor, dtype: torch.dtype, p: float) -> N
     """
     resolution = float(peak) * torch.finfo(dtype).eps
     if not resolution <= STATE_RESOLUTION:  # NaN or inf (states overflowed) count as unresolvable
-        remedy = (
-            "invert in precision='float64' (CLI: --option precision=float64), with fewer steps, or with p closer to 1"
-            if dtype != torch.float64
-            else f"invert with fewer steps or with p closer to 1 than {p:g} (e.g. --option p=0.93, the paper's, "
-            "which edits less reliably under guidance)"
-        )
         warnings.warn(
             f"EDICT's inverted chains reached |x| = {float(peak):.1e}: {dtype} keeps only ~{resolution:.0e} of "
-            f"detail there, so sampling will not return the image; {remedy}",
+            f"detail there, so sampling will not return the image; {_remedy(dtype, p)}",
             RuntimeWarning,
             stacklevel=3,
         )
