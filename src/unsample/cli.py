@@ -39,11 +39,24 @@ class UserError(Exception):
     """A problem with the user's input: printed as one line, exit code 2."""
 
 
+_DEBUG = {"on": False}
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an input error too (for bug reports).")] = False,
+) -> None:
+    """Invert diffusion models and edit real images with text."""
+    _DEBUG["on"] = debug
+
+
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except (ValueError, UserError, OSError) if _DEBUG["on"] else ():  # type: ignore[misc]
+            raise
         except (ValueError, UserError, FileNotFoundError) as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(code=2) from None
