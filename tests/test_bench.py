@@ -199,3 +199,17 @@ def test_sigterm_while_writing_leaves_no_temp_folder(tmp_path: Path) -> None:
     assert proc.wait(timeout=20) == 128 + signal.SIGTERM
     time.sleep(0.1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_merge_keeps_the_first_pairs(tiny_model, tmp_path: Path) -> None:
+    from unsample.bench.merge import merged_tables
+
+    bench = edit_bench.EditBench(methods=("ddim",), controls=("swap",), pairs=3, kinds=("color",), steps=2)
+    edit_bench.write_report(edit_bench.run(tiny_model, bench, progress=False), bench, tmp_path / "three", "t", tiny_model)
+    short = edit_bench.EditBench(methods=("ddim",), controls=("swap",), pairs=2, kinds=("color",), steps=2)
+    edit_bench.write_report(edit_bench.run(tiny_model, short, progress=False), short, tmp_path / "two", "t", tiny_model)
+    def no_times(text: str) -> list[str]:  # the last column is wall time
+        return [line.rsplit("|", 2)[0] for line in text.splitlines()]
+
+    assert no_times(merged_tables([str(tmp_path / "three")], pairs=2)) == no_times(merged_tables([str(tmp_path / "two")]))
+    assert merged_tables([str(tmp_path / "three")]).startswith("3 edit pairs")

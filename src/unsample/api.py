@@ -308,7 +308,7 @@ def edit(
     words = tuple(blend_words) or tuple(dict.fromkeys(sum(changed_words(source, prompt), [])))
     if kind in ("attention", "intersect") and not words:
         raise ValueError("an attention mask needs words that differ between the prompts, or blend_words")
-    counter = CallCounter()
+    counter, mask_counter = CallCounter(), CallCounter()
     mask_nfe = 0
     begin = time.perf_counter()
     latent_hw = (int(inversion.trajectory.shape[-2]), int(inversion.trajectory.shape[-1]))
@@ -318,7 +318,7 @@ def edit(
 
         g = inversion.guidance if guidance is None else guidance
         negative = inversion.negative_prompt if negative_prompt is None else negative_prompt
-        den = model.denoiser(source, guidance=g, negative_prompt=negative, counter=counter)
+        den = model.denoiser(source, guidance=g, negative_prompt=negative, counter=mask_counter)
         den = den.with_conditioning(
             den.cond.cat(model.encode_prompt(prompt)),
             uncond=den.uncond.cat(den.uncond) if den.uncond is not None else None,
@@ -326,9 +326,8 @@ def edit(
         settings = noise_mask or NoiseMaskConfig(rule=defaults.EDIT_MASK_RULE, smooth=defaults.EDIT_MASK_SMOOTH)
         with torch.no_grad():
             fixed = diffedit_mask(den, inversion.image_latent.to(model.device), settings)
+        # the counter counts a batched call as one evaluation per CFG half; the mask's batch is 2K
         mask_nfe = 2 * settings.draws * (2 if den.guided else 1)
-        calls_before = counter.calls
-        counter = CallCounter(calls=calls_before)
     elif kind == "user":
         from unsample.editing.masks import user_mask
 
@@ -355,7 +354,8 @@ def edit(
             counter=counter,
         )
     sample = EditSample(
-        latent=res.target_latent, nfe=counter.nfe, model_calls=counter.calls, seconds=time.perf_counter() - begin,
+        latent=res.target_latent, nfe=counter.nfe, model_calls=counter.calls + mask_counter.calls,
+        seconds=time.perf_counter() - begin,
         start_step=start_step, prompt=prompt, guidance=res.guidance, branches=res.branches,
         mask=res.mask, mask_source=kind, source_prompt=source, mask_nfe=mask_nfe,
     )
@@ -373,19 +373,12 @@ def check_prompt_words(model: Model, prompt: str, *, allow: bool = True) -> list
     """
     import warnings
 
-    from unsample.backends.vocabulary import UnknownWordsWarning, unknown_words_message
+    from unsample.backends.vocabulary import UnknownWordsWarning, prompt_problems
 
-    count, window = model.prompt_window(prompt)
-    if count > window > 0:
-        message = (f"prompt {prompt!r} is {count} tokens but the text encoder reads {window} (start and end included): "
-                   "the rest would be cut; shorten it")
-        if not allow:
-            raise ValueError(message)
-        warnings.warn(message, UnknownWordsWarning, stacklevel=2)
-    words = model.unknown_words(prompt)
-    if words:
-        message = unknown_words_message(words, prompt, model.vocabulary())
-        if not allow:
-            raise ValueError(message)
-        warnings.warn(message, UnknownWordsWarning, stacklevel=2)
+    overflow, words, unknown = prompt_problems(model, prompt)
+    for message in (overflow, unknown):
+        if message is not None:
+            if not allow:
+                raise ValueError(message)
+            warnings.warn(message, UnknownWordsWarning, stacklevel=2)
     return words

@@ -351,20 +351,17 @@ def edit(
 
 def _check_words(m: Any, prompts: list[str], allow: bool) -> None:
     """Refuse prompts with words the model does not know, unless allowed (then say so in one line)."""
-    from unsample.backends.vocabulary import unknown_words_message
+    from unsample.backends.vocabulary import prompt_problems
 
     for prompt in prompts:
-        count, window = m.prompt_window(prompt)
-        if count > window > 0:
-            raise UserError(f"prompt {prompt!r} is {count} tokens but the text encoder reads {window} (start and end "
-                            "included): the rest would be cut; shorten it")
-        words = m.unknown_words(prompt)
-        if not words:
+        overflow, _, unknown = prompt_problems(m, prompt)
+        if overflow is not None:
+            raise UserError(overflow)
+        if unknown is None:
             continue
-        message = unknown_words_message(words, prompt, m.vocabulary())
         if not allow:
-            raise UserError(f"{message}; rephrase, or pass --allow-unknown-words to go on without them")
-        typer.echo(f"warning: {message}", err=True)
+            raise UserError(f"{unknown}; rephrase, or pass --allow-unknown-words to go on without them")
+        typer.echo(f"warning: {unknown}", err=True)
 
 
 @app.command()
@@ -715,8 +712,10 @@ def bench_edit(
         prompts_file=str(prompts) if prompts else None, options=_bench_options(option, names),
     )
     _check_report_folder(out)
-    if not (0 <= edit_guidance <= 100) or (inversion_guidance is not None and not 0 <= inversion_guidance <= 100):
-        raise UserError("--edit-guidance and --inversion-guidance must be finite numbers in [0, 100]")
+    from unsample.api import _check_guidance
+
+    _check_guidance(edit_guidance, "--edit-guidance")
+    _check_guidance(inversion_guidance, "--inversion-guidance", allow_none=True)
     m = _load(model, device, dtype)
     result = run(m, bench)
     command = "unsample " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("unsample") else "unsample bench edit"

@@ -123,3 +123,16 @@ def unknown_words_message(words: Iterable[str], prompt: str, vocabulary: list[st
     rest = len(vocabulary) - len(shown)
     more = f", ... ({rest} more)" if rest > 0 else ""
     return f"{message}; this model knows: {', '.join(shown)}{more} (see 'unsample vocabulary')"
+
+
+def prompt_problems(model: Any, prompt: str) -> tuple[str | None, list[str], str | None]:
+    """What the text encoder would do to ``prompt`` behind the user's back, as one-line messages:
+    (overflow message or None, the unknown words, their message or None)."""
+    count, window = model.prompt_window(prompt)
+    overflow = None
+    if count > window > 0:
+        overflow = (f"prompt {prompt!r} is {count} tokens but the text encoder reads {window} (start and end "
+                    "included): the rest would be cut; shorten it")
+    words = model.unknown_words(prompt)
+    unknown = unknown_words_message(words, prompt, model.vocabulary()) if words else None
+    return overflow, words, unknown

@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 
-def merged_tables(dirs: list[str]) -> str:
+def merged_tables(dirs: list[str], pairs: int | None = None) -> str:
+    """The summary tables over the runs in ``dirs``; ``pairs`` keeps an edit run's first N pairs only
+    (the pairs of a shorter run with the same seed, which draws the same pairs first)."""
     from unsample.bench import edit, reconstruction
 
     runs = []
@@ -39,7 +41,8 @@ def merged_tables(dirs: list[str]) -> str:
         header = f"{sum(row['method'] == 'autoencoder' for row in rows)} images\n\n"
         return header + reconstruction.report_table(reconstruction.summarise(rows))
     nan = float("nan")
-    rows = [{k: (nan if v is None else v) for k, v in row.items()} for r in runs for row in r["per_pair"]]
+    rows = [{k: (nan if v is None else v) for k, v in row.items()} for r in runs for row in r["per_pair"]
+            if pairs is None or int(str(row["pair"]).removeprefix("pair")) < pairs]
     summary = edit.summarise(rows)
     text = f"{len({row['pair'] for row in rows})} edit pairs\n\n" + edit.report_table(summary)
     for kind in sorted({row["kind"] for row in rows}):
@@ -48,11 +51,20 @@ def merged_tables(dirs: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    dirs = argv if argv is not None else sys.argv[1:]
+    args = list(argv if argv is not None else sys.argv[1:])
+    pairs = None
+    if "--pairs" in args:
+        i = args.index("--pairs")
+        try:
+            pairs = int(args[i + 1])
+        except (IndexError, ValueError):
+            raise SystemExit("error: --pairs needs a whole number (keep the first N edit pairs)") from None
+        del args[i : i + 2]
+    dirs = args
     if not dirs:
-        raise SystemExit("usage: python -m unsample.bench.merge DIR [DIR ...] (folders written by 'unsample bench')")
+        raise SystemExit("usage: python -m unsample.bench.merge [--pairs N] DIR [DIR ...] (folders written by 'unsample bench')")
     try:
-        print(merged_tables(dirs))
+        print(merged_tables(dirs, pairs))
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
 
