@@ -126,6 +126,23 @@ def _progress(enabled: bool, total: int, desc: str) -> Iterator[StepCallback | N
         bar.close()
 
 
+@contextmanager
+def _naming_the_step(grid: Any, phase: Literal["inverting", "sampling", "editing"], method: str) -> Iterator[None]:
+    """A `NonFiniteError` inside says at which step (1-based, in the phase's own order) it happened:
+    inversion walks the grid from its last position (the image) to its first (the noise)."""
+    from unsample.core.denoiser import NonFiniteError
+
+    try:
+        yield
+    except NonFiniteError as err:
+        if err.time_label is None:
+            raise
+        labels = torch.as_tensor(grid.timesteps, dtype=torch.float64)
+        position = int((labels - err.time_label).abs().argmin())
+        step = len(grid) - position if phase == "inverting" else position + 1
+        raise NonFiniteError(f"{phase} with {method}, step {step} of {len(grid)}: {err}", time_label=None) from None
+
+
 def prepare_image(model: Model, image: ImageSource, fit: Fit = "model") -> torch.Tensor:
     """A user image -> [1, 3, H, W] in [0, 1], sized by `unsample.images`' rule."""
     pil = fit_image(load_image(image), model.resolution, model.size_multiple, fit)
@@ -158,7 +175,8 @@ def invert(
     generator = torch.Generator(device="cpu").manual_seed(seed)
     start = time.perf_counter()
     latent = model.encode_image(pixels)
-    with _progress(progress, steps, f"invert ({method})") as callback, torch.no_grad():
+    with _progress(progress, steps, f"invert ({method})") as callback, torch.no_grad(), \
+            _naming_the_step(grid, "inverting", method):
         out = spec.invert(denoiser, grid, latent.to(config.dtype), config, callback=callback, generator=generator)
     seconds = time.perf_counter() - start
     return Inversion(
@@ -205,7 +223,8 @@ def replay(
     denoiser = model.denoiser(prompt, guidance=guidance, negative_prompt=negative, dtype=config.dtype, counter=counter)
     inverted = MethodOutput(trajectory=inversion.trajectory.to(model.device), extras={k: v.to(model.device) for k, v in inversion.extras.items()})
     start = time.perf_counter()
-    with _progress(progress, inversion.steps - start_step, f"sample ({inversion.method})") as callback, torch.no_grad():
+    with _progress(progress, inversion.steps - start_step, f"sample ({inversion.method})") as callback, torch.no_grad(), \
+            _naming_the_step(grid, "sampling", inversion.method):
         latent = spec.sample(denoiser, grid, inverted, start_step, config, callback=callback)
     return Sample(
         latent=latent,
@@ -347,7 +366,10 @@ def edit(
     blend = None
     if kind != "none":
         blend = Blend(mask=fixed, attention=kind in ("attention", "intersect"), start=blend_start, dilate=mask_dilate)
-    with _progress(progress, inversion.steps - start_step, f"edit ({inversion.method})") as callback:
+    spec = get_method(inversion.method)
+    grid = spec.config.from_options(dict(inversion.options), inversion.method).make_grid(model.schedule, inversion.steps)
+    with _progress(progress, inversion.steps - start_step, f"edit ({inversion.method})") as callback, \
+            _naming_the_step(grid, "editing", inversion.method):
         res = edit_latent(
             model, inversion, prompt, source_prompt=source_prompt, start_step=start_step, guidance=guidance,
             negative_prompt=negative_prompt, control=attention, direct=direct, blend=blend, progress=callback,

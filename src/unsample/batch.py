@@ -37,6 +37,8 @@ from typing import Any
 from unsample import defaults
 
 DONE_FILE = "manifest.done.jsonl"
+_JOB_ERRORS = (ValueError, OSError, UserWarning)
+"""What a bad job raises: recorded as its failure. Anything else is a bug and stops the batch."""
 
 
 def done_file(shard: tuple[int, int]) -> str:
@@ -55,6 +57,35 @@ def shard_from_env() -> tuple[int, int]:
     if n < 1 or not 0 <= k < n:
         raise ValueError(f"RANK={k} and WORLD_SIZE={n} do not name a shard; need 0 <= RANK < WORLD_SIZE")
     return k, n
+
+
+@dataclass
+class LaunchedProcess:
+    """This process's place among those a launcher started, as accelerate's `PartialState` gives it."""
+
+    shard: tuple[int, int]
+    device: str
+    state: Any
+
+    def wait_for_everyone(self) -> None:
+        self.state.wait_for_everyone()
+
+
+def launched_process(device: str = "auto") -> LaunchedProcess:
+    """The shard and device of this process under ``accelerate launch`` (or torchrun).
+
+    Accelerate's `PartialState` sets up the process group (NCCL on GPUs, gloo on CPUs) and gives
+    the process its index and its own device (GPU i for local process i). ``device`` other than
+    "auto" keeps the user's choice.
+    """
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
+    placed = device if device != "auto" else "cpu" if state.device.type == "cpu" else str(state.device)
+    return LaunchedProcess(shard=(state.process_index, state.num_processes), device=placed, state=state)
+
+
 JOBS = ("invert", "reconstruct", "edit")
 _KEYS = {"id", "job", "image", "prompt", "source_prompt", "target_prompt", "method", "steps", "guidance",
          "edit_guidance", "mask", "options", "seed"}
@@ -185,29 +216,29 @@ def _clean_temp_files(out: Path, jobs: list[Job]) -> None:
 
 def run_job(model: Any, job: Job, base: Path, out: Path, write_png: Callable[..., Any]) -> list[str]:
     """Run one job and write its outputs (each atomically); returns their file names."""
-    import warnings
-
     import unsample
-    from unsample.backends.vocabulary import UnknownWordsWarning
+    from unsample.api import check_prompt_words
     from unsample.images import load_image, tensor_to_pil
 
+    # a word the model does not know fails the job (the API would only warn and drop it)
+    for text in (job.prompt, job.target_prompt):
+        if text is not None:
+            check_prompt_words(model, text, allow=False)
     picture = load_image(base / job.image)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UnknownWordsWarning)  # a dropped word fails the job, it is not ignored
-        inv = unsample.invert(model, picture, job.prompt, method=job.method, steps=job.steps, guidance=job.guidance,
-                              seed=job.seed, **job.options)
-        if job.job == "invert":
-            inv.save(out / f"{job.id}.safetensors")
-            return job.outputs()
-        record = {"job": job.job, "id": job.id, "image": job.image, "inversion": inv.metadata()}
-        if job.job == "reconstruct":
-            sample = unsample.replay(model, inv)
-            record |= {"nfe": sample.nfe, "model_calls": sample.model_calls}
-            write_png(tensor_to_pil(model.decode_latent(sample.latent.float())), out / f"{job.id}.png", record)
-            return job.outputs()
-        from unsample.editing.masks import overlay
+    inv = unsample.invert(model, picture, job.prompt, method=job.method, steps=job.steps, guidance=job.guidance,
+                          seed=job.seed, **job.options)
+    if job.job == "invert":
+        inv.save(out / f"{job.id}.safetensors")
+        return job.outputs()
+    record = {"job": job.job, "id": job.id, "image": job.image, "inversion": inv.metadata()}
+    if job.job == "reconstruct":
+        sample = unsample.replay(model, inv)
+        record |= {"nfe": sample.nfe, "model_calls": sample.model_calls}
+        write_png(tensor_to_pil(model.decode_latent(sample.latent.float())), out / f"{job.id}.png", record)
+        return job.outputs()
+    from unsample.editing.masks import overlay
 
-        res = unsample.edit(model, inv, job.target_prompt, guidance=job.edit_guidance, mask=job.mask, output="result")
+    res = unsample.edit(model, inv, job.target_prompt, guidance=job.edit_guidance, mask=job.mask, output="result")
     record |= {"target_prompt": job.target_prompt, "edit_guidance": job.edit_guidance, "mask": res.mask_source,
                "network_evaluations": res.network_evaluations, "model_calls": res.model_calls}
     floor = tensor_to_pil(model.decode_latent(inv.image_latent.float()))
@@ -216,6 +247,50 @@ def run_job(model: Any, job: Job, base: Path, out: Path, write_png: Callable[...
               sidecar=False)
     write_png(tensor_to_pil(model.decode_latent(res.latent.float())), out / f"{job.id}.png", record)
     return job.outputs()
+
+
+def runs_alone(job: Job) -> str | None:
+    """Why ``job`` cannot share the network's batch with others (None: it can)."""
+    from unsample.methods.registry import available_methods, get_method
+
+    if job.method not in available_methods():
+        return "its method is unknown (the job fails on its own)"
+    if get_method(job.method).differentiates:
+        return f"{job.method} differentiates through the network"
+    if job.job == "edit" and job.mask in ("attention", "intersect"):
+        return "an attention mask installs processors on the shared network"
+    return None
+
+
+def chunks(jobs: list[Job], batch_size: int) -> list[list[int]]:
+    """The manifest's jobs (by index) in the groups that run through the network together.
+
+    Jobs that share their kind, method, steps, guidance, edit guidance, mask and options are
+    taken in manifest order, ``batch_size`` at a time; a job that `runs_alone` is a group of one.
+    The groups depend only on the manifest and ``batch_size`` (not on shards or on what is done),
+    so every process count and every resume batches each job with the same companions.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size {batch_size} must be >= 1")
+    groups: dict[Any, list[int]] = {}
+    for i, job in enumerate(jobs):
+        key: Any = ("alone", i) if runs_alone(job) else (
+            job.job, job.method, job.steps, job.guidance, job.edit_guidance, job.mask,
+            json.dumps(job.options, sort_keys=True))
+        groups.setdefault(key, []).append(i)
+    return [members[s:s + batch_size] for members in groups.values() for s in range(0, len(members), batch_size)]
+
+
+def _run_together(model: Any, jobs: list[Job], base: Path, outs: list[Path],
+                  write_png: Callable[..., Any]) -> list[list[str] | BaseException]:
+    """Run ``jobs`` side by side, their network calls merged by a `Lockstep`; each job's names or error."""
+    from functools import partial
+
+    from unsample.backends.lockstep import Lockstep
+
+    lockstep = Lockstep(model.model_fn)
+    view = lockstep.view(model)
+    return lockstep.run([partial(run_job, view, job, base, dest, write_png) for job, dest in zip(jobs, outs)])
 
 
 @dataclass
@@ -227,22 +302,36 @@ class BatchResult:
     errors: dict[str, str] = field(default_factory=dict)
 
 
+def _message(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def run_batch(
     model: Any, manifest: str | Path, out: str | Path, *, fail_fast: bool = False, progress: bool = True,
-    write_png: Callable[..., Any], shard: tuple[int, int] = (0, 1),
+    write_png: Callable[..., Any], shard: tuple[int, int] = (0, 1), batch_size: int = 1,
 ) -> BatchResult:
-    """Run every job of ``manifest`` (of this shard) not yet recorded in ``out``'s done files."""
+    """Run every job of ``manifest`` (of this shard) not yet recorded in ``out``'s done files.
+
+    ``batch_size`` > 1 runs up to that many compatible jobs at once, their network calls merged
+    (see `chunks` and `unsample.backends.lockstep`). A shard takes whole groups (group c goes to
+    shard c % n). When a resume finds a group partly done, the done jobs run again beside the
+    others, their outputs discarded, so every job keeps the companions it had in an uninterrupted run.
+    """
+    import tempfile
+
     manifest = Path(manifest)
     k, n = shard
-    jobs = [j for i, j in enumerate(read_manifest(manifest)) if i % n == k]
+    every = read_manifest(manifest)
+    groups = [g for c, g in enumerate(chunks(every, batch_size)) if c % n == k]
+    jobs = [every[i] for g in groups for i in g]
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a file; give a folder for the batch's outputs")
     out.mkdir(parents=True, exist_ok=True)
     _clean_temp_files(out, jobs)
     done = recorded(out)
-    todo = [j for j in jobs if j.id not in done]
-    result = BatchResult(skipped=len(jobs) - len(todo))
+    result = BatchResult(skipped=sum(j.id in done for j in jobs))
     begin = time.perf_counter()
     bar = None
     if progress:
@@ -250,23 +339,41 @@ def run_batch(
 
         bar = tqdm(total=len(jobs), initial=result.skipped, desc="batch", unit="job")
     try:
-        for job in todo:
+        for group in groups:
+            members = [every[i] for i in group]
+            if all(j.id in done for j in members):
+                continue
             t0 = time.perf_counter()
-            try:
-                names = run_job(model, job, manifest.parent, out, write_png)
-            except (ValueError, OSError, UserWarning) as err:
-                message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                _append_record(out, {"id": job.id, "status": "failed", "error": message}, shard)
-                result.failed += 1
-                result.errors[job.id] = message
-                if fail_fast:
-                    raise ValueError(f"job {job.id!r} failed: {message}") from None
-            else:
-                _append_record(out, {"id": job.id, "status": "ok", "outputs": names,
-                                     "seconds": round(time.perf_counter() - t0, 3), "job": asdict(job)}, shard)
-                result.done += 1
-            if bar is not None:
-                bar.update(1)
+            with tempfile.TemporaryDirectory(prefix="unsample-companions-") as discard:
+                outs = [Path(discard) if j.id in done else out for j in members]
+                if len(members) == 1:
+                    try:
+                        outcomes: list[list[str] | BaseException] = [run_job(model, members[0], manifest.parent, out, write_png)]
+                    except _JOB_ERRORS as err:
+                        outcomes = [err]
+                else:
+                    outcomes = _run_together(model, members, manifest.parent, outs, write_png)
+            seconds = round((time.perf_counter() - t0) / len(members), 3)
+            first_failure = None
+            for job, outcome in zip(members, outcomes):
+                if job.id in done:
+                    continue
+                if isinstance(outcome, BaseException):
+                    if not isinstance(outcome, _JOB_ERRORS):
+                        raise outcome  # a bug, not a bad job: the traceback is wanted
+                    message = _message(outcome)
+                    _append_record(out, {"id": job.id, "status": "failed", "error": message}, shard)
+                    result.failed += 1
+                    result.errors[job.id] = message
+                    first_failure = first_failure or (job.id, message)
+                else:
+                    _append_record(out, {"id": job.id, "status": "ok", "outputs": outcome, "seconds": seconds,
+                                         "batch": len(members), "job": asdict(job)}, shard)
+                    result.done += 1
+                if bar is not None:
+                    bar.update(1)
+            if fail_fast and first_failure is not None:
+                raise ValueError(f"job {first_failure[0]!r} failed: {first_failure[1]}") from None
     finally:
         if bar is not None:
             bar.close()

@@ -506,6 +506,8 @@ def batch(
     out: Annotated[Path, typer.Option("--out", help="Folder for the outputs and manifest.done.jsonl (re-run to resume).")],
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed job.")] = False,
     processes: Annotated[int, typer.Option("--processes", min=1, help="Split the jobs over this many processes.")] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Run up to this many compatible jobs through "
+                                            "the network together.")] = edit_defaults.BATCH_SIZE,
     shard: Annotated[str | None, typer.Option("--shard", help="K/N: run shard K of N (default: RANK/WORLD_SIZE "
                                               "from torchrun or accelerate, else 0/1).")] = None,
     model: ModelOpt = None,
@@ -514,7 +516,7 @@ def batch(
     quiet: QuietOpt = False,
 ) -> None:
     """Run invert / reconstruct / edit jobs from a manifest; a killed batch resumes where it stopped."""
-    from unsample.batch import read_manifest, recorded, run_batch, shard_from_env
+    from unsample.batch import done_file, read_manifest, recorded, run_batch, shard_from_env
 
     jobs = read_manifest(manifest)  # a bad manifest fails before the model loads
     if out.exists() and not out.is_dir():
@@ -527,7 +529,7 @@ def batch(
         out.mkdir(parents=True, exist_ok=True)
         begin = time.perf_counter()
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))}
-        common = [str(manifest), "--out", str(out), "--device", device, "--quiet"] + (["--model", model] if model else []) \
+        common = [str(manifest), "--out", str(out), "--device", device, "--quiet", "--batch-size", str(batch_size)] + (["--model", model] if model else []) \
             + (["--dtype", dtype] if dtype else []) + (["--fail-fast"] if fail_fast else [])
         procs = [subprocess.Popen([sys.executable, "-m", "unsample.cli", "batch", *common, "--shard", f"{k}/{processes}"], env=env)
                  for k in range(processes)]
@@ -539,8 +541,14 @@ def batch(
         if any(codes):
             raise UserError(f"a batch process ended with exit code {max(codes)}; re-run the same command to resume")
         return
+    launched = None
     if shard is None:
         part = shard_from_env()
+        if part[1] > 1:  # started by accelerate launch (or torchrun): accelerate places this process
+            from unsample.batch import launched_process
+
+            launched = launched_process(device)
+            part, device = launched.shard, launched.device
     else:
         try:
             k_text, n_text = shard.split("/")
@@ -557,11 +565,18 @@ def batch(
         else:
             _atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
-    res = run_batch(m, manifest, out, fail_fast=fail_fast, progress=not quiet, write_png=write_png, shard=part)
+    res = run_batch(m, manifest, out, fail_fast=fail_fast, progress=not quiet, write_png=write_png, shard=part,
+                    batch_size=batch_size)
     typer.echo(f"{res.done} done, {res.skipped} already done, {res.failed} failed ({res.seconds:.1f} s); "
-               f"records in {out / 'manifest.done.jsonl'}")
+               f"records in {out / done_file(part)}")
     for job_id, message in res.errors.items():
         typer.echo(f"  {job_id}: {message}", err=True)
+    if launched is not None:
+        launched.wait_for_everyone()
+        if part[0] == 0:
+            records = recorded(out)
+            ok = sum(r.get("status") == "ok" for r in records.values())
+            typer.echo(f"{part[1]} processes: {ok} of {len(jobs)} jobs done, {len(records) - ok} failed")
 
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that write reports (report.md, results.json, CSV, plots).")

@@ -23,3 +23,6 @@ EDIT_MASK_SMOOTH = 1
 """Radius (latent cells) of the box filter applied to the noise map first, so textures stay whole."""
 EDIT_START_FRACTION = 0.0
 """Where sampling resumes, as a fraction of the steps (0 = from the inverted noise)."""
+BATCH_SIZE = 8
+"""Jobs run through the network together by `unsample batch` (measured on the embedded model; see
+docs/batch.md): larger batches gained little more on this 2-core machine."""

@@ -9,7 +9,12 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 def resolve_device(device: str) -> torch.device:
-    """"auto" picks cuda, then mps, then cpu; a named device must be available."""
+    """"auto" picks cuda, then mps, then cpu; a named device ("cuda:1" names one GPU) must be available."""
+    if device.startswith("cuda:") and device[5:].isdigit():
+        count = torch.cuda.device_count()
+        if int(device[5:]) >= count:
+            raise ValueError(f"device {device!r} was asked for but this machine has {count} CUDA GPU(s); use --device auto")
+        return torch.device(device)
     if device not in DEVICES:
         raise ValueError(f"device {device!r} is not one of {', '.join(DEVICES)}")
     if device == "auto":

@@ -54,16 +54,24 @@ def broadcast_conditioning(cond: Any, like: Any) -> Any:
 
 
 class NonFiniteError(ValueError):
-    """A NaN or infinity appeared in a latent or a model output (an fp16 overflow, typically)."""
+    """A NaN or infinity appeared in a latent or a model output (an fp16 overflow, typically).
+
+    ``time_label`` is the model time of the call; the API turns it into the step of its grid."""
+
+    def __init__(self, message: str, time_label: float | None = None) -> None:
+        super().__init__(message)
+        self.time_label = time_label
 
 
 def _check_finite(tensor: torch.Tensor, what: str, t: torch.Tensor) -> None:
     if not bool(torch.isfinite(tensor).all()):
         bad = int((~torch.isfinite(tensor)).sum())
+        label = float(t.flatten()[0])
         raise NonFiniteError(
-            f"{what} holds {bad} NaN or infinite values at time label {float(t.flatten()[0]):g} "
+            f"{what} holds {bad} NaN or infinite values at time label {label:g} "
             f"(dtype {tensor.dtype}): an fp16/bf16 model overflowed (load it with --dtype float32) or the states grew "
-            "past what the method's precision holds (fewer steps)"
+            "past what the method's precision holds (fewer steps)",
+            time_label=label,
         )
 
 

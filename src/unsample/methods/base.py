@@ -148,3 +148,6 @@ class Method:
     calls_per_step: str
     """Model evaluations per step without CFG, and with CFG in parentheses, e.g. "1 (2)"."""
     exact: bool = False
+    differentiates: bool = False
+    """Its inversion back-propagates through the network (so its calls cannot share a batch
+    with other jobs' calls, which run without gradients)."""

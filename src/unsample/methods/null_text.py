@@ -241,4 +241,5 @@ METHOD = Method(
     invert=_invert,
     sample=_sample,
     calls_per_step="1 + optimisation",
+    differentiates=True,
 )
