@@ -38,6 +38,28 @@ def tiny_v_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sd3_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from unsample.testing.tiny_pipeline import build_tiny_sd3_pipeline
+
+    return build_tiny_sd3_pipeline(tmp_path_factory.mktemp("tiny-sd3") / "pipe")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3_no_t5_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SD3 without T5: diffusers loads it only when given ``text_encoder_3=None, tokenizer_3=None``."""
+    from unsample.testing.tiny_pipeline import build_tiny_sd3_pipeline
+
+    return build_tiny_sd3_pipeline(tmp_path_factory.mktemp("tiny-sd3-no-t5") / "pipe", with_t5=False, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from unsample.testing.tiny_pipeline import build_tiny_flux_pipeline
+
+    return build_tiny_flux_pipeline(tmp_path_factory.mktemp("tiny-flux") / "pipe")
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tiny_pipeline_dir: Path):
     import unsample
 

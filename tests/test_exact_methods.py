@@ -112,21 +112,39 @@ def _linear_step_slope(a_s: torch.Tensor, a_t: torch.Tensor) -> float:
     return float((1 - a_t).sqrt() - (a_t / a_s).sqrt() * (1 - a_s).sqrt())
 
 
+class _LinearEps:
+    """A denoiser whose eps prediction is c x (what fixed-point inversion sees of it)."""
+
+    prediction_type = "epsilon"
+
+    def __init__(self, c: float) -> None:
+        self.c = c
+
+    def output(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.c * x
+
+
+def _one_step_grid(a_s: torch.Tensor, a_t: torch.Tensor):  # noqa: ANN202
+    from unsample.core.schedule import TimestepGrid
+
+    return TimestepGrid.variance_preserving(torch.tensor([500.0]), torch.stack([a_t, a_s]))
+
+
 def test_fixed_point_keeps_the_best_iterate_when_the_iteration_diverges() -> None:
     """eps(x) = c x makes g affine with slope B c; at |B c| = 3 every iterate fits worse than the
     DDIM guess, so the step returns that guess (and its residual) instead of the last iterate."""
-    from unsample.methods import ddim, fixed_point
+    from unsample.methods import fixed_point
 
     a_s, a_t = torch.tensor(0.9, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64)
     c = 3.0 / _linear_step_slope(a_s, a_t)
     x_s = torch.linspace(-1, 1, 16, dtype=torch.float64)
-    t = torch.tensor(500)
     config = fixed_point.FixedPointConfig(max_iter=4, tol=0.0)
-    x, residual, iterations = fixed_point.invert_step(lambda x, t: c * x, x_s, t, a_s, a_t, config)
-    guess = ddim.invert_step(x_s, c * x_s, a_s, a_t)
-    assert torch.equal(x, guess)
-    g = ddim.invert_step(x_s, c * guess, a_s, a_t)
-    assert residual == pytest.approx(float((g - guess).norm() * (a_s / a_t).sqrt() / x_s.norm()))
+    x, residual, iterations = fixed_point.invert_step(_LinearEps(c), x_s, _one_step_grid(a_s, a_t), 0, config)
+    # the DDIM guess, by the paper's formula: sqrt(a_t / a_s) x_s + B eps(x_s)
+    guess = (a_t / a_s).sqrt() * x_s + _linear_step_slope(a_s, a_t) * c * x_s
+    assert torch.allclose(x, guess, rtol=1e-14, atol=1e-14)
+    g = (a_t / a_s).sqrt() * x_s + _linear_step_slope(a_s, a_t) * c * guess
+    assert residual == pytest.approx(float((g - guess).norm() * (a_s / a_t).sqrt() / x_s.norm()), rel=1e-10)
     assert iterations == 4
 
 
@@ -142,6 +160,6 @@ def test_fixed_point_reaches_the_exact_fixed_point(slope_times_c: float, anderso
     c = slope_times_c / slope
     x_s = torch.linspace(-1, 1, 16, dtype=torch.float64)
     config = fixed_point.FixedPointConfig(max_iter=max_iter, tol=0.0, anderson_m=anderson_m)
-    x, _, _ = fixed_point.invert_step(lambda x, t: c * x, x_s, torch.tensor(500), a_s, a_t, config)
+    x, _, _ = fixed_point.invert_step(_LinearEps(c), x_s, _one_step_grid(a_s, a_t), 0, config)
     exact = (a_t / a_s).sqrt() * x_s / (1 - slope * c)
     assert torch.allclose(x, exact, rtol=1e-12, atol=1e-12)

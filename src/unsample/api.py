@@ -126,6 +126,10 @@ def _progress(enabled: bool, total: int, desc: str) -> Iterator[StepCallback | N
         bar.close()
 
 
+def _latent_size(latent: torch.Tensor) -> tuple[int, int]:
+    return int(latent.shape[-2]), int(latent.shape[-1])
+
+
 @contextmanager
 def _naming_the_step(grid: Any, phase: Literal["inverting", "sampling", "editing"], method: str) -> Iterator[None]:
     """A `NonFiniteError` inside says at which step (1-based, in the phase's own order) it happened:
@@ -168,13 +172,14 @@ def invert(
     config = spec.config.from_options(method_options, method)
     _check_guidance(guidance, "guidance")
     check_prompt_words(model, prompt)
+    spec.check_applies(model.schedule)
     pixels = prepare_image(model, image, fit)
-    grid = config.make_grid(model.schedule, steps)
     counter = CallCounter()
     denoiser = model.denoiser(prompt, guidance=guidance, negative_prompt=negative_prompt, dtype=config.dtype, counter=counter)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     start = time.perf_counter()
     latent = model.encode_image(pixels)
+    grid = config.make_grid(model.schedule_for(_latent_size(latent)), steps)
     with _progress(progress, steps, f"invert ({method})") as callback, torch.no_grad(), \
             _naming_the_step(grid, "inverting", method):
         out = spec.invert(denoiser, grid, latent.to(config.dtype), config, callback=callback, generator=generator)
@@ -214,7 +219,7 @@ def replay(
     inversion.check_model(model)
     spec = get_method(inversion.method)
     config = spec.config.from_options(dict(inversion.options), inversion.method)
-    grid = config.make_grid(model.schedule, inversion.steps)
+    grid = config.make_grid(model.schedule_for(_latent_size(inversion.trajectory)), inversion.steps)
     grid.check_start(start_step)
     prompt = inversion.prompt if prompt is None else prompt
     guidance = inversion.guidance if guidance is None else guidance
@@ -367,7 +372,8 @@ def edit(
     if kind != "none":
         blend = Blend(mask=fixed, attention=kind in ("attention", "intersect"), start=blend_start, dilate=mask_dilate)
     spec = get_method(inversion.method)
-    grid = spec.config.from_options(dict(inversion.options), inversion.method).make_grid(model.schedule, inversion.steps)
+    grid = spec.config.from_options(dict(inversion.options), inversion.method).make_grid(
+        model.schedule_for(_latent_size(inversion.trajectory)), inversion.steps)
     with _progress(progress, inversion.steps - start_step, f"edit ({inversion.method})") as callback, \
             _naming_the_step(grid, "editing", inversion.method):
         res = edit_latent(

@@ -460,7 +460,7 @@ def trajectory(
     m = _load(model, device, dtype)
     inv.check_model(m)
     config = get_method(inv.method).config.from_options(dict(inv.options), inv.method)
-    grid = config.make_grid(m.schedule, inv.steps)
+    grid = config.make_grid(m.schedule_for(tuple(inv.trajectory.shape[-2:])), inv.steps)
     den = m.denoiser(inv.prompt, guidance=inv.guidance, negative_prompt=inv.negative_prompt, dtype=config.dtype)
     states = inv.trajectory
     if replay:

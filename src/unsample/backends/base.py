@@ -1,7 +1,7 @@
 """The interface every model family provides to the methods and the API.
 
 A backend turns images into latents and back, prompts into conditionings, and exposes its
-denoising network as ``model_fn(x, t, cond)`` plus its `NoiseSchedule`. Nothing else about the
+denoising network as ``model_fn(x, t, cond)`` plus its schedule (a `Schedule`). Nothing else about the
 model leaks into the methods, so SDXL (a conditioning with pooled embeddings and time ids) or a
 flow-matching model (a different schedule object) is a new backend, not a change to the methods.
 """
@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from unsample.core.denoiser import CallCounter, Denoiser
-from unsample.core.schedule import NoiseSchedule
+from unsample.core.schedule import Schedule
 
 
 class Model(ABC):
@@ -23,7 +23,7 @@ class Model(ABC):
 
     name: str
     """What the user passed to `unsample.load` (hub id, folder) or "embedded"."""
-    schedule: NoiseSchedule
+    schedule: Schedule
     device: torch.device
     dtype: torch.dtype
 
@@ -57,6 +57,12 @@ class Model(ABC):
     @abstractmethod
     def model_fn(self, x: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
         """The denoising network's raw output (eps, v or x0 per ``schedule.prediction_type``)."""
+
+    def schedule_for(self, latent_size: tuple[int, int]) -> Schedule:
+        """The schedule whose grids fit latents of ``latent_size`` (h, w). Most families have one
+        grid whatever the size; a flow model with dynamic shifting (Flux) shifts it by the image's
+        sequence length."""
+        return self.schedule
 
     def denoiser(
         self,

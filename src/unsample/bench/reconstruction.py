@@ -87,7 +87,7 @@ def run(model: Any, bench: ReconstructionBench, progress: bool = True) -> dict[s
             inv = unsample.invert(model, image, prompt, method=method, steps=steps, guidance=guidance, seed=bench.seed, **opts)
             res = unsample.reconstruct(model, inv, output="result")
             seconds = time.perf_counter() - t
-            grid = spec.config.from_options(dict(inv.options), method).make_grid(model.schedule, steps)
+            grid = spec.config.from_options(dict(inv.options), method).make_grid(model.schedule_for(tuple(inv.trajectory.shape[-2:])), steps)
             sigma_space = inv.stats.get("space") == "sigma"
             per_image.append({
                 "row": f"{method} s={steps} g={guidance:g}", "method": method, "steps": steps, "guidance": guidance,

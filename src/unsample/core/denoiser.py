@@ -1,10 +1,13 @@
-"""The Denoiser adapter: one callable ``eps(x, t)`` over any model, prediction type and CFG.
+"""The Denoiser adapter: one callable over any model family, prediction type and CFG.
 
-A backend supplies ``model(x, t, cond) -> output`` (eps, v or x0 by its ``prediction_type``)
-and conditionings (opaque objects with ``cat``). The Denoiser turns that into noise predictions
-in the working precision of the methods (float32 or float64), whatever dtype the model runs in.
+A backend supplies ``model(x, t, cond) -> output`` (eps, v, x0 or a flow velocity by its
+schedule's ``prediction_type``) and conditionings (opaque objects with ``cat``). The Denoiser
+gives that output (``output``), the noise prediction (``eps``) and the clean-latent prediction
+(``x0``) in the working precision of the methods (float32 or float64), whatever dtype the model
+runs in. The schedule is any object with ``prediction_type`` and ``alpha_sigma_at(t)``: the
+DDPM family's `NoiseSchedule` or a flow's `FlowSchedule`, so one Denoiser serves every family.
 
-Classifier-free guidance with scale g: ``eps = eps(x, u) + g * (eps(x, c) - eps(x, u))``,
+Classifier-free guidance with scale g: ``u = u(x, uncond) + g * (u(x, cond) - u(x, uncond))``,
 computed in ONE model call on a batch of 2B laid out as ``CFG_LAYOUT`` (unconditional half
 first); with g == 1 only the conditional half is evaluated, in one call of B.
 
@@ -20,8 +23,8 @@ from typing import Any, Protocol, Self
 
 import torch
 
-from unsample.core.predictions import eps_to_x0, to_eps
-from unsample.core.schedule import NoiseSchedule
+from unsample.core.predictions import to_eps_from, to_x0
+from unsample.core.schedule import Schedule
 
 CFG_LAYOUT: tuple[str, str] = ("uncond", "cond")
 
@@ -88,7 +91,7 @@ class Denoiser:
     """eps(x, t) for fixed conditioning, guidance and working precision."""
 
     model: ModelFn
-    schedule: NoiseSchedule
+    schedule: Schedule
     cond: Any
     uncond: Any | None = None
     guidance: float = 1.0
@@ -121,35 +124,52 @@ class Denoiser:
         t = torch.as_tensor(t, dtype=torch.float64, device=device)
         return t.expand(batch) if t.dim() == 0 else t
 
-    def eps(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        """The (guided) noise prediction at ``x``, time label ``t``, in the working dtype.
+    @property
+    def prediction_type(self) -> str:
+        """What ``output`` is: epsilon, v_prediction, sample or flow (see `unsample.core.predictions`)."""
+        return self.schedule.prediction_type
 
-        A non-finite input state or model output raises `NonFiniteError` naming the time label,
-        so an fp16 overflow stops at the step where it happens instead of ending as a black image.
+    def coefficients(self, t: torch.Tensor | float, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(alpha, sigma) of the model's schedule at time label(s) ``t`` (float64)."""
+        alpha, sigma = self.schedule.alpha_sigma_at(torch.as_tensor(t, dtype=torch.float64))
+        return alpha.to(device), sigma.to(device)
+
+    def output(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        """The (guided) model output u at ``x``, time label ``t``, in the working dtype.
+
+        u is in the model's own parametrisation (`prediction_type`); guidance combines the two
+        halves there, which equals guiding eps or x0 since both are linear in u. A non-finite
+        input state or model output raises `NonFiniteError` naming the time label, so an fp16
+        overflow stops at the step where it happens instead of ending as a black image.
         """
         batch = x.shape[0]
         tt = self._time(t, batch, x.device)
-        alpha = self.schedule.alpha_at(tt).to(x.device)
         _check_finite(x, "the latent going into the model", tt)
         if self.guided:
             out = self.model(torch.cat([x, x]), torch.cat([tt, tt]), self.uncond.cat(self.cond))
             self.counter.calls += 1
             self.counter.nfe += 2
             _check_finite(out, "the model's output", tt)
-            out = out.to(self.dtype)
-            xx = torch.cat([x, x]).to(self.dtype)
-            e = to_eps(self.schedule.prediction_type, xx, out, torch.cat([alpha, alpha]))
-            e_u, e_c = e.chunk(2)
-            return e_u + self.guidance * (e_c - e_u)
+            u_u, u_c = out.to(self.dtype).chunk(2)
+            return u_u + self.guidance * (u_c - u_u)
         out = self.model(x, tt, self.cond)
         self.counter.calls += 1
         self.counter.nfe += 1
         _check_finite(out, "the model's output", tt)
-        return to_eps(self.schedule.prediction_type, x.to(self.dtype), out.to(self.dtype), alpha)
+        return out.to(self.dtype)
+
+    def eps(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        """The (guided) noise prediction at ``x``, time label ``t``, in the working dtype."""
+        tt = self._time(t, x.shape[0], x.device)
+        u = self.output(x, tt)
+        alpha, sigma = self.coefficients(tt, x.device)
+        return to_eps_from(self.prediction_type, x.to(self.dtype), u, alpha, sigma)
 
     __call__ = eps
 
     def x0(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         """The predicted clean latent (the "jumping prediction") at ``x``, ``t``."""
         tt = self._time(t, x.shape[0], x.device)
-        return eps_to_x0(x.to(self.dtype), self.eps(x, tt), self.schedule.alpha_at(tt))
+        u = self.output(x, tt)
+        alpha, sigma = self.coefficients(tt, x.device)
+        return to_x0(self.prediction_type, x.to(self.dtype), u, alpha, sigma)

@@ -22,34 +22,70 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 SPACINGS = ("leading", "trailing", "linspace")
 
 
+class Schedule(Protocol):
+    """What the Denoiser and the methods need of a model family's schedule."""
+
+    prediction_type: str
+
+    def alpha_sigma_at(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(alpha, sigma) of x = alpha x0 + sigma eps at time labels ``t``."""
+        ...
+
+    def grid(self, steps: int) -> TimestepGrid:
+        """The default N-step grid (the family's own scheduler's)."""
+        ...
+
+
 @dataclass(frozen=True)
 class TimestepGrid:
-    """The N steps one run walks: time labels [N] (descending) and alphas [N + 1] (float64)."""
+    """The N steps one run walks: time labels [N] (descending) and, at each of the N + 1 grid
+    positions, the coefficients of ``x = alpha * x0 + sigma * eps`` (float64).
+
+    ``alphas`` is the variance-preserving alpha-bar with the same signal-to-noise ratio,
+    alpha^2 / (alpha^2 + sigma^2): alphas_cumprod itself for the DDPM family (stored exactly as
+    the schedule gives it), (1 - s)^2 / ((1 - s)^2 + s^2) for a flow at sigma s. Build grids with
+    `variance_preserving` or `flow`.
+    """
 
     timesteps: torch.Tensor
     alphas: torch.Tensor
+    alpha: torch.Tensor
+    sigma: torch.Tensor
 
     def __post_init__(self) -> None:
-        if self.alphas.shape[0] != self.timesteps.shape[0] + 1:
-            raise ValueError(
-                f"a grid of {self.timesteps.shape[0]} steps needs {self.timesteps.shape[0] + 1} alphas, "
-                f"got {self.alphas.shape[0]}"
-            )
+        n = self.timesteps.shape[0]
+        for name in ("alphas", "alpha", "sigma"):
+            if getattr(self, name).shape[0] != n + 1:
+                raise ValueError(f"a grid of {n} steps needs {n + 1} values of {name}, got {getattr(self, name).shape[0]}")
+
+    @classmethod
+    def variance_preserving(cls, timesteps: torch.Tensor, alphas: torch.Tensor) -> TimestepGrid:
+        """A DDPM-family grid from its alphas_cumprod a: alpha = sqrt(a), sigma = sqrt(1 - a)."""
+        alphas = alphas.to(torch.float64)
+        return cls(timesteps=timesteps.to(torch.float64), alphas=alphas, alpha=alphas.sqrt(), sigma=(1 - alphas).sqrt())
+
+    @classmethod
+    def flow(cls, timesteps: torch.Tensor, sigmas: torch.Tensor) -> TimestepGrid:
+        """A flow-matching grid from its sigmas s: x = (1 - s) x0 + s eps."""
+        s = sigmas.to(torch.float64)
+        alpha = 1 - s
+        return cls(timesteps=timesteps.to(torch.float64), alphas=alpha**2 / (alpha**2 + s**2), alpha=alpha, sigma=s)
 
     def __len__(self) -> int:
         return int(self.timesteps.shape[0])
 
     @property
     def sigmas(self) -> torch.Tensor:
-        """sigma at each of the N + 1 positions (0 where alpha is 1)."""
-        return alpha_to_sigma(self.alphas)
+        """The k-diffusion / EDM noise level sigma / alpha at each of the N + 1 positions (0 where
+        sigma is 0, infinite where alpha is 0: a flow's pure-noise end)."""
+        return self.sigma / self.alpha
 
     def check_start(self, start_step: int) -> None:
         if not 0 <= start_step <= len(self):
@@ -152,6 +188,11 @@ class NoiseSchedule:
         ac = self.alphas_cumprod.to(t.device)
         return ac[lo] * (1 - w) + ac[hi] * w
 
+    def alpha_sigma_at(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(alpha, sigma) of x = alpha x0 + sigma eps at time labels ``t``: sqrt(a(t)), sqrt(1 - a(t))."""
+        a = self.alpha_at(t)
+        return a.sqrt(), (1 - a).sqrt()
+
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
         """The fractional time label whose sigma is ``sigma`` (interpolated in log sigma)."""
         log_sigmas = alpha_to_sigma(self.alphas_cumprod).log()
@@ -173,7 +214,7 @@ class NoiseSchedule:
         """The DDIM grid of ``steps`` steps: the config's time labels and their alphas."""
         t = self.timesteps(steps)
         alphas = torch.cat([self.alphas_cumprod[t], torch.tensor([self.final_alpha_cumprod], dtype=torch.float64)])
-        return TimestepGrid(timesteps=t.to(torch.float64), alphas=alphas)
+        return TimestepGrid.variance_preserving(t, alphas)
 
     def karras_grid(self, steps: int, rho: float = 7.0) -> TimestepGrid:
         """Karras et al. (2022) rho-spaced sigmas from sigma_max down to the final state.
@@ -193,4 +234,4 @@ class NoiseSchedule:
             ramp = torch.linspace(0, 1, steps + 1, dtype=torch.float64)[:-1]
             sigmas = (hi + ramp * (float(alpha_to_sigma(final)) ** (1 / rho) - hi)) ** rho
         alphas = torch.cat([sigma_to_alpha(sigmas), final])
-        return TimestepGrid(timesteps=self.sigma_to_t(sigmas), alphas=alphas)
+        return TimestepGrid.variance_preserving(self.sigma_to_t(sigmas), alphas)

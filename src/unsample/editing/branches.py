@@ -107,7 +107,7 @@ def edit_latent(
     inversion.check_model(model)
     spec = get_method(inversion.method)
     config = spec.config.from_options(dict(inversion.options), inversion.method)
-    grid = config.make_grid(model.schedule, inversion.steps)
+    grid = config.make_grid(model.schedule_for(tuple(inversion.trajectory.shape[-2:])), inversion.steps)
     grid.check_start(start_step)
     if direct and inversion.method not in DIRECT_METHODS:
         raise ValueError(

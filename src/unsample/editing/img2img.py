@@ -38,8 +38,7 @@ def img2img(
     counter = CallCounter()
     den = model.denoiser(prompt, guidance=guidance, negative_prompt=negative_prompt, counter=counter)
     z = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float32).to(latent.device)
-    a = grid.alphas[start].to(torch.float32)
-    x = a.sqrt() * latent.float() + (1 - a).sqrt() * z
+    x = grid.alpha[start].to(torch.float32) * latent.float() + grid.sigma[start].to(torch.float32) * z
     begin = time.perf_counter()
     with torch.no_grad():
         out = ddim.sample(den, grid, x, start_step=start)

@@ -88,14 +88,14 @@ def noise_map(
     if latent.shape[0] != 1:
         raise ValueError(f"noise_map takes one image latent [1, C, H, W], got batch {latent.shape[0]}")
     schedule = denoiser.schedule
-    steps = int(schedule.alphas_cumprod.shape[0])
+    steps = int(schedule.num_train_timesteps)
     t = torch.tensor(float(round(config.strength * (steps - 1))), dtype=torch.float64)
-    alpha = schedule.alpha_at(t.reshape(1)).to(latent.device, denoiser.dtype)
+    alpha, sigma = (c.to(latent.device, denoiser.dtype) for c in schedule.alpha_sigma_at(t.reshape(1)))
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     k = config.draws
     noise = torch.randn((k, *latent.shape[1:]), generator=generator, dtype=torch.float32).to(latent.device, denoiser.dtype)
     # noise the latent K times; both prompts see the same K noised latents
-    noised = alpha.sqrt() * latent.to(denoiser.dtype) + (1 - alpha).sqrt() * noise
+    noised = alpha * latent.to(denoiser.dtype) + sigma * noise
     batched = denoiser.with_conditioning(
         repeat_conditioning(denoiser.cond, k),
         uncond=repeat_conditioning(denoiser.uncond, k) if denoiser.uncond is not None else None,

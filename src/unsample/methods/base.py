@@ -9,7 +9,7 @@ from typing import Any, Literal, Protocol
 import torch
 
 from unsample.core.denoiser import Denoiser
-from unsample.core.schedule import NoiseSchedule, TimestepGrid
+from unsample.core.schedule import Schedule, TimestepGrid
 
 Precision = Literal["float32", "float64"]
 StepCallback = Callable[[int, torch.Tensor], None]
@@ -63,7 +63,7 @@ class MethodConfig:
             )
         return cls(**options)
 
-    def make_grid(self, schedule: NoiseSchedule, steps: int) -> TimestepGrid:
+    def make_grid(self, schedule: Schedule, steps: int) -> TimestepGrid:
         """The grid this method walks for ``steps`` steps (the schedule's DDIM grid by default)."""
         return schedule.grid(steps)
 
@@ -151,3 +151,13 @@ class Method:
     differentiates: bool = False
     """Its inversion back-propagates through the network (so its calls cannot share a batch
     with other jobs' calls, which run without gradients)."""
+    refuses: Callable[[Any], str | None] | None = None
+    """Given a model's schedule, why the method cannot run on it (None: it can). The method is
+    defined by what the schedule has (e.g. finite EDM sigmas, a velocity output), never by a
+    family's name; `check_applies` turns the reason into the user's error."""
+
+    def check_applies(self, schedule: Any) -> None:
+        """Raise ValueError naming why this method cannot run on ``schedule``, if it cannot."""
+        reason = self.refuses(schedule) if self.refuses is not None else None
+        if reason:
+            raise ValueError(f"method {self.name!r} cannot run on this model: {reason}")

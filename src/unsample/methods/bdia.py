@@ -1,11 +1,12 @@
 """BDIA: exact inversion by bidirectional integration approximation (Zhang, Lewis, Kleijn,
 "Exact Diffusion Inversion via Bidirectional Integration Approximation", ECCV 2024), on DDIM.
 
-Grid positions run 0 (noise) .. N (image). With ``phi(z, eps, a_from, a_to)`` the DDIM map and
-``eps_i = eps(z_i, t_i)`` evaluated once at the middle state, the two increments from z_i are
+Grid positions run 0 (noise) .. N (image). With ``phi(z, u, i, j)`` the DDIM map from position i
+to j (`unsample.methods.ddim.ddim_map`, any family) and ``u_i = u(z_i, t_i)`` the model output
+evaluated once at the middle state, the two increments from z_i are
 
-    forward  (toward the image): D+_i = phi(z_i, eps_i, a_i, a_{i+1}) - z_i
-    backward (toward the noise): D-_i = phi(z_i, eps_i, a_i, a_{i-1}) - z_i
+    forward  (toward the image): D+_i = phi(z_i, u_i, i, i + 1) - z_i
+    backward (toward the noise): D-_i = phi(z_i, u_i, i, i - 1) - z_i
 
 and one sampling step combines the state two positions back with both:
 
@@ -36,9 +37,9 @@ from unsample.methods.base import Method, MethodConfig, MethodOutput, StateHook,
 def _increments(
     denoiser: Denoiser, z: torch.Tensor, i: int, grid: TimestepGrid
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    eps = denoiser(z, grid.timesteps[i])
-    fwd = ddim.sample_step(z, eps, grid.alphas[i], grid.alphas[i + 1]) - z
-    bwd = ddim.invert_step(z, eps, grid.alphas[i], grid.alphas[i - 1]) - z
+    u = denoiser.output(z, grid.timesteps[i])
+    fwd = ddim.ddim_map(z, u, denoiser.prediction_type, grid, i, i + 1) - z
+    bwd = ddim.ddim_map(z, u, denoiser.prediction_type, grid, i, i - 1) - z
     return fwd, bwd
 
 
@@ -78,7 +79,8 @@ def invert(
     n = len(grid)
     states: list[torch.Tensor] = [torch.empty(0)] * (n + 1)
     states[n] = latent.to(denoiser.dtype)
-    states[n - 1] = ddim.invert_step(states[n], denoiser(states[n], grid.timesteps[n - 1]), grid.alphas[n], grid.alphas[n - 1])
+    u = denoiser.output(states[n], grid.timesteps[n - 1])
+    states[n - 1] = ddim.invert_step(states[n], u, denoiser.prediction_type, grid, n - 1)
     if callback is not None:
         callback(0, states[n - 1])
     for i in range(n - 1, 0, -1):

@@ -1,23 +1,28 @@
 """DDIM inversion (Song, Meng, Ermon, "Denoising Diffusion Implicit Models", ICLR 2021, eta = 0).
 
-For neighbouring grid positions s (less noisy) and t (noisier), with eps = eps(x, tau):
+Every family writes its state as x = alpha x0 + sigma eps (`unsample.core.predictions`). For grid
+positions s (less noisy) and t (noisier), with the model output u = u(x, tau) and the x0 and eps
+it implies at the position the state is at,
 
-    x0_hat = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)
-    x_s    = sqrt(a_s) x0_hat + sqrt(1 - a_s) eps                       sample_step: t -> s
-    x0_hat = (x_s - sqrt(1 - a_s) eps) / sqrt(a_s)
-    x_t    = sqrt(a_t) x0_hat + sqrt(1 - a_t) eps                       invert_step: s -> t
+    x_s = alpha_s x0_hat(x_t, u) + sigma_s eps_hat(x_t, u)                   sample_step: t -> s
+    x_t = alpha_t x0_hat(x_s, u) + sigma_t eps_hat(x_s, u)                   invert_step: s -> t
 
-Symbols -> names: a_t -> ``a_t`` (alphas_cumprod at t), eps -> ``eps``, x_t -> ``x_t``.
+Both are affine in (x, u): x' = c_x x + c_u u (`unsample.core.predictions.ddim_coefficients`).
+For an eps model (DDPM family) c_x = alpha_s / alpha_t, c_u = sigma_s - alpha_s sigma_t / alpha_t,
+the DDIM paper's step; for a flow (alpha = 1 - sigma, u the velocity) c_x = 1 and
+c_u = sigma_s - sigma_t: the DDIM map between two points of a flow's curve is exactly the Euler
+step of the flow ODE dx/dsigma = v, the sampler of diffusers' FlowMatchEulerDiscreteScheduler.
 
-Pairing. On a `TimestepGrid` of N steps, sampling step i maps position i (a = alphas[i]) to
-position i + 1 (a = alphas[i + 1]) with eps(x_i, timesteps[i]). Inversion step i maps
-position i + 1 back to i and uses eps(x_{i+1}, timesteps[i]): the model is evaluated at the
-point we have, with the time label of the step being undone. That substitution of x_{i+1}
-for the unknown x_i is the whole approximation of DDIM inversion. The first inversion step
-starts from the image latent at a = alphas[N] = final_alpha_cumprod (alphas_cumprod[0], or 1
-with ``set_alpha_to_one``) and goes to the lowest time label. This is the pairing of
-diffusers' DDIMInverseScheduler for "leading" and "trailing" spacing (tests check equality),
-and it also holds for "linspace", which that scheduler refuses.
+Symbols -> names: alpha, sigma -> ``grid.alpha``, ``grid.sigma``; u -> ``u``; x_t -> ``x``.
+
+Pairing. On a `TimestepGrid` of N steps, sampling step i maps position i to position i + 1 with
+u(x_i, timesteps[i]). Inversion step i maps position i + 1 back to i and uses
+u(x_{i+1}, timesteps[i]): the model is evaluated at the point we have, with the time label of the
+step being undone. That substitution of x_{i+1} for the unknown x_i is the whole approximation
+of DDIM inversion. The first inversion step starts from the image latent at position N (the
+DDPM family's final_alpha_cumprod, a flow's sigma 0) and goes to the lowest time label. This is
+the pairing of diffusers' DDIMInverseScheduler for "leading" and "trailing" spacing (tests
+check equality), and it also holds for "linspace", which that scheduler refuses.
 """
 
 from __future__ import annotations
@@ -27,26 +32,32 @@ from dataclasses import dataclass
 import torch
 
 from unsample.core.denoiser import Denoiser
+from unsample.core.predictions import ddim_coefficients
 from unsample.core.schedule import TimestepGrid
 from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback, replay_from_trajectory
 
 
-def _ddim_map(x: torch.Tensor, eps: torch.Tensor, a_from: torch.Tensor, a_to: torch.Tensor) -> torch.Tensor:
-    a_from = torch.as_tensor(a_from, dtype=torch.float64)
-    a_to = torch.as_tensor(a_to, dtype=torch.float64)
-    c_x = (a_to / a_from).sqrt().to(x.dtype)
-    c_eps = ((1 - a_to).sqrt() - (a_to * (1 - a_from) / a_from).sqrt()).to(x.dtype)
-    return c_x * x + c_eps * eps.to(x.dtype)
+def coefficients(prediction_type: str, grid: TimestepGrid, frm: int, to: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c_x, c_u) of the DDIM map from grid position ``frm`` to ``to`` (float64)."""
+    c_x, c_u = ddim_coefficients(prediction_type, grid.alpha[frm], grid.sigma[frm], grid.alpha[to], grid.sigma[to])
+    return torch.as_tensor(c_x, dtype=torch.float64), torch.as_tensor(c_u, dtype=torch.float64)
 
 
-def sample_step(x_t: torch.Tensor, eps: torch.Tensor, a_t: torch.Tensor, a_s: torch.Tensor) -> torch.Tensor:
-    """One deterministic DDIM step toward the image: x_t -> x_s."""
-    return _ddim_map(x_t, eps, a_t, a_s)
+def ddim_map(x: torch.Tensor, u: torch.Tensor, prediction_type: str, grid: TimestepGrid, frm: int, to: int) -> torch.Tensor:
+    """The DDIM map x' = c_x x + c_u u from grid position ``frm`` to ``to``."""
+    c_x, c_u = coefficients(prediction_type, grid, frm, to)
+    return c_x.to(x.dtype) * x + c_u.to(x.dtype) * u.to(x.dtype)
 
 
-def invert_step(x_s: torch.Tensor, eps: torch.Tensor, a_s: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:
-    """One DDIM step toward noise: x_s -> x_t, exact inverse of `sample_step` for the same eps."""
-    return _ddim_map(x_s, eps, a_s, a_t)
+def sample_step(x: torch.Tensor, u: torch.Tensor, prediction_type: str, grid: TimestepGrid, i: int) -> torch.Tensor:
+    """One deterministic DDIM step toward the image: position i -> i + 1."""
+    return ddim_map(x, u, prediction_type, grid, i, i + 1)
+
+
+def invert_step(x: torch.Tensor, u: torch.Tensor, prediction_type: str, grid: TimestepGrid, i: int) -> torch.Tensor:
+    """One DDIM step toward noise: position i + 1 -> i, exact inverse of `sample_step` for the same u
+    when u is an eps prediction (for other parametrisations the inverse holds for the same eps)."""
+    return ddim_map(x, u, prediction_type, grid, i + 1, i)
 
 
 def sample(
@@ -61,8 +72,8 @@ def sample(
     grid.check_start(start_step)
     x = x.to(denoiser.dtype)
     for i in range(start_step, len(grid)):
-        eps = denoiser(x, grid.timesteps[i])
-        x = sample_step(x, eps, grid.alphas[i], grid.alphas[i + 1])
+        u = denoiser.output(x, grid.timesteps[i])
+        x = sample_step(x, u, denoiser.prediction_type, grid, i)
         if callback is not None:
             callback(i, x)
     return x
@@ -79,8 +90,8 @@ def invert(
     x = latent.to(denoiser.dtype)
     states = [x]
     for i in reversed(range(len(grid))):
-        eps = denoiser(x, grid.timesteps[i])
-        x = invert_step(x, eps, grid.alphas[i + 1], grid.alphas[i])
+        u = denoiser.output(x, grid.timesteps[i])
+        x = invert_step(x, u, denoiser.prediction_type, grid, i)
         states.append(x)
         if callback is not None:
             callback(len(grid) - 1 - i, x)
@@ -103,7 +114,7 @@ def _invert(
 
 METHOD = Method(
     name="ddim",
-    summary="DDIM inversion: the deterministic DDIM step run backwards, eps taken at the known point",
+    summary="DDIM inversion: the deterministic DDIM step (a flow's Euler step) run backwards, the model taken at the known point",
     config=DDIMConfig,
     invert=_invert,
     sample=replay_from_trajectory(sample),

@@ -1,17 +1,18 @@
 """EDICT: Exact Diffusion Inversion via Coupled Transformations (Wallace, Gokul, Naik, CVPR 2023).
 
-Two chains x, y start at the image latent. With ``A = sqrt(a_s / a_t)`` and
-``B = sqrt(1 - a_s) - sqrt(a_s (1 - a_t) / a_t)`` (the DDIM step written x_s = A x_t + B eps),
+Two chains x, y start at the image latent. With the DDIM step written x_s = A x_t + B u, u the
+model output (`unsample.methods.ddim.coefficients`: for an eps model A = sqrt(a_s / a_t) and
+B = sqrt(1 - a_s) - sqrt(a_s (1 - a_t) / a_t), the paper's; for a flow A = 1, B = s_s - s_t),
 one sampling step t -> s is
 
-    x' = A x + B eps(y, t)                    (1)
-    y' = A y + B eps(x', t)                   (2)
+    x' = A x + B u(y, t)                      (1)
+    y' = A y + B u(x', t)                     (2)
     x_s = p x' + (1 - p) y'                   (3)  mixing
     y_s = p y' + (1 - p) x_s                  (4)  mixing
 
 and the inversion step s -> t undoes (4), (3), (2), (1) in that order, each exactly:
-``y' = (y_s - (1 - p) x_s) / p``, ``x' = (x_s - (1 - p) y') / p``, ``y = (y' - B eps(x', t)) / A``,
-``x = (x' - B eps(y, t)) / A``.
+``y' = (y_s - (1 - p) x_s) / p``, ``x' = (x_s - (1 - p) y') / p``, ``y = (y' - B u(x', t)) / A``,
+``x = (x' - B u(y, t)) / A``.
 
 Leapfrog: on odd grid steps the chains swap roles (y is updated first). The role is a function
 of the grid index i alone, the same in inversion and sampling, so the two line up for every
@@ -20,7 +21,7 @@ loop counter, which lines up only when inversion and sampling cover the same num
 from the same end.)
 
 Symbols -> names: x, y -> ``x``, ``y``; p -> ``config.p`` (default 0.8, see `EDICTConfig`); A, B -> ``a_coef``, ``b_coef``;
-a_t, a_s -> ``grid.alphas[i]``, ``grid.alphas[i + 1]``. Cost: 2 model evaluations per step
+grid positions t, s -> ``i``, ``i + 1``. Cost: 2 model evaluations per step
 (4 with CFG, in two batched calls). The trajectory holds the x chain; ``extras["y"]`` the y chain.
 The reconstruction is the x chain's final state.
 """
@@ -34,12 +35,12 @@ import torch
 
 from unsample.core.denoiser import Denoiser, NonFiniteError
 from unsample.core.schedule import TimestepGrid
+from unsample.methods import ddim
 from unsample.methods.base import Method, MethodConfig, MethodOutput, Precision, StateHook, StepCallback
 
 
-def _coefs(a_t: torch.Tensor, a_s: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    a_coef = (a_s / a_t).sqrt()
-    b_coef = (1 - a_s).sqrt() - (a_s * (1 - a_t) / a_t).sqrt()
+def _coefs(denoiser: Denoiser, grid: TimestepGrid, i: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    a_coef, b_coef = ddim.coefficients(denoiser.prediction_type, grid, i, i + 1)
     return a_coef.to(dtype), b_coef.to(dtype)
 
 
@@ -55,9 +56,9 @@ def sample_step(
         y, x = sample_step(denoiser, y, x, i, grid, p, False)
         return x, y
     t = grid.timesteps[i]
-    a_coef, b_coef = _coefs(grid.alphas[i], grid.alphas[i + 1], x.dtype)
-    x_inter = a_coef * x + b_coef * denoiser(y, t)
-    y_inter = a_coef * y + b_coef * denoiser(x_inter, t)
+    a_coef, b_coef = _coefs(denoiser, grid, i, x.dtype)
+    x_inter = a_coef * x + b_coef * denoiser.output(y, t)
+    y_inter = a_coef * y + b_coef * denoiser.output(x_inter, t)
     x_new = p * x_inter + (1 - p) * y_inter
     y_new = p * y_inter + (1 - p) * x_new
     return x_new, y_new
@@ -71,13 +72,13 @@ def invert_step(
         y, x = invert_step(denoiser, y, x, i, grid, p, False)
         return x, y
     t = grid.timesteps[i]
-    a_coef, b_coef = _coefs(grid.alphas[i], grid.alphas[i + 1], x.dtype)
+    a_coef, b_coef = _coefs(denoiser, grid, i, x.dtype)
     # undo the mixing layers, (4) then (3)
     y_inter = (y - (1 - p) * x) / p
     x_inter = (x - (1 - p) * y_inter) / p
     # undo the two affine coupling steps, (2) then (1)
-    y_old = (y_inter - b_coef * denoiser(x_inter, t)) / a_coef
-    x_old = (x_inter - b_coef * denoiser(y_old, t)) / a_coef
+    y_old = (y_inter - b_coef * denoiser.output(x_inter, t)) / a_coef
+    x_old = (x_inter - b_coef * denoiser.output(y_old, t)) / a_coef
     return x_old, y_old
 
 

@@ -25,12 +25,12 @@ The default grid is Karras' (rho = 7) between the schedule's sigma_min and sigma
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from unsample.core.denoiser import Denoiser
-from unsample.core.schedule import NoiseSchedule, TimestepGrid
+from unsample.core.schedule import TimestepGrid
 from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback, replay_from_trajectory
 
 
@@ -115,7 +115,7 @@ class EulerConfig(MethodConfig):
         if self.rho <= 0:
             raise ValueError(f"rho={self.rho} must be positive")
 
-    def make_grid(self, schedule: NoiseSchedule, steps: int) -> TimestepGrid:
+    def make_grid(self, schedule: Any, steps: int) -> TimestepGrid:
         if self.sigmas == "karras":
             return schedule.karras_grid(steps, rho=self.rho)
         return schedule.grid(steps)
@@ -130,6 +130,13 @@ def _invert(
 
 
 
+def _refuses(schedule: Any) -> str | None:
+    if hasattr(schedule, "karras_grid"):
+        return None
+    return ("it steps in k-diffusion's sigma = sigma / alpha, which is infinite at a flow's pure-noise end "
+            "(alpha = 0); on a flow model use ddim, whose step is the Euler step of the flow ODE")
+
+
 METHOD = Method(
     name="euler",
     summary="Euler inversion in sigma space (k-diffusion), walked from sigma_min up to sigma_max",
@@ -137,4 +144,5 @@ METHOD = Method(
     invert=_invert,
     sample=replay_from_trajectory(sample),
     calls_per_step="1 (2)",
+    refuses=_refuses,
 )

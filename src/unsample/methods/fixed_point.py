@@ -1,18 +1,20 @@
 """Fixed-point (CFG-corrected) DDIM inversion: solve each inverse step implicitly.
 
 Pan et al., "Effective Real Image Editing with Accelerated Iterative Diffusion Inversion"
-(AIDI, ICCV 2023); Garibi et al., "ReNoise" (ECCV 2024). DDIM inversion evaluates eps at the
-known point x_s; the exact inverse of the sampling step needs eps at the unknown x_t:
+(AIDI, ICCV 2023); Garibi et al., "ReNoise" (ECCV 2024). With the sampling step written
+x_s = A x_t + B u(x_t, t) (`unsample.methods.ddim.coefficients`, any family), DDIM inversion
+evaluates u at the known point x_s; the exact inverse of the sampling step needs it at the
+unknown x_t:
 
-    x_t = invert_step(x_s, eps(x_t, t))        (solve for x_t)
+    x_t = (x_s - B u(x_t, t)) / A        (solve for x_t)
 
-Starting from the DDIM guess x_t^0 = invert_step(x_s, eps(x_s, t)), iterate
+Starting from the DDIM guess x_t^0 = ddim.invert_step(x_s, u(x_s, t)), iterate
 
-    x_t^{k+1} = g(x_t^k),   g(x) = invert_step(x_s, eps(x, t))
+    x_t^{k+1} = g(x_t^k),   g(x) = (x_s - B u(x, t)) / A
 
 until the forward step from x_t^k lands back on x_s: the residual
-``||sample_step(x_t^k, eps(x_t^k, t)) - x_s|| / ||x_s||`` (which equals
-``A * ||x_t^k - x_t^{k+1}|| / ||x_s||`` with A = sqrt(a_s / a_t), free to compute) falls below
+``||A x_t^k + B u(x_t^k, t) - x_s|| / ||x_s||`` (which equals
+``|A| * ||x_t^k - x_t^{k+1}|| / ||x_s||``, free to compute) falls below
 ``tol``, or ``max_iter`` iterations have run. At large guidance and few steps g can expand
 near the image end of the grid and the iterates run away; then the step returns the iterate
 with the smallest residual (at worst the DDIM guess) rather than the last one. Optional
@@ -75,23 +77,25 @@ def _anderson(xs: list[torch.Tensor], gs: list[torch.Tensor]) -> torch.Tensor:
 def invert_step(
     denoiser: Denoiser,
     x_s: torch.Tensor,
-    t: torch.Tensor,
-    a_s: torch.Tensor,
-    a_t: torch.Tensor,
+    grid: TimestepGrid,
+    i: int,
     config: FixedPointConfig,
     refine: bool = True,
 ) -> tuple[torch.Tensor, float, int]:
-    """Solve x_t = invert_step(x_s, eps(x_t, t)); return x_t, the last residual and iterations run."""
-    x = ddim.invert_step(x_s, denoiser(x_s, t), a_s, a_t)  # the DDIM guess
+    """Solve x_s = A x_t + B u(x_t, t_i) for x_t (position i + 1 -> i); return x_t, the last residual
+    and the iterations run."""
+    t, kind = grid.timesteps[i], denoiser.prediction_type
+    x = ddim.invert_step(x_s, denoiser.output(x_s, t), kind, grid, i)  # the DDIM guess
     if not refine or config.max_iter == 0:
         return x, float("nan"), 0
-    scale = float((a_s / a_t).sqrt()) / float(x_s.norm().clamp_min(1e-12))
+    a_coef, b_coef = (c.to(x_s.dtype) for c in ddim.coefficients(kind, grid, i, i + 1))
+    scale = float(a_coef.abs()) / float(x_s.norm().clamp_min(1e-12))
     xs: list[torch.Tensor] = []
     gs: list[torch.Tensor] = []
     best, best_residual = x, float("inf")
     k = 0
     for k in range(1, config.max_iter + 1):
-        g = ddim.invert_step(x_s, denoiser(x, t), a_s, a_t)
+        g = (x_s - b_coef * denoiser.output(x, t)) / a_coef
         residual = float((g - x).norm()) * scale
         if residual < best_residual:
             best, best_residual = x, residual
@@ -119,9 +123,7 @@ def invert(
     residuals: list[float] = []
     iterations: list[int] = []
     for j, i in enumerate(reversed(range(n))):
-        x, res, k = invert_step(
-            denoiser, x, grid.timesteps[i], grid.alphas[i + 1], grid.alphas[i], config, refine=j < refined_steps
-        )
+        x, res, k = invert_step(denoiser, x, grid, i, config, refine=j < refined_steps)
         states.append(x)
         residuals.append(res)
         iterations.append(k)

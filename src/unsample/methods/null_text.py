@@ -98,8 +98,8 @@ def _guided_sample_step(
     """
     uncond = broadcast_conditioning(type(denoiser.cond).from_tensors(null), denoiser.cond)
     guided = denoiser.with_conditioning(denoiser.cond, uncond=uncond)
-    eps = guided(x, grid.timesteps[i])
-    return ddim.sample_step(x, eps, grid.alphas[i], grid.alphas[i + 1])
+    u = guided.output(x, grid.timesteps[i])
+    return ddim.sample_step(x, u, denoiser.prediction_type, grid, i)
 
 
 def _trainable(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
@@ -158,16 +158,14 @@ def _invert(
         evaluations = 0
         loss_value: float | None = None
         if config.inner_steps > 0 and params:
-            # eps(z_t, C) is fixed during the inner loop: one call without grad
-            eps_c = unguided(z, t).detach()
+            # u(z_t, C) is fixed during the inner loop: one call without grad
+            u_c = unguided.output(z, t).detach()
             optimiser = torch.optim.Adam(params, lr=lr)
             with torch.enable_grad():
                 for _ in range(config.inner_steps):
-                    eps_u = denoiser.with_conditioning(cond_type.from_tensors(null), guidance=1.0)(z, t)
-                    eps = eps_u + g * (eps_c - eps_u)
-                    loss = torch.nn.functional.mse_loss(
-                        ddim.sample_step(z, eps, grid.alphas[i], grid.alphas[i + 1]), target
-                    )
+                    u_u = denoiser.with_conditioning(cond_type.from_tensors(null), guidance=1.0).output(z, t)
+                    u = u_u + g * (u_c - u_u)
+                    loss = torch.nn.functional.mse_loss(ddim.sample_step(z, u, denoiser.prediction_type, grid, i), target)
                     evaluations += 1
                     loss_value = float(loss.item())
                     if loss_value < threshold:
