@@ -76,13 +76,19 @@ def load(
     dtype: str | torch.dtype | None = None,
     local_files_only: bool | None = None,
 ) -> Model:
-    """Load a Stable Diffusion pipeline (hub id or local folder); None loads the embedded default."""
+    """Load a diffusers pipeline (hub id or local folder); None loads the embedded default.
+
+    The backend follows the folder's model_index.json ``_class_name``: Stable Diffusion 1.x/2.x,
+    Stable Diffusion 3 or Flux (`unsample.backends.diffusers_common.PIPELINES`); any other class
+    is refused with the list of supported ones.
+    """
     from unsample.backends.devices import resolve_device, resolve_dtype
-    from unsample.backends.diffusers_sd import StableDiffusionModel
+    from unsample.backends.diffusers_common import backend_for, pipeline_class_name, resolve_local_files_only
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     if model is None:
+        from unsample.backends.diffusers_sd import StableDiffusionModel
         from unsample.embedded import embedded_model_path
 
         folder = embedded_model_path()
@@ -94,7 +100,14 @@ def load(
         loaded = StableDiffusionModel.from_pretrained(str(folder), device=dev, dtype=dt, local_files_only=True)
         loaded.name = "embedded"
         return loaded
-    return StableDiffusionModel.from_pretrained(model, device=dev, dtype=dt, local_files_only=local_files_only)
+    backend = backend_for(pipeline_class_name(model, resolve_local_files_only(model, local_files_only)))
+    if backend == "sd3":
+        from unsample.backends.diffusers_sd3 import StableDiffusion3Model as cls
+    elif backend == "flux":
+        from unsample.backends.diffusers_flux import FluxModel as cls  # type: ignore[assignment]
+    else:
+        from unsample.backends.diffusers_sd import StableDiffusionModel as cls  # type: ignore[assignment]
+    return cls.from_pretrained(model, device=dev, dtype=dt, local_files_only=local_files_only)
 
 
 MAX_GUIDANCE = 100.0

@@ -8,9 +8,6 @@ config (read into a `NoiseSchedule`). The pipeline's scheduler object itself is 
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -18,6 +15,7 @@ from typing import Any
 import torch
 
 from unsample.backends.base import Model
+from unsample.backends.diffusers_common import fingerprint, load_pipeline, vae_decode, vae_encode
 
 
 @dataclass(frozen=True)
@@ -61,27 +59,8 @@ class StableDiffusionModel(Model):
     ) -> StableDiffusionModel:
         from diffusers import StableDiffusionPipeline
 
-        if local_files_only is None:
-            local_files_only = os.path.isdir(name) or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        try:
-            pipe = StableDiffusionPipeline.from_pretrained(
-                name,
-                dtype=dtype,
-                safety_checker=None,
-                requires_safety_checker=False,
-                local_files_only=local_files_only,
-            )
-        except (OSError, ValueError, EnvironmentError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(
-                f"could not load a Stable Diffusion pipeline from {name!r} ({first}); give a local diffusers "
-                "folder or a hub id that is in the local cache"
-            ) from err
-        pipe.set_progress_bar_config(disable=True)
-        pipe.to(device)
-        for part in (pipe.unet, pipe.vae, pipe.text_encoder):
-            part.requires_grad_(False)
-            part.eval()
+        pipe = load_pipeline(StableDiffusionPipeline, name, device=device, dtype=dtype, local_files_only=local_files_only,
+                             family="Stable Diffusion", safety_checker=None, requires_safety_checker=False)
         return cls(pipe, name)
 
     @property
@@ -98,41 +77,18 @@ class StableDiffusionModel(Model):
 
     @cached_property
     def fingerprint(self) -> str:
-        digest = hashlib.sha256()
-        for part in (self.pipe.unet, self.pipe.vae, self.pipe.text_encoder):
-            config = part.config.to_dict() if hasattr(part.config, "to_dict") else dict(part.config)
-            config.pop("transformers_version", None)
-            digest.update(json.dumps(_jsonable(config), sort_keys=True).encode())
-        digest.update(json.dumps(_jsonable(dict(self.pipe.scheduler.config)), sort_keys=True).encode())
-        # A few small weight tensors tell two trainings of one architecture apart, cheaply.
-        for tensor in (
-            self.pipe.unet.conv_in.weight,
-            self.pipe.unet.conv_out.weight,
-            self.pipe.vae.decoder.conv_out.weight,
-            self.pipe.text_encoder.get_input_embeddings().weight,
-        ):
-            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-        return digest.hexdigest()[:16]
+        pipe = self.pipe
+        return fingerprint(
+            (pipe.unet, pipe.vae, pipe.text_encoder), dict(pipe.scheduler.config),
+            (pipe.unet.conv_in.weight, pipe.unet.conv_out.weight, pipe.vae.decoder.conv_out.weight,
+             pipe.text_encoder.get_input_embeddings().weight),
+        )
 
-    @property
-    def _scaling(self) -> tuple[float, float]:
-        cfg = self.pipe.vae.config
-        shift = getattr(cfg, "shift_factor", None) or 0.0
-        return float(cfg.scaling_factor), float(shift)
-
-    @torch.no_grad()
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        scale, shift = self._scaling
-        x = (image.to(self.device, self.pipe.vae.dtype) * 2 - 1)
-        mean = self.pipe.vae.encode(x).latent_dist.mean
-        return ((mean.float() - shift) * scale)
+        return vae_encode(self.pipe.vae, image, self.device)
 
-    @torch.no_grad()
     def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
-        scale, shift = self._scaling
-        z = latent.to(self.device, torch.float32) / scale + shift
-        out = self.pipe.vae.decode(z.to(self.pipe.vae.dtype)).sample.float()
-        return ((out + 1) / 2).clamp(0, 1)
+        return vae_decode(self.pipe.vae, latent, self.device)
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> TextConditioning:
@@ -161,12 +117,3 @@ class StableDiffusionModel(Model):
             encoder_hidden_states=cond.embeds.to(self.dtype),
         ).sample
 
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items() if not str(k).startswith("_")}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)

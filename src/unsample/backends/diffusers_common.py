@@ -1,0 +1,154 @@
+"""What every diffusers backend shares: loading a pipeline folder, the VAE's latent scaling, the
+fingerprint of the weights, and the pipeline classes `unsample.load` knows.
+
+The VAE maps an image in [-1, 1] to the posterior mean m, and the methods work on the scaled
+latent ``z = (m - shift_factor) * scaling_factor`` (SD 1.x/2.x have no shift; SD3 and Flux do),
+so the same two functions serve every family.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PIPELINES: dict[str, str] = {
+    "StableDiffusionPipeline": "sd",
+    "StableDiffusionImg2ImgPipeline": "sd",
+    "StableDiffusionInpaintPipeline": "sd",
+    "StableDiffusion3Pipeline": "sd3",
+    "StableDiffusion3Img2ImgPipeline": "sd3",
+    "FluxPipeline": "flux",
+    "FluxImg2ImgPipeline": "flux",
+}
+"""The pipeline classes (model_index.json's ``_class_name``) each backend loads."""
+
+
+def pipeline_class_name(name: str, local_files_only: bool) -> str | None:
+    """``_class_name`` of a local folder's or a cached hub id's model_index.json (None: not found)."""
+    folder = Path(name)
+    if folder.is_dir():
+        index = folder / "model_index.json"
+        if not index.is_file():
+            raise ValueError(f"{name!r} is a folder without model_index.json; give a diffusers pipeline folder")
+        try:
+            return str(json.loads(index.read_text(encoding="utf-8")).get("_class_name"))
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            raise ValueError(f"{index} is not valid JSON; give a diffusers pipeline folder") from None
+    try:
+        from diffusers import DiffusionPipeline
+
+        return str(DiffusionPipeline.load_config(name, local_files_only=local_files_only).get("_class_name"))
+    except (OSError, ValueError):
+        return None
+
+
+def backend_for(class_name: str | None) -> str:
+    """The backend ("sd", "sd3", "flux") of a pipeline class; a one-line refusal lists the supported ones."""
+    if class_name is None:
+        return "sd"  # a hub id not in the cache: the SD loader says what is missing
+    backend = PIPELINES.get(class_name)
+    if backend is None:
+        raise ValueError(
+            f"pipeline class {class_name!r} is not supported; unsample loads {', '.join(sorted(PIPELINES))}"
+        )
+    return backend
+
+
+def resolve_local_files_only(name: str, local_files_only: bool | None) -> bool:
+    if local_files_only is not None:
+        return local_files_only
+    return os.path.isdir(name) or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+
+
+def load_pipeline(pipeline_cls: Any, name: str, *, device: torch.device, dtype: torch.dtype,
+                  local_files_only: bool | None, family: str, **kwargs: Any) -> Any:
+    """``pipeline_cls.from_pretrained`` with a one-line error, on ``device``, frozen and in eval mode."""
+    try:
+        pipe = pipeline_cls.from_pretrained(
+            name, dtype=dtype, local_files_only=resolve_local_files_only(name, local_files_only), **kwargs
+        )
+    except (OSError, ValueError, EnvironmentError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"could not load a {family} pipeline from {name!r} ({first}); give a local diffusers "
+            "folder or a hub id that is in the local cache"
+        ) from err
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(device)
+    for part in pipe.components.values():
+        if isinstance(part, torch.nn.Module):
+            part.requires_grad_(False)
+            part.eval()
+    return pipe
+
+
+def vae_scaling(vae: Any) -> tuple[float, float]:
+    """(scaling_factor, shift_factor) of a VAE config (shift 0 when absent)."""
+    cfg = vae.config
+    return float(cfg.scaling_factor), float(getattr(cfg, "shift_factor", None) or 0.0)
+
+
+@torch.no_grad()
+def vae_encode(vae: Any, image: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Images [B, 3, H, W] in [0, 1] -> scaled latents (float32, the posterior mean)."""
+    scale, shift = vae_scaling(vae)
+    mean = vae.encode(image.to(device, vae.dtype) * 2 - 1).latent_dist.mean
+    return (mean.float() - shift) * scale
+
+
+@torch.no_grad()
+def vae_decode(vae: Any, latent: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Scaled latents -> images [B, 3, H, W] in [0, 1] (float32)."""
+    scale, shift = vae_scaling(vae)
+    z = latent.to(device, torch.float32) / scale + shift
+    out = vae.decode(z.to(vae.dtype)).sample.float()
+    return ((out + 1) / 2).clamp(0, 1)
+
+
+def fingerprint(parts: Iterable[Any], scheduler_config: dict[str, Any], tensors: Iterable[torch.Tensor]) -> str:
+    """A short digest of the parts' configs, the scheduler's config and a few small weight tensors."""
+    digest = hashlib.sha256()
+    for part in parts:
+        config = part.config.to_dict() if hasattr(part.config, "to_dict") else dict(part.config)
+        config.pop("transformers_version", None)
+        digest.update(json.dumps(_jsonable(config), sort_keys=True).encode())
+    digest.update(json.dumps(_jsonable(dict(scheduler_config)), sort_keys=True).encode())
+    # A few small weight tensors tell two trainings of one architecture apart, cheaply.
+    for tensor in tensors:
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items() if not str(k).startswith("_")}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+@dataclass(frozen=True)
+class PooledTextConditioning:
+    """Per-token text embeddings [B, L, D] and a pooled embedding [B, P] (SD3, Flux)."""
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor
+
+    def cat(self, other: PooledTextConditioning) -> PooledTextConditioning:
+        return PooledTextConditioning(torch.cat([self.embeds, other.embeds]), torch.cat([self.pooled, other.pooled]))
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"embeds": self.embeds, "pooled": self.pooled}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> PooledTextConditioning:
+        return cls(tensors["embeds"], tensors["pooled"])

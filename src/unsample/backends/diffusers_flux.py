@@ -1,0 +1,137 @@
+"""Backend: Flux.1 pipelines loaded with diffusers (rectified flow, packed latents).
+
+The methods see Flux's latents as every other family's, [B, C, h, w] (so masks, blending and
+the trajectory view work per latent cell); `model_fn` packs them into the transformer's 2 x 2
+patches [B, hw/4, 4C] with their image ids, and unpacks the velocity it predicts. The text ids
+are zeros, as diffusers builds them.
+
+Two guidances, kept apart:
+- ``distilled_guidance`` (Flux-dev's ``guidance_scale``, default 3.5) is an input of a
+  guidance-distilled transformer (``guidance_embeds``); it costs nothing.
+- The method's ``guidance`` is true classifier-free guidance (diffusers' ``true_cfg_scale``):
+  with guidance != 1 the Denoiser evaluates the negative prompt as well, at twice the cost.
+  A distilled model has no unconditional branch of its own, so the inversions default to 1.
+
+The grid's sigmas follow the Flux pipeline: ``np.linspace(1, 1/N, N)``, shifted by mu from the
+image's sequence length (`schedule_for`).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+import torch
+
+from unsample.backends.base import Model
+from unsample.backends.diffusers_common import (
+    PooledTextConditioning,
+    fingerprint,
+    load_pipeline,
+    vae_decode,
+    vae_encode,
+)
+from unsample.core.schedule import Schedule
+
+
+class FluxModel(Model):
+    """Flux.1 (dev or schnell) through diffusers."""
+
+    max_sequence_length: int = 512
+    """T5 tokens of a prompt (diffusers' default for Flux)."""
+    distilled_guidance: float = 3.5
+    """The guidance-embedding input of a guidance-distilled transformer (Flux-dev's default)."""
+
+    def __init__(self, pipe: Any, name: str) -> None:
+        from unsample.core.flow_schedule import FlowSchedule
+
+        self.pipe = pipe
+        self.name = name
+        schedule = FlowSchedule.from_config(dict(pipe.scheduler.config), pipeline_sigmas="linspace")
+        side = self.resolution // self.vae_factor
+        self.schedule = schedule.for_image((side // 2) ** 2) if schedule.use_dynamic_shifting else schedule
+        self.device = pipe.transformer.device
+        self.dtype = pipe.transformer.dtype
+        self._prompt_cache: dict[str, PooledTextConditioning] = {}
+
+    @classmethod
+    def from_pretrained(
+        cls, name: str, *, device: torch.device, dtype: torch.dtype, local_files_only: bool | None = None
+    ) -> FluxModel:
+        from diffusers import FluxPipeline
+
+        pipe = load_pipeline(FluxPipeline, name, device=device, dtype=dtype, local_files_only=local_files_only,
+                             family="Flux")
+        return cls(pipe, name)
+
+    @property
+    def vae_factor(self) -> int:
+        return int(self.pipe.vae_scale_factor)
+
+    @property
+    def resolution(self) -> int:
+        return int(self.pipe.default_sample_size) * self.vae_factor
+
+    @property
+    def size_multiple(self) -> int:
+        return self.vae_factor * 2  # latents pack into 2 x 2 patches
+
+    def schedule_for(self, latent_size: tuple[int, int]) -> Schedule:
+        base = self.schedule
+        if not getattr(base, "use_dynamic_shifting", False):
+            return base
+        h, w = latent_size
+        return base.for_image((h // 2) * (w // 2))  # type: ignore[attr-defined]
+
+    @cached_property
+    def fingerprint(self) -> str:
+        pipe = self.pipe
+        encoders = [pipe.text_encoder, pipe.text_encoder_2]
+        return fingerprint(
+            (pipe.transformer, pipe.vae, *encoders), dict(pipe.scheduler.config),
+            (pipe.transformer.x_embedder.weight, pipe.transformer.proj_out.weight, pipe.vae.decoder.conv_out.weight,
+             *(e.get_input_embeddings().weight for e in encoders)),
+        )
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        return vae_encode(self.pipe.vae, image, self.device)
+
+    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        return vae_decode(self.pipe.vae, latent, self.device)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str) -> PooledTextConditioning:
+        if not isinstance(prompt, str):
+            raise ValueError(f"a prompt must be a string, got {type(prompt).__name__}")
+        cached = self._prompt_cache.get(prompt)
+        if cached is not None:
+            return cached
+        embeds, pooled, _ = self.pipe.encode_prompt(
+            prompt=prompt, prompt_2=None, device=self.device, num_images_per_prompt=1,
+            max_sequence_length=self.max_sequence_length,
+        )
+        cond = PooledTextConditioning(embeds.to(self.dtype), pooled.to(self.dtype))
+        self._prompt_cache[prompt] = cond
+        return cond
+
+    def model_fn(self, x: torch.Tensor, t: torch.Tensor, cond: PooledTextConditioning) -> torch.Tensor:
+        from diffusers import FluxPipeline
+
+        b, c, h, w = x.shape
+        packed = FluxPipeline._pack_latents(x.to(self.device, self.dtype), b, c, h, w)
+        image_ids = FluxPipeline._prepare_latent_image_ids(b, h // 2, w // 2, self.device, self.dtype)
+        text_ids = torch.zeros(cond.embeds.shape[1], 3, device=self.device, dtype=self.dtype)
+        guidance = None
+        if self.pipe.transformer.config.guidance_embeds:
+            guidance = torch.full((b,), float(self.distilled_guidance), device=self.device, dtype=torch.float32)
+        out = self.pipe.transformer(
+            hidden_states=packed,
+            timestep=t.to(self.device, torch.float32).to(self.dtype) / 1000,  # the Flux pipeline feeds s = t / 1000
+            guidance=guidance,
+            pooled_projections=cond.pooled.to(self.dtype),
+            encoder_hidden_states=cond.embeds.to(self.dtype),
+            txt_ids=text_ids,
+            img_ids=image_ids,
+            return_dict=False,
+        )[0]
+        return FluxPipeline._unpack_latents(out, h * self.vae_factor, w * self.vae_factor, self.vae_factor)

@@ -1,0 +1,118 @@
+"""Backend: Stable Diffusion 3 / 3.5 pipelines loaded with diffusers (rectified flow).
+
+``StableDiffusion3Pipeline.from_pretrained`` loads the parts; the pipeline's own
+``encode_prompt`` runs its three text encoders (CLIP-L, CLIP-G and the optional T5: a folder
+saved without T5 loads without it, as diffusers allows) into per-token embeddings and a pooled
+projection; the MMDiT transformer predicts the velocity v = eps - x0 of
+x_s = (1 - s) x0 + s eps at time label t = 1000 s; the VAE has a ``shift_factor`` as well as a
+``scaling_factor``. The scheduler's config becomes a `FlowSchedule` with SD3's way of spacing the
+sigmas (diffusers' default ``set_timesteps``).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unsample.backends.base import Model
+from unsample.backends.diffusers_common import (
+    PooledTextConditioning,
+    fingerprint,
+    load_pipeline,
+    vae_decode,
+    vae_encode,
+)
+
+
+def _saved_without(name: str, part: str) -> bool:
+    """The folder's model_index.json lists ``part`` as null (saved without it)."""
+    index = Path(name) / "model_index.json"
+    if not index.is_file():
+        return False
+    entry = json.loads(index.read_text(encoding="utf-8")).get(part)
+    return isinstance(entry, list) and entry[0] is None
+
+
+class StableDiffusion3Model(Model):
+    """SD3 / SD3.5 through diffusers."""
+
+    max_sequence_length: int = 256
+    """T5 tokens of a prompt (diffusers' default for SD3)."""
+
+    def __init__(self, pipe: Any, name: str) -> None:
+        from unsample.core.flow_schedule import FlowSchedule
+
+        self.pipe = pipe
+        self.name = name
+        self.schedule = FlowSchedule.from_config(dict(pipe.scheduler.config), pipeline_sigmas="timesteps")
+        self.device = pipe.transformer.device
+        self.dtype = pipe.transformer.dtype
+        self._prompt_cache: dict[str, PooledTextConditioning] = {}
+
+    @classmethod
+    def from_pretrained(
+        cls, name: str, *, device: torch.device, dtype: torch.dtype, local_files_only: bool | None = None
+    ) -> StableDiffusion3Model:
+        from diffusers import StableDiffusion3Pipeline
+
+        without_t5 = {"text_encoder_3": None, "tokenizer_3": None} if _saved_without(name, "text_encoder_3") else {}
+        pipe = load_pipeline(StableDiffusion3Pipeline, name, device=device, dtype=dtype,
+                             local_files_only=local_files_only, family="Stable Diffusion 3", **without_t5)
+        return cls(pipe, name)
+
+    @property
+    def vae_factor(self) -> int:
+        return int(self.pipe.vae_scale_factor)
+
+    @property
+    def resolution(self) -> int:
+        return int(self.pipe.transformer.config.sample_size) * self.vae_factor
+
+    @property
+    def size_multiple(self) -> int:
+        return self.vae_factor * int(self.pipe.transformer.config.patch_size)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        pipe = self.pipe
+        encoders = [e for e in (pipe.text_encoder, pipe.text_encoder_2, pipe.text_encoder_3) if e is not None]
+        return fingerprint(
+            (pipe.transformer, pipe.vae, *encoders), dict(pipe.scheduler.config),
+            (pipe.transformer.pos_embed.proj.weight, pipe.transformer.proj_out.weight, pipe.vae.decoder.conv_out.weight,
+             *(e.get_input_embeddings().weight for e in encoders)),
+        )
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        return vae_encode(self.pipe.vae, image, self.device)
+
+    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        return vae_decode(self.pipe.vae, latent, self.device)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str) -> PooledTextConditioning:
+        if not isinstance(prompt, str):
+            raise ValueError(f"a prompt must be a string, got {type(prompt).__name__}")
+        cached = self._prompt_cache.get(prompt)
+        if cached is not None:
+            return cached
+        embeds, _, pooled, _ = self.pipe.encode_prompt(
+            prompt=prompt, prompt_2=None, prompt_3=None, device=self.device, num_images_per_prompt=1,
+            do_classifier_free_guidance=False, max_sequence_length=self.max_sequence_length,
+        )
+        cond = PooledTextConditioning(embeds.to(self.dtype), pooled.to(self.dtype))
+        self._prompt_cache[prompt] = cond
+        return cond
+
+    def model_fn(self, x: torch.Tensor, t: torch.Tensor, cond: PooledTextConditioning) -> torch.Tensor:
+        # the transformer takes the time label t = 1000 s itself (the SD3 pipeline passes the scheduler's timesteps)
+        return self.pipe.transformer(
+            hidden_states=x.to(self.device, self.dtype),
+            timestep=t.to(self.device, torch.float32),
+            encoder_hidden_states=cond.embeds.to(self.dtype),
+            pooled_projections=cond.pooled.to(self.dtype),
+            return_dict=False,
+        )[0]
