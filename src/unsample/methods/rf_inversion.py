@@ -17,12 +17,12 @@ gamma in [0, 1] trades faithfulness to the model's ODE (0: plain Euler inversion
 the straight line to y1 (1); eta_t does the same toward y0 while sampling, and is on only in a
 window of the first steps, eta_t = eta for start <= i < stop (diffusers' community pipeline
 ``pipeline_flux_rf_inversion.py``: ``start_timestep``, ``stop_timestep`` as fractions of the
-steps, ``int(fraction * N)``; optional decay eta_t = eta (1 - i / N)^p, its ``eta_decay_power``
-with ``decay_eta``).
+steps, ``int(fraction * N)``; ports of it add an optional decay eta_t = eta (1 - i / N)^p,
+``decay_eta`` with ``eta_decay_power``).
 
 In our notation (x_s = (1 - s) x0 + s eps, the model output u = v(x, s) = eps - x0 = dx/ds, noise
 level s the paper's t for the forward ODE and 1 - t for the reverse one), on a `TimestepGrid` with
-noise levels s_0 = 1 > ... > s_N = 0:
+noise levels s_0 > ... > s_N = 0 (s_0 = 1 on the `FlowSchedule` grids):
 
     invert step i (position i + 1 -> i), s = s_{i+1}:
         u_hat = v(Y, s) + gamma ((y1 - Y) / (1 - s) - v(Y, s));     Y_i = Y_{i+1} + (s_i - s_{i+1}) u_hat
@@ -45,17 +45,18 @@ image), the controller uses the same s, and every step has the size of the grid 
 crosses. So inversion and sampling are consistent discretisations of the same two ODEs, and with
 shift 1 the labels are the paper's up to the pipeline's off-by-one.
 
-Defaults: gamma = 0.5 (paper; pipeline ``invert``), eta = 0.9 (the paper's editing setting and the
-pipeline's own example; its signature default is 1.0), eta window [0, 0.25) of the steps (the
-pipeline's default stop_timestep 0.25 = 7 of 28 steps), no decay (eta_decay_power = 0, the paper's
-constant eta; the pipeline's decay_eta=False).
+Defaults (from diffusers' community pipeline, whose docstring example edits with eta 0.9, and from
+ports of it that use eta 0.9 and stop 7/28; the paper's own hyperparameter table was not read):
+gamma = 0.5 (the pipeline's ``invert`` default), eta = 0.9 (its example; its signature default is
+1.0), eta window [0, 0.25) of the steps (its default stop_timestep 0.25 = 7 of 28 steps), no decay
+(eta_decay_power = 0: constant eta, as in Algorithm 2 and the upstream pipeline).
 
 Symbols -> names: Y_t, X_t -> ``x``; y0, y1 -> ``y0``, ``y1`` (stored in ``extras["y0"]`` and
 ``extras["y1"]``; y1 drawn in float32 from the ``generator`` and widened, so a seed gives the same
 y1 at either precision); gamma, eta -> ``config.gamma``, ``config.eta``; start, stop -> ``config.eta_start``,
 ``config.eta_stop``; p -> ``config.eta_decay_power``; u_t(Y | y1), v_t(X | y0) -> ``pull``; u_hat,
-v_hat -> ``u_hat``; the step index i of eta_i is the grid's (sampling from start step k uses
-eta_k, eta_{k+1}, ...). Cost: 1 model evaluation per step (2 with CFG).
+v_hat -> ``u_hat``, ``v_hat``; eta_i -> ``eta_i`` (`controller_strengths`), i the grid's step index
+(sampling from start step k uses eta_k, eta_{k+1}, ...). Cost: 1 model evaluation per step (2 with CFG).
 """
 
 from __future__ import annotations
@@ -70,8 +71,11 @@ from unsample.methods._flow import check_velocity, position_label, refuses_unles
 from unsample.methods.base import Method, MethodConfig, MethodOutput, StateHook, StepCallback, with_state_hook
 
 
-def controller_strengths(eta: float, eta_start: float, eta_stop: float, eta_decay_power: float, steps: int) -> list[float]:
-    """eta_i for each of the ``steps`` sampling steps: eta (1 - i / N)^p inside [int(start N), min(int(stop N), N)), else 0."""
+def controller_strengths(
+    eta: float, eta_start: float, eta_stop: float, eta_decay_power: float, steps: int
+) -> list[float]:
+    """eta_i for each of the N = ``steps`` sampling steps: eta (1 - i / N)^p for
+    int(eta_start N) <= i < min(int(eta_stop N), N), else 0 (the community pipeline's window)."""
     lo = int(eta_start * steps)
     hi = min(int(eta_stop * steps), steps)
     return [eta * (1 - i / steps) ** eta_decay_power if lo <= i < hi else 0.0 for i in range(steps)]
@@ -173,9 +177,9 @@ class RFInversionConfig(MethodConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0 <= self.gamma <= 1:
-            raise ValueError(f"gamma={self.gamma} must be in [0, 1] (0: plain Euler inversion; the paper uses 0.5)")
+            raise ValueError(f"gamma={self.gamma} must be in [0, 1] (0: plain Euler inversion; default 0.5)")
         if not 0 <= self.eta <= 1:
-            raise ValueError(f"eta={self.eta} must be in [0, 1] (0: plain Euler sampling; the paper edits with 0.9)")
+            raise ValueError(f"eta={self.eta} must be in [0, 1] (0: plain Euler sampling; default 0.9)")
         if not 0 <= self.eta_start <= 1:
             raise ValueError(f"eta_start={self.eta_start} must be a fraction of the steps in [0, 1]")
         if not self.eta_start <= self.eta_stop <= 1:
