@@ -127,3 +127,10 @@ def test_editing_with_a_noise_mask_runs_on_flow_models(request, image, family: s
 def test_euler_names_why_it_cannot_run_on_a_flow(sd3, image) -> None:
     with pytest.raises(ValueError, match="method 'euler' cannot run on this model: .*infinite at a flow's pure-noise end"):
         unsample.invert(sd3, image, "a red circle", method="euler", steps=4, fit="multiple")
+
+
+@pytest.mark.parametrize("options", [{"control": "replace"}, {"mask": "attention"}, {"mask": "intersect"}])
+def test_attention_control_is_refused_where_the_network_has_no_hook(sd3, image, options: dict) -> None:
+    inv = unsample.invert(sd3, image, "a red circle", steps=3, fit="multiple")
+    with pytest.raises(ValueError, match="need a UNet's cross-attention; StableDiffusion3Model has none"):
+        unsample.edit(sd3, inv, "a blue circle", **options)

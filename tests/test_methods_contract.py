@@ -1,7 +1,10 @@
-"""Contract tests, parametrised over every registered method, on the tiny SD pipeline."""
+"""Contract tests, parametrised over every registered method x every model family it runs on
+(the tiny SD 1.x, SD3 and Flux pipelines); a method the registry refuses for a family is skipped
+with the registry's reason."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,12 +18,38 @@ METHODS = available_methods()
 UNGUIDED_INVERSION = {"negative-prompt"}
 
 
+FAMILIES = ("sd", "sd3", "flux")
+
+
+@dataclass
+class Family:
+    name: str
+    model: object
+    image: object
+    fit: str
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request, tiny_model, tiny_image) -> Family:
+    """The tiny pipeline of one family, an image for it, and the fit that keeps the image's size."""
+    if request.param == "sd":
+        return Family("sd", tiny_model, tiny_image, "model")
+    import numpy as np
+    from PIL import Image
+
+    folder = request.getfixturevalue(f"tiny_{request.param}_pipeline_dir")
+    model = unsample.load(str(folder), device="cpu")
+    model.max_sequence_length = 16  # the tiny T5's window
+    image = Image.fromarray((np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8))
+    return Family(request.param, model, image, "multiple")
+
+
 def _skip_if_refused(method: str, model) -> None:
-    """Skip a method that refuses the tiny pipeline's schedule (flow-ODE methods on this DDPM model)."""
+    """Skip a method that refuses the family's schedule (flow-ODE methods on DDPM, euler on flows)."""
     spec = get_method(method)
     reason = spec.refuses(model.schedule) if spec.refuses is not None else None
     if reason:
-        pytest.skip(f"{method} refuses the tiny SD pipeline: {reason}")
+        pytest.skip(f"{method} refuses this family: {reason}")
 
 
 def test_registry_lists_the_foundation_methods() -> None:
@@ -31,10 +60,11 @@ def test_registry_lists_the_foundation_methods() -> None:
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
-def test_invert_contract(tiny_model, tiny_image, tmp_path: Path, method: str, guidance: float) -> None:
-    _skip_if_refused(method, tiny_model)
+def test_invert_contract(family: Family, tmp_path: Path, method: str, guidance: float) -> None:
+    model, image = family.model, family.image
+    _skip_if_refused(method, model)
     steps = 5
-    inv = unsample.invert(tiny_model, tiny_image, "a red cat", method=method, steps=steps, guidance=guidance, seed=3)
+    inv = unsample.invert(model, image, "a red cat", method=method, steps=steps, guidance=guidance, seed=3, fit=family.fit)
     latent_shape = inv.image_latent.shape
     assert inv.trajectory.shape == (steps + 1, *latent_shape)
     working = torch.float64 if get_method(method).config().precision == "float64" else torch.float32  # EDICT's default
@@ -44,24 +74,27 @@ def test_invert_contract(tiny_model, tiny_image, tmp_path: Path, method: str, gu
     assert inv.nfe >= steps * (2 if guided_inversion else 1) and inv.model_calls >= steps
     assert inv.seconds > 0 and inv.method == method and inv.options["precision"] == str(working).removeprefix("torch.")
     # determinism for a fixed seed
-    again = unsample.invert(tiny_model, tiny_image, "a red cat", method=method, steps=steps, guidance=guidance, seed=3)
+    again = unsample.invert(model, image, "a red cat", method=method, steps=steps, guidance=guidance, seed=3, fit=family.fit)
     assert torch.equal(again.trajectory, inv.trajectory)
     # save, load and replay give the same latent as replaying the in-memory inversion
     back = Inversion.load(inv.save(tmp_path / "inv.safetensors"))
-    a = unsample.reconstruct(tiny_model, inv, output="latent")
-    b = unsample.reconstruct(tiny_model, back, output="latent")
-    assert torch.equal(a, b) and a.shape == latent_shape
-    result = unsample.reconstruct(tiny_model, back, output="result")
+    a = unsample.reconstruct(model, inv, output="latent")
+    b = unsample.reconstruct(model, back, output="latent")
+    assert torch.equal(a, b) and a.shape == latent_shape and bool(torch.isfinite(a).all())
+    result = unsample.reconstruct(model, back, output="result")
     per_eval = 2 if guidance != 1.0 else 1
     assert result.nfe % per_eval == 0 and result.nfe >= (steps - 1) * per_eval
+    # an edit runs on every family a method runs on (the default noise mask, blending with the inversion)
+    edited = unsample.edit(model, inv, "a green cat", output="result")
+    assert edited.latent.shape == latent_shape and bool(torch.isfinite(edited.latent).all())
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_float64_precision_is_carried_through(tiny_model, tiny_image, method: str) -> None:
-    _skip_if_refused(method, tiny_model)
-    inv = unsample.invert(tiny_model, tiny_image, "a cat", method=method, steps=3, precision="float64")
+def test_float64_precision_is_carried_through(family: Family, method: str) -> None:
+    _skip_if_refused(method, family.model)
+    inv = unsample.invert(family.model, family.image, "a cat", method=method, steps=3, precision="float64", fit=family.fit)
     assert inv.trajectory.dtype == torch.float64
-    assert unsample.reconstruct(tiny_model, inv, output="latent").dtype == torch.float64
+    assert unsample.reconstruct(family.model, inv, output="latent").dtype == torch.float64
 
 
 def test_edit_resumes_from_start_step(tiny_model, tiny_image) -> None:

@@ -345,6 +345,11 @@ def edit(
     words = tuple(blend_words) or tuple(dict.fromkeys(sum(changed_words(source, prompt), [])))
     if kind in ("attention", "intersect") and not words:
         raise ValueError("an attention mask needs words that differ between the prompts, or blend_words")
+    if (control != "none" or kind in ("attention", "intersect") or reweight) and not model.supports_attention_control:
+        raise ValueError(
+            f"prompt-to-prompt control and attention masks need a UNet's cross-attention; {type(model).__name__} "
+            "has none the editor can hook yet: use mask='noise' (the default) or a mask image, and control='none'"
+        )
     counter, mask_counter = CallCounter(), CallCounter()
     mask_nfe = 0
     begin = time.perf_counter()

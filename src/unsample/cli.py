@@ -366,15 +366,25 @@ def _check_words(m: Any, prompts: list[str], allow: bool) -> None:
 
 @app.command()
 @_friendly
-def methods() -> None:
+def methods(
+    model: Annotated[str | None, typer.Option("--model", help="Also say which methods run on this model "
+                                              "(hub id or folder; 'embedded' for the default).")] = None,
+    device: DeviceOpt = "auto",
+) -> None:
     """List the inversion methods, their options and model calls per step."""
     from unsample.methods.options import describe_options
     from unsample.methods.registry import available_methods, get_method
 
+    schedule = None
+    if model is not None:
+        schedule = _load(None if model == "embedded" else model, device, None).schedule
     for name in available_methods():
         spec = get_method(name)
         typer.echo(f"{name:<16} calls/step {spec.calls_per_step:<8} {'exact' if spec.exact else ''}")
         typer.echo(f"  {spec.summary}")
+        if schedule is not None:
+            reason = spec.refuses(schedule) if spec.refuses is not None else None
+            typer.echo(f"  on this model: {'refused: ' + reason if reason else 'runs'}")
         for opt, kind, default in describe_options(spec.config):
             typer.echo(f"  --option {opt}=<{kind}>  (default {default})")
 
@@ -655,6 +665,14 @@ def bench_reconstruction(
     )
     _check_report_folder(out)
     m = _load(model, device, dtype)
+    if _csv(methods, str):
+        for name in names:
+            get_method(name).check_applies(m.schedule)
+    else:  # every method that runs on this model's family
+        import dataclasses
+
+        names = tuple(n for n in names if get_method(n).refuses is None or not get_method(n).refuses(m.schedule))
+        bench = dataclasses.replace(bench, methods=names, options=_bench_options(option, names))
     result = run(m, bench)
     command = "unsample " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("unsample") else "unsample bench reconstruction"
     write_report(result, bench, out, command, m)

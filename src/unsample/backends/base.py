@@ -58,6 +58,10 @@ class Model(ABC):
     def model_fn(self, x: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
         """The denoising network's raw output (eps, v or x0 per ``schedule.prediction_type``)."""
 
+    supports_attention_control: bool = False
+    """Prompt-to-prompt control and attention masks install processors on a UNet's
+    cross-attention; backends whose network has it say so."""
+
     def schedule_for(self, latent_size: tuple[int, int]) -> Schedule:
         """The schedule whose grids fit latents of ``latent_size`` (h, w). Most families have one
         grid whatever the size; a flow model with dynamic shifting (Flux) shifts it by the image's

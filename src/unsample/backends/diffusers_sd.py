@@ -38,6 +38,8 @@ class TextConditioning:
 class StableDiffusionModel(Model):
     """SD 1.x / 2.x through diffusers."""
 
+    supports_attention_control = True
+
     def __init__(self, pipe: Any, name: str) -> None:
         from unsample.core.schedule import NoiseSchedule
 
