@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from unsample.backends.base import Model
+
 PIPELINES: dict[str, str] = {
     "StableDiffusionPipeline": "sd",
     "StableDiffusionImg2ImgPipeline": "sd",
@@ -152,3 +154,39 @@ class PooledTextConditioning:
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> PooledTextConditioning:
         return cls(tensors["embeds"], tensors["pooled"])
+
+
+class TransformerPipelineModel(Model):
+    """What the SD3 and Flux backends share: a transformer, a VAE with shift and scale, and text
+    encoders whose output is per-token embeddings plus a pooled vector (cached per prompt)."""
+
+    def __init__(self, pipe: Any, name: str) -> None:
+        self.pipe = pipe
+        self.name = name
+        self.device = pipe.transformer.device
+        self.dtype = pipe.transformer.dtype
+        self._prompt_cache: dict[str, PooledTextConditioning] = {}
+
+    @property
+    def vae_factor(self) -> int:
+        return int(self.pipe.vae_scale_factor)
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        return vae_encode(self.pipe.vae, image, self.device)
+
+    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        return vae_decode(self.pipe.vae, latent, self.device)
+
+    def _encode(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-token embeddings [1, L, D], pooled [1, P]) from the pipeline's own encode_prompt."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str) -> PooledTextConditioning:
+        if not isinstance(prompt, str):
+            raise ValueError(f"a prompt must be a string, got {type(prompt).__name__}")
+        cached = self._prompt_cache.get(prompt)
+        if cached is None:
+            embeds, pooled = self._encode(prompt)
+            cached = self._prompt_cache[prompt] = PooledTextConditioning(embeds.to(self.dtype), pooled.to(self.dtype))
+        return cached

@@ -23,18 +23,11 @@ from typing import Any
 
 import torch
 
-from unsample.backends.base import Model
-from unsample.backends.diffusers_common import (
-    PooledTextConditioning,
-    fingerprint,
-    load_pipeline,
-    vae_decode,
-    vae_encode,
-)
+from unsample.backends.diffusers_common import PooledTextConditioning, TransformerPipelineModel, fingerprint, load_pipeline
 from unsample.core.schedule import Schedule
 
 
-class FluxModel(Model):
+class FluxModel(TransformerPipelineModel):
     """Flux.1 (dev or schnell) through diffusers."""
 
     max_sequence_length: int = 512
@@ -45,14 +38,10 @@ class FluxModel(Model):
     def __init__(self, pipe: Any, name: str) -> None:
         from unsample.core.flow_schedule import FlowSchedule
 
-        self.pipe = pipe
-        self.name = name
+        super().__init__(pipe, name)
         schedule = FlowSchedule.from_config(dict(pipe.scheduler.config), pipeline_sigmas="linspace")
         side = self.resolution // self.vae_factor
         self.schedule = schedule.for_image((side // 2) ** 2) if schedule.use_dynamic_shifting else schedule
-        self.device = pipe.transformer.device
-        self.dtype = pipe.transformer.dtype
-        self._prompt_cache: dict[str, PooledTextConditioning] = {}
 
     @classmethod
     def from_pretrained(
@@ -63,10 +52,6 @@ class FluxModel(Model):
         pipe = load_pipeline(FluxPipeline, name, device=device, dtype=dtype, local_files_only=local_files_only,
                              family="Flux")
         return cls(pipe, name)
-
-    @property
-    def vae_factor(self) -> int:
-        return int(self.pipe.vae_scale_factor)
 
     @property
     def resolution(self) -> int:
@@ -93,26 +78,12 @@ class FluxModel(Model):
              *(e.get_input_embeddings().weight for e in encoders)),
         )
 
-    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        return vae_encode(self.pipe.vae, image, self.device)
-
-    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
-        return vae_decode(self.pipe.vae, latent, self.device)
-
-    @torch.no_grad()
-    def encode_prompt(self, prompt: str) -> PooledTextConditioning:
-        if not isinstance(prompt, str):
-            raise ValueError(f"a prompt must be a string, got {type(prompt).__name__}")
-        cached = self._prompt_cache.get(prompt)
-        if cached is not None:
-            return cached
+    def _encode(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
         embeds, pooled, _ = self.pipe.encode_prompt(
             prompt=prompt, prompt_2=None, device=self.device, num_images_per_prompt=1,
             max_sequence_length=self.max_sequence_length,
         )
-        cond = PooledTextConditioning(embeds.to(self.dtype), pooled.to(self.dtype))
-        self._prompt_cache[prompt] = cond
-        return cond
+        return embeds, pooled
 
     def model_fn(self, x: torch.Tensor, t: torch.Tensor, cond: PooledTextConditioning) -> torch.Tensor:
         from diffusers import FluxPipeline

@@ -18,14 +18,7 @@ from typing import Any
 
 import torch
 
-from unsample.backends.base import Model
-from unsample.backends.diffusers_common import (
-    PooledTextConditioning,
-    fingerprint,
-    load_pipeline,
-    vae_decode,
-    vae_encode,
-)
+from unsample.backends.diffusers_common import PooledTextConditioning, TransformerPipelineModel, fingerprint, load_pipeline
 
 
 def _saved_without(name: str, part: str) -> bool:
@@ -37,7 +30,7 @@ def _saved_without(name: str, part: str) -> bool:
     return isinstance(entry, list) and entry[0] is None
 
 
-class StableDiffusion3Model(Model):
+class StableDiffusion3Model(TransformerPipelineModel):
     """SD3 / SD3.5 through diffusers."""
 
     max_sequence_length: int = 256
@@ -46,12 +39,8 @@ class StableDiffusion3Model(Model):
     def __init__(self, pipe: Any, name: str) -> None:
         from unsample.core.flow_schedule import FlowSchedule
 
-        self.pipe = pipe
-        self.name = name
+        super().__init__(pipe, name)
         self.schedule = FlowSchedule.from_config(dict(pipe.scheduler.config), pipeline_sigmas="timesteps")
-        self.device = pipe.transformer.device
-        self.dtype = pipe.transformer.dtype
-        self._prompt_cache: dict[str, PooledTextConditioning] = {}
 
     @classmethod
     def from_pretrained(
@@ -63,10 +52,6 @@ class StableDiffusion3Model(Model):
         pipe = load_pipeline(StableDiffusion3Pipeline, name, device=device, dtype=dtype,
                              local_files_only=local_files_only, family="Stable Diffusion 3", **without_t5)
         return cls(pipe, name)
-
-    @property
-    def vae_factor(self) -> int:
-        return int(self.pipe.vae_scale_factor)
 
     @property
     def resolution(self) -> int:
@@ -86,26 +71,12 @@ class StableDiffusion3Model(Model):
              *(e.get_input_embeddings().weight for e in encoders)),
         )
 
-    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        return vae_encode(self.pipe.vae, image, self.device)
-
-    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
-        return vae_decode(self.pipe.vae, latent, self.device)
-
-    @torch.no_grad()
-    def encode_prompt(self, prompt: str) -> PooledTextConditioning:
-        if not isinstance(prompt, str):
-            raise ValueError(f"a prompt must be a string, got {type(prompt).__name__}")
-        cached = self._prompt_cache.get(prompt)
-        if cached is not None:
-            return cached
+    def _encode(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
         embeds, _, pooled, _ = self.pipe.encode_prompt(
             prompt=prompt, prompt_2=None, prompt_3=None, device=self.device, num_images_per_prompt=1,
             do_classifier_free_guidance=False, max_sequence_length=self.max_sequence_length,
         )
-        cond = PooledTextConditioning(embeds.to(self.dtype), pooled.to(self.dtype))
-        self._prompt_cache[prompt] = cond
-        return cond
+        return embeds, pooled
 
     def model_fn(self, x: torch.Tensor, t: torch.Tensor, cond: PooledTextConditioning) -> torch.Tensor:
         # the transformer takes the time label t = 1000 s itself (the SD3 pipeline passes the scheduler's timesteps)

@@ -33,6 +33,35 @@ def with_state_hook(callback: StepCallback | None, on_state: StateHook | None) -
     return step
 
 
+def walk_to_noise(
+    step: Callable[[torch.Tensor, int], torch.Tensor], grid: TimestepGrid, latent: torch.Tensor,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Inversion by one-step updates: ``step(x, i)`` maps position i + 1 to i, for i = N-1 .. 0,
+    from the image latent; returns the trajectory [N + 1, ...], noise first."""
+    x, states = latent, [latent]
+    for i in reversed(range(len(grid))):
+        x = step(x, i)
+        states.append(x)
+        if callback is not None:
+            callback(len(grid) - 1 - i, x)
+    return torch.stack(states[::-1])
+
+
+def walk_to_image(
+    step: Callable[[torch.Tensor, int], torch.Tensor], grid: TimestepGrid, x: torch.Tensor, start_step: int,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Sampling by one-step updates: ``step(x, i)`` maps position i to i + 1, from ``start_step``
+    to the end; returns the image latent."""
+    grid.check_start(start_step)
+    for i in range(start_step, len(grid)):
+        x = step(x, i)
+        if callback is not None:
+            callback(i, x)
+    return x
+
+
 @dataclass(frozen=True)
 class MethodConfig:
     """Knobs every method has. Subclasses add their own fields (CLI and UI read them)."""

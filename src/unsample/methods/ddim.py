@@ -34,7 +34,15 @@ import torch
 from unsample.core.denoiser import Denoiser
 from unsample.core.predictions import ddim_coefficients
 from unsample.core.schedule import TimestepGrid
-from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback, replay_from_trajectory
+from unsample.methods.base import (
+    Method,
+    MethodConfig,
+    MethodOutput,
+    StepCallback,
+    replay_from_trajectory,
+    walk_to_image,
+    walk_to_noise,
+)
 
 
 def coefficients(prediction_type: str, grid: TimestepGrid, frm: int, to: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,14 +77,11 @@ def sample(
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """Run DDIM sampling from grid position ``start_step`` to the end; return the image latent."""
-    grid.check_start(start_step)
-    x = x.to(denoiser.dtype)
-    for i in range(start_step, len(grid)):
-        u = denoiser.output(x, grid.timesteps[i])
-        x = sample_step(x, u, denoiser.prediction_type, grid, i)
-        if callback is not None:
-            callback(i, x)
-    return x
+
+    def step(x: torch.Tensor, i: int) -> torch.Tensor:
+        return sample_step(x, denoiser.output(x, grid.timesteps[i]), denoiser.prediction_type, grid, i)
+
+    return walk_to_image(step, grid, x.to(denoiser.dtype), start_step, callback)
 
 
 def invert(
@@ -87,15 +92,11 @@ def invert(
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """DDIM inversion of an image latent; returns the trajectory [N + 1, ...], noise first."""
-    x = latent.to(denoiser.dtype)
-    states = [x]
-    for i in reversed(range(len(grid))):
-        u = denoiser.output(x, grid.timesteps[i])
-        x = invert_step(x, u, denoiser.prediction_type, grid, i)
-        states.append(x)
-        if callback is not None:
-            callback(len(grid) - 1 - i, x)
-    return torch.stack(states[::-1])
+
+    def step(x: torch.Tensor, i: int) -> torch.Tensor:
+        return invert_step(x, denoiser.output(x, grid.timesteps[i]), denoiser.prediction_type, grid, i)
+
+    return walk_to_noise(step, grid, latent.to(denoiser.dtype), callback)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,15 @@ import torch
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import TimestepGrid
 from unsample.methods._flow import check_velocity, label_at, position_label, refuses_unless_velocity
-from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback, replay_from_trajectory
+from unsample.methods.base import (
+    Method,
+    MethodConfig,
+    MethodOutput,
+    StepCallback,
+    replay_from_trajectory,
+    walk_to_image,
+    walk_to_noise,
+)
 
 
 def _step(
@@ -86,14 +94,13 @@ def sample(
 ) -> torch.Tensor:
     """FireFlow sampling from grid position ``start_step`` to the end; returns the image latent."""
     check_velocity(denoiser, "fireflow")
-    grid.check_start(start_step)
-    x = x.to(denoiser.dtype)
-    v_hat: torch.Tensor | None = None
-    for i in range(start_step, len(grid)):
-        x, v_hat = sample_step(denoiser, x, v_hat, grid, i)
-        if callback is not None:
-            callback(i, x)
-    return x
+    reused: list[torch.Tensor | None] = [None]  # the last midpoint velocity, carried from step to step
+
+    def step(x: torch.Tensor, i: int) -> torch.Tensor:
+        x, reused[0] = sample_step(denoiser, x, reused[0], grid, i)
+        return x
+
+    return walk_to_image(step, grid, x.to(denoiser.dtype), start_step, callback)
 
 
 def invert(
@@ -105,15 +112,13 @@ def invert(
 ) -> torch.Tensor:
     """FireFlow inversion of an image latent; returns the trajectory [N + 1, ...], noise first."""
     check_velocity(denoiser, "fireflow")
-    x = latent.to(denoiser.dtype)
-    v_hat: torch.Tensor | None = None
-    states = [x]
-    for i in reversed(range(len(grid))):
-        x, v_hat = invert_step(denoiser, x, v_hat, grid, i)
-        states.append(x)
-        if callback is not None:
-            callback(len(grid) - 1 - i, x)
-    return torch.stack(states[::-1])
+    reused: list[torch.Tensor | None] = [None]
+
+    def step(x: torch.Tensor, i: int) -> torch.Tensor:
+        x, reused[0] = invert_step(denoiser, x, reused[0], grid, i)
+        return x
+
+    return walk_to_noise(step, grid, latent.to(denoiser.dtype), callback)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,15 @@ import torch
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import TimestepGrid
 from unsample.methods._flow import check_velocity, label_at, position_label, refuses_unless_velocity
-from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback, replay_from_trajectory
+from unsample.methods.base import (
+    Method,
+    MethodConfig,
+    MethodOutput,
+    StepCallback,
+    replay_from_trajectory,
+    walk_to_image,
+    walk_to_noise,
+)
 
 
 def _step(denoiser: Denoiser, x: torch.Tensor, grid: TimestepGrid, frm: int, to: int) -> torch.Tensor:
@@ -81,13 +89,7 @@ def sample(
 ) -> torch.Tensor:
     """RF-Solver sampling from grid position ``start_step`` to the end; returns the image latent."""
     check_velocity(denoiser, "rf-solver")
-    grid.check_start(start_step)
-    x = x.to(denoiser.dtype)
-    for i in range(start_step, len(grid)):
-        x = sample_step(denoiser, x, grid, i)
-        if callback is not None:
-            callback(i, x)
-    return x
+    return walk_to_image(lambda x, i: sample_step(denoiser, x, grid, i), grid, x.to(denoiser.dtype), start_step, callback)
 
 
 def invert(
@@ -99,14 +101,7 @@ def invert(
 ) -> torch.Tensor:
     """RF-Solver inversion of an image latent; returns the trajectory [N + 1, ...], noise first."""
     check_velocity(denoiser, "rf-solver")
-    x = latent.to(denoiser.dtype)
-    states = [x]
-    for i in reversed(range(len(grid))):
-        x = invert_step(denoiser, x, grid, i)
-        states.append(x)
-        if callback is not None:
-            callback(len(grid) - 1 - i, x)
-    return torch.stack(states[::-1])
+    return walk_to_noise(lambda x, i: invert_step(denoiser, x, grid, i), grid, latent.to(denoiser.dtype), callback)
 
 
 @dataclass(frozen=True)
