@@ -7,10 +7,8 @@ and exit code 2; outputs are written to a temp name and renamed, so nothing half
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -28,6 +26,8 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 
 
 from unsample import defaults as edit_defaults
+from unsample.outputs import atomic_write as _atomic_write
+from unsample.outputs import write_png, write_png_with_sidecar
 
 # `unsample edit`'s defaults, chosen from the edit bench (docs/benchmarks.md, "Defaults").
 DEFAULT_MASK = edit_defaults.EDIT_MASK
@@ -98,28 +98,6 @@ def _check_output(path: Path, suffix: str) -> None:
         raise UserError(f"output {str(path)!r} is a folder; give a file name ending in {suffix}")
     if not path.parent.resolve().is_dir():
         raise UserError(f"output folder {str(path.parent)!r} does not exist; create it first")
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent.resolve())
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_png_with_sidecar(image: Any, path: Path, record: dict[str, Any]) -> Path:
-    """Save a PNG and ``<name>.json`` beside it, both atomically."""
-    from unsample import __version__
-
-    sidecar = path.with_suffix(".json")
-    record = {"unsample_version": __version__, "image": path.name, **record}
-    _atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
-    _atomic_write(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2, default=str) + "\n"))
-    return sidecar
 
 
 def _inversion_record(inv: Any) -> dict[str, Any]:
@@ -568,12 +546,6 @@ def batch(
         except ValueError:
             raise UserError(f"--shard {shard!r} is not K/N with 0 <= K < N (e.g. 0/2)") from None
     m = _load(model, device, dtype)
-
-    def write_png(image: Any, path: Path, record: dict[str, Any], sidecar: bool = True) -> None:
-        if sidecar:
-            write_png_with_sidecar(image, path, record)
-        else:
-            _atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
     res = run_batch(m, manifest, out, fail_fast=fail_fast, progress=not quiet, write_png=write_png, shard=part,
                     batch_size=batch_size)

@@ -84,13 +84,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import unsample
     from unsample.batch import run_batch
-    from unsample.cli import write_png_with_sidecar
-
-    def write_png(image, path, record, sidecar=True):  # noqa: ANN001, ANN202 - the CLI's writer, without its sidecar for masks
-        if sidecar:
-            write_png_with_sidecar(image, path, record)
-        else:
-            image.save(path, format="PNG")
+    from unsample.outputs import write_png
 
     model = unsample.load(args.model, device="cpu")
     rows = []
