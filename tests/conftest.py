@@ -60,6 +60,47 @@ def tiny_flux_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sdxl_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from unsample.testing.tiny_pipeline import build_tiny_sdxl_pipeline
+
+    return build_tiny_sdxl_pipeline(tmp_path_factory.mktemp("tiny-sdxl") / "pipe")
+
+
+@pytest.fixture(scope="session")
+def tiny_ddpm_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Unconditional pixel-space DDPM (3x16x16), saved by ``DDPMPipeline.save_pretrained``."""
+    from unsample.testing.tiny_pipeline import build_tiny_ddpm_pipeline
+
+    return build_tiny_ddpm_pipeline(tmp_path_factory.mktemp("tiny-ddpm") / "pipe")
+
+
+@pytest.fixture(scope="session")
+def tiny_ddpm_flat_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same kind of DDPM in google/ddpm-cifar10-32's flat layout (UNet and scheduler at the root)."""
+    from unsample.testing.tiny_pipeline import build_tiny_ddpm_pipeline
+
+    return build_tiny_ddpm_pipeline(tmp_path_factory.mktemp("tiny-ddpm-flat") / "pipe", layout="flat", seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_ddpm_class_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Class-conditional (4 classes) DDPM UNet with learned variance (6 output channels) and a DDIM scheduler.
+
+    As DiT's checkpoints: the scheduler (DDIM) says nothing about the variance channels, so a
+    sampler must split them off by channel count; ``DDIMPipeline`` cannot run it (no class labels).
+    """
+    from unsample.testing.tiny_pipeline import build_tiny_ddpm_pipeline
+
+    return build_tiny_ddpm_pipeline(
+        tmp_path_factory.mktemp("tiny-ddpm-class") / "pipe",
+        scheduler="ddim",
+        num_class_embeds=4,
+        learned_variance=True,
+        seed=2,
+    )
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tiny_pipeline_dir: Path):
     import unsample
 

@@ -79,7 +79,7 @@ def load(
     """Load a diffusers pipeline (hub id or local folder); None loads the embedded default.
 
     The backend follows the folder's model_index.json ``_class_name``: Stable Diffusion 1.x/2.x,
-    Stable Diffusion 3 or Flux (`unsample.backends.diffusers_common.PIPELINES`); any other class
+    SDXL, Stable Diffusion 3 or Flux (`unsample.backends.diffusers_common.PIPELINES`); any other class
     is refused with the list of supported ones.
     """
     from unsample.backends.devices import resolve_device, resolve_dtype
@@ -101,8 +101,12 @@ def load(
         loaded.name = "embedded"
         return loaded
     backend = backend_for(pipeline_class_name(model, resolve_local_files_only(model, local_files_only)))
-    if backend == "sd3":
-        from unsample.backends.diffusers_sd3 import StableDiffusion3Model as cls
+    if backend == "sdxl":
+        from unsample.backends.diffusers_sdxl import StableDiffusionXLModel as cls
+    elif backend == "sd3":
+        from unsample.backends.diffusers_sd3 import StableDiffusion3Model as cls  # type: ignore[assignment]
+    elif backend == "pixel":
+        from unsample.backends.diffusers_pixel import PixelDiffusionModel as cls  # type: ignore[assignment]
     elif backend == "flux":
         from unsample.backends.diffusers_flux import FluxModel as cls  # type: ignore[assignment]
     else:

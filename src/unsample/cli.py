@@ -21,7 +21,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Hub id or local diffusers folder (default: the embedded model).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto|cpu|cuda|mps")]
-DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="Model dtype: float32|float16|bfloat16 (inversion math stays float32+).")]
+DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="Model dtype: float32|float16|bfloat16|float64 (inversion math stays float32+).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 
 

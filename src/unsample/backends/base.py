@@ -54,6 +54,11 @@ class Model(ABC):
     def encode_prompt(self, prompt: str) -> Any:
         """A prompt -> a conditioning (an object with ``cat``) for `model_fn`."""
 
+    def encode_negative(self, prompt: str) -> Any:
+        """The unconditional (negative) branch's conditioning for ``prompt``: its encoding, unless the
+        pipeline itself uses something else (SDXL's zeros for an empty negative prompt)."""
+        return self.encode_prompt(prompt)
+
     @abstractmethod
     def model_fn(self, x: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
         """The denoising network's raw output (eps, v or x0 per ``schedule.prediction_type``)."""
@@ -79,7 +84,7 @@ class Model(ABC):
     ) -> Denoiser:
         """The Denoiser for a prompt pair; the unconditional branch is built only when guided."""
         cond = self.encode_prompt(prompt)
-        uncond = self.encode_prompt(negative_prompt) if guidance != 1.0 else None
+        uncond = self.encode_negative(negative_prompt) if guidance != 1.0 else None
         return Denoiser(
             model=self.model_fn,
             schedule=self.schedule,

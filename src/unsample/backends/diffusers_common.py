@@ -24,9 +24,14 @@ PIPELINES: dict[str, str] = {
     "StableDiffusionPipeline": "sd",
     "StableDiffusionImg2ImgPipeline": "sd",
     "StableDiffusionInpaintPipeline": "sd",
+    "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusionXLImg2ImgPipeline": "sdxl",
     "StableDiffusion3Pipeline": "sd3",
     "StableDiffusion3Img2ImgPipeline": "sd3",
     "FluxPipeline": "flux",
+    "DDPMPipeline": "pixel",
+    "DDIMPipeline": "pixel",
+    "UNet2DModel": "pixel",
     "FluxImg2ImgPipeline": "flux",
 }
 """The pipeline classes (model_index.json's ``_class_name``) each backend loads."""
@@ -38,6 +43,10 @@ def pipeline_class_name(name: str, local_files_only: bool) -> str | None:
     if folder.is_dir():
         index = folder / "model_index.json"
         if not index.is_file():
+            from unsample.backends.diffusers_pixel import is_flat_unet_folder
+
+            if is_flat_unet_folder(folder):
+                return "UNet2DModel"
             raise ValueError(f"{name!r} is a folder without model_index.json; give a diffusers pipeline folder")
         try:
             return str(json.loads(index.read_text(encoding="utf-8")).get("_class_name"))
@@ -52,7 +61,7 @@ def pipeline_class_name(name: str, local_files_only: bool) -> str | None:
 
 
 def backend_for(class_name: str | None) -> str:
-    """The backend ("sd", "sd3", "flux") of a pipeline class; a one-line refusal lists the supported ones."""
+    """The backend ("sd", "sdxl", "sd3", "flux", "pixel") of a pipeline class; a one-line refusal lists the supported ones."""
     if class_name is None:
         return "sd"  # a hub id not in the cache: the SD loader says what is missing
     backend = PIPELINES.get(class_name)

@@ -127,9 +127,9 @@ def edit_latent(
         cond = cond.cat(model.encode_prompt(p))
     uncond = None
     if guidance != 1.0:
-        uncond = model.encode_prompt(negative)
+        uncond = model.encode_negative(negative)
         for _ in prompts[1:]:
-            uncond = uncond.cat(model.encode_prompt(negative))
+            uncond = uncond.cat(model.encode_negative(negative))
 
     controller = None
     model_fn = model.model_fn

@@ -1,4 +1,4 @@
-"""Build tiny, randomly initialised SD 1.x, SD3 and Flux pipelines and save them in the diffusers layout.
+"""Build tiny, randomly initialised SD 1.x, SDXL, SD3, Flux and pixel DDPM pipelines in the diffusers layout.
 
 The parts are the real classes at toy widths, so a test loads a folder through
 `unsample.load(folder)` (or ``from_pretrained``) exactly as a user's checkpoint is loaded:
@@ -11,6 +11,10 @@ The parts are the real classes at toy widths, so a test loads a folder through
 * Flux (dev-style, guidance embedded): FluxTransformer2DModel, AutoencoderKL with Flux's
   factors, CLIPTextModel, T5EncoderModel and FlowMatchEulerDiscreteScheduler with Flux's
   resolution-dependent shift.
+* SDXL: UNet2DConditionModel with "text_time" added conditioning, CLIPTextModel and
+  CLIPTextModelWithProjection, AutoencoderKL (force_upcast) and SDXL's EulerDiscreteScheduler.
+* Pixel-space DDPM: UNet2DModel (optionally class-conditional and/or with learned variance)
+  with a DDPMScheduler or DDIMScheduler, in the pipeline layout or google/ddpm's flat one.
 
 CLIP tokenizers are local word-level tokenizers; the T5 tokenizer is a real ``T5Tokenizer``
 over a word-piece vocabulary. Nothing is downloaded.
@@ -306,4 +310,180 @@ def build_tiny_flux_pipeline(folder: str | Path, *, seed: int = 0) -> Path:
         transformer=transformer,
     )
     pipe.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_sdxl_pipeline(
+    folder: str | Path,
+    *,
+    seed: int = 0,
+    force_zeros_for_empty_prompt: bool = True,
+) -> Path:
+    """Save a tiny random SDXL pipeline into ``folder`` (32x32 pixels, 4x8x8 latents); return it.
+
+    SDXL's conditioning at toy scale: a CLIP-L-like ``text_encoder`` (width 16) and a
+    CLIP-bigG-like ``text_encoder_2`` (width 32, projection 32) whose penultimate hidden states
+    concatenate to the UNet's ``cross_attention_dim`` (48); the pooled projection (32) and six
+    size/crop ids, each embedded in ``addition_time_embed_dim`` (8) channels, make the
+    ``text_time`` added embedding (``projection_class_embeddings_input_dim`` = 32 + 6 * 8 = 80).
+    The cross-attention block has two transformer layers (``transformer_layers_per_block``
+    (1, 2); the mid block takes the last, 2) with linear projections, as SDXL's. The VAE
+    (pixels / 4) carries SDXL's scaling factor and ``force_upcast=True``; the scheduler is
+    SDXL's shipped Euler config (scaled-linear betas, "leading" spacing, ``steps_offset`` 1).
+    """
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from unsample.backends.tokenizer import build_word_tokenizer
+
+    folder = Path(folder)
+    clip_l_width, clip_g_width, time_dim = 16, 32, 8
+    tokenizer = build_word_tokenizer(TINY_WORDS, max_length=12)
+    tokenizer_2 = build_word_tokenizer(TINY_WORDS, max_length=12)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        cross_attention_dim=clip_l_width + clip_g_width,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=clip_g_width + 6 * time_dim,
+        norm_num_groups=32,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 32),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=32,
+        scaling_factor=0.13025,
+        force_upcast=True,
+    )
+    text_encoder = CLIPTextModel(_tiny_clip_config(tokenizer, hidden_size=clip_l_width))
+    text_encoder_2 = CLIPTextModelWithProjection(
+        _tiny_clip_config(tokenizer_2, hidden_size=clip_g_width, projection_dim=clip_g_width)
+    )
+    scheduler = EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="epsilon",
+        interpolation_type="linear",
+        use_karras_sigmas=False,
+        timestep_spacing="leading",
+        steps_offset=1,
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=force_zeros_for_empty_prompt,
+        add_watermarker=False,
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_ddpm_pipeline(
+    folder: str | Path,
+    *,
+    layout: Literal["pipeline", "flat"] = "pipeline",
+    scheduler: Literal["ddpm", "ddim"] = "ddpm",
+    num_class_embeds: int | None = None,
+    learned_variance: bool = False,
+    seed: int = 0,
+) -> Path:
+    """Save a tiny random pixel-space ``UNet2DModel`` and its scheduler into ``folder``; return it.
+
+    The UNet works on 3x16x16 images (two levels, widths 16/32, self-attention at 8x8) with
+    google/ddpm's settings (``flip_sin_to_cos=False``, ``freq_shift=1``, ``downsample_padding=0``,
+    ``norm_eps=1e-6``). With ``learned_variance`` it outputs 6 channels, the noise then the
+    variance interpolation, as guided-diffusion; the DDPM scheduler is then
+    ``variance_type="learned_range"`` (it splits the output itself), else "fixed_small". The
+    DDIM scheduler has no such setting and cannot step a 6-channel output: the caller must
+    split it off. ``num_class_embeds`` adds a class embedding, after which the UNet requires
+    ``class_labels`` (so ``DDPMPipeline.__call__``, which passes none, cannot run it).
+
+    ``layout="pipeline"``: ``DDPMPipeline``/``DDIMPipeline.save_pretrained`` (``model_index.json``
+    with ``unet/`` and ``scheduler/``). ``layout="flat"``: google/ddpm-cifar10-32's hub layout:
+    the UNet's ``config.json`` and ``diffusion_pytorch_model.safetensors`` at the root next to
+    ``scheduler_config.json`` and a hand-written ``model_index.json`` naming the pipeline and its
+    ``unet``/``scheduler``. diffusers 0.42 loads that too: a component without its subfolder is
+    loaded from the root.
+    """
+    import json
+
+    import torch
+    from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
+    from diffusers import __version__ as diffusers_version
+
+    if layout not in ("pipeline", "flat"):
+        raise ValueError(f"layout={layout!r}; use 'pipeline' or 'flat'")
+    if scheduler not in ("ddpm", "ddim"):
+        raise ValueError(f"scheduler={scheduler!r}; use 'ddpm' or 'ddim'")
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    unet = UNet2DModel(
+        sample_size=16,
+        in_channels=3,
+        out_channels=6 if learned_variance else 3,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=8,
+        norm_num_groups=8,
+        norm_eps=1e-6,
+        flip_sin_to_cos=False,
+        freq_shift=1,
+        downsample_padding=0,
+        num_class_embeds=num_class_embeds,
+    )
+    betas = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear"}
+    if scheduler == "ddpm":
+        noise_scheduler: DDPMScheduler | DDIMScheduler = DDPMScheduler(
+            **betas,  # type: ignore[arg-type]
+            variance_type="learned_range" if learned_variance else "fixed_small",
+            clip_sample=True,
+        )
+        pipeline_class: type[DDPMPipeline] | type[DDIMPipeline] = DDPMPipeline
+    else:
+        noise_scheduler = DDIMScheduler(**betas, clip_sample=True)  # type: ignore[arg-type]
+        pipeline_class = DDIMPipeline
+    if layout == "pipeline":
+        pipeline_class(unet=unet, scheduler=noise_scheduler).save_pretrained(folder)
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    unet.save_pretrained(folder)
+    noise_scheduler.save_pretrained(folder)
+    model_index = {
+        "_class_name": pipeline_class.__name__,
+        "_diffusers_version": diffusers_version,
+        "scheduler": ["diffusers", type(noise_scheduler).__name__],
+        "unet": ["diffusers", "UNet2DModel"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n", encoding="utf-8")
     return folder
