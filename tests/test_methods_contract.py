@@ -1,5 +1,5 @@
 """Contract tests, parametrised over every registered method x every model family it runs on
-(the tiny SD 1.x, SD3 and Flux pipelines); a method the registry refuses for a family is skipped
+(the tiny SD 1.x, SDXL, SD3, Flux and class-conditional pixel-space pipelines); a method the registry refuses for a family is skipped
 with the registry's reason."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ METHODS = available_methods()
 UNGUIDED_INVERSION = {"negative-prompt"}
 
 
-FAMILIES = ("sd", "sd3", "flux")
+FAMILIES = ("sd", "sdxl", "sd3", "flux", "pixel")
 
 
 @dataclass
@@ -27,6 +27,9 @@ class Family:
     model: object
     image: object
     fit: str
+    prompt: str = "a red cat"
+    target: str = "a green cat"
+    guidances: tuple[float, ...] = (1.0, 3.0)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -37,9 +40,13 @@ def family(request, tiny_model, tiny_image) -> Family:
     import numpy as np
     from PIL import Image
 
+    if request.param == "pixel":  # class-conditional, no unconditional branch: class labels, guidance 1
+        model = unsample.load(str(request.getfixturevalue("tiny_ddpm_class_dir")), device="cpu")
+        image = Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8))
+        return Family("pixel", model, image, "model", prompt="1", target="2", guidances=(1.0,))
     folder = request.getfixturevalue(f"tiny_{request.param}_pipeline_dir")
     model = unsample.load(str(folder), device="cpu")
-    model.max_sequence_length = 16  # the tiny T5's window
+    model.max_sequence_length = 16  # the tiny T5's window (SD3, Flux)
     image = Image.fromarray((np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8))
     return Family(request.param, model, image, "multiple")
 
@@ -63,8 +70,10 @@ def test_registry_lists_the_foundation_methods() -> None:
 def test_invert_contract(family: Family, tmp_path: Path, method: str, guidance: float) -> None:
     model, image = family.model, family.image
     _skip_if_refused(method, model)
+    if guidance not in family.guidances:
+        pytest.skip(f"the {family.name} model has no unconditional branch for guidance {guidance}")
     steps = 5
-    inv = unsample.invert(model, image, "a red cat", method=method, steps=steps, guidance=guidance, seed=3, fit=family.fit)
+    inv = unsample.invert(model, image, family.prompt, method=method, steps=steps, guidance=guidance, seed=3, fit=family.fit)
     latent_shape = inv.image_latent.shape
     assert inv.trajectory.shape == (steps + 1, *latent_shape)
     working = torch.float64 if get_method(method).config().precision == "float64" else torch.float32  # EDICT's default
@@ -74,7 +83,7 @@ def test_invert_contract(family: Family, tmp_path: Path, method: str, guidance: 
     assert inv.nfe >= steps * (2 if guided_inversion else 1) and inv.model_calls >= steps
     assert inv.seconds > 0 and inv.method == method and inv.options["precision"] == str(working).removeprefix("torch.")
     # determinism for a fixed seed
-    again = unsample.invert(model, image, "a red cat", method=method, steps=steps, guidance=guidance, seed=3, fit=family.fit)
+    again = unsample.invert(model, image, family.prompt, method=method, steps=steps, guidance=guidance, seed=3, fit=family.fit)
     assert torch.equal(again.trajectory, inv.trajectory)
     # save, load and replay give the same latent as replaying the in-memory inversion
     back = Inversion.load(inv.save(tmp_path / "inv.safetensors"))
@@ -85,14 +94,16 @@ def test_invert_contract(family: Family, tmp_path: Path, method: str, guidance: 
     per_eval = 2 if guidance != 1.0 else 1
     assert result.nfe % per_eval == 0 and result.nfe >= (steps - 1) * per_eval
     # an edit runs on every family a method runs on (the default noise mask, blending with the inversion)
-    edited = unsample.edit(model, inv, "a green cat", output="result")
+    edit_guidance = 5.0 if family.guidances != (1.0,) else 1.0  # the edit default, where CFG exists
+    edited = unsample.edit(model, inv, family.target, guidance=edit_guidance, output="result")
     assert edited.latent.shape == latent_shape and bool(torch.isfinite(edited.latent).all())
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_float64_precision_is_carried_through(family: Family, method: str) -> None:
     _skip_if_refused(method, family.model)
-    inv = unsample.invert(family.model, family.image, "a cat", method=method, steps=3, precision="float64", fit=family.fit)
+    inv = unsample.invert(family.model, family.image, family.prompt, method=method, steps=3, precision="float64",
+                          fit=family.fit)
     assert inv.trajectory.dtype == torch.float64
     assert unsample.reconstruct(family.model, inv, output="latent").dtype == torch.float64
 
