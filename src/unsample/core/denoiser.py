@@ -23,7 +23,8 @@ from typing import Any, Protocol, Self
 
 import torch
 
-from unsample.core.predictions import to_eps_from, to_x0
+from unsample.core.classifier import ClassifierGuidance
+from unsample.core.predictions import linear_maps, to_eps_from, to_x0
 from unsample.core.schedule import Schedule
 
 CFG_LAYOUT: tuple[str, str] = ("uncond", "cond")
@@ -84,6 +85,8 @@ class CallCounter:
 
     calls: int = 0
     nfe: int = 0
+    classifier_calls: int = 0
+    """Forward-and-backward passes of a guidance classifier (not counted in ``nfe``)."""
 
 
 @dataclass
@@ -97,6 +100,8 @@ class Denoiser:
     guidance: float = 1.0
     dtype: torch.dtype = torch.float32
     counter: CallCounter = field(default_factory=CallCounter)
+    classifier: ClassifierGuidance | None = None
+    """Classifier guidance on top of (or instead of) classifier-free guidance (`unsample.core.classifier`)."""
 
     def __post_init__(self) -> None:
         if self.guidance != 1.0 and self.uncond is None:
@@ -118,6 +123,7 @@ class Denoiser:
             guidance=self.guidance if guidance is None else guidance,
             dtype=self.dtype,
             counter=self.counter,
+            classifier=self.classifier,
         )
 
     def _time(self, t: torch.Tensor | float, batch: int, device: torch.device) -> torch.Tensor:
@@ -151,12 +157,25 @@ class Denoiser:
             self.counter.nfe += 2
             _check_finite(out, "the model's output", tt)
             u_u, u_c = out.to(self.dtype).chunk(2)
-            return u_u + self.guidance * (u_c - u_u)
+            return self._classifier_guided(x, tt, u_u + self.guidance * (u_c - u_u))
         out = self.model(x, tt, self.cond)
         self.counter.calls += 1
         self.counter.nfe += 1
         _check_finite(out, "the model's output", tt)
-        return out.to(self.dtype)
+        return self._classifier_guided(x, tt, out.to(self.dtype))
+
+    def _classifier_guided(self, x: torch.Tensor, t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """u shifted so that eps moves by -scale * sigma * grad log p(y | x) (nothing without a classifier)."""
+        if self.classifier is None or self.classifier.scale == 0:
+            return u
+        alpha, sigma = self.coefficients(t, x.device)
+        _, _, _, w = linear_maps(self.prediction_type, alpha, sigma)
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        grad = self.classifier.log_prob_gradient(x, t).to(self.dtype)
+        self.counter.classifier_calls += 1
+        d_eps = -self.classifier.scale * sigma.to(self.dtype).view(shape) * grad
+        w = torch.as_tensor(w, dtype=self.dtype, device=x.device)
+        return u + d_eps / (w.view(shape) if w.dim() else w)
 
     def eps(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         """The (guided) noise prediction at ``x``, time label ``t``, in the working dtype."""
