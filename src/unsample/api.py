@@ -75,15 +75,30 @@ def load(
     device: str = "auto",
     dtype: str | torch.dtype | None = None,
     local_files_only: bool | None = None,
+    variant: str | None = None,
+    config: str | None = None,
 ) -> Model:
     """Load a diffusers pipeline (hub id or local folder); None loads the embedded default.
+
+    ``variant`` picks weight files such as ``diffusion_pytorch_model.fp16.safetensors``; with
+    None a local folder loads its plain weights, or its "fp16" ones when it has no plain ones
+    (as an fp16-only download). A single-file checkpoint (``model.safetensors`` in the original
+    LDM / A1111 layout) loads with ``config=FOLDER``, a local diffusers folder of the same
+    architecture whose model_index.json picks the backend and whose parts give the configs; the
+    hub is never asked for them. Pickled ``.ckpt`` files are refused.
 
     The backend follows the folder's model_index.json ``_class_name``: Stable Diffusion 1.x/2.x,
     SDXL, Stable Diffusion 3 or Flux (`unsample.backends.diffusers_common.PIPELINES`); any other class
     is refused with the list of supported ones.
     """
     from unsample.backends.devices import resolve_device, resolve_dtype
-    from unsample.backends.diffusers_common import backend_for, pipeline_class_name, resolve_local_files_only
+    from unsample.backends.diffusers_common import (
+        backend_for,
+        check_single_file,
+        is_single_file,
+        pipeline_class_name,
+        resolve_local_files_only,
+    )
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
@@ -100,7 +115,15 @@ def load(
         loaded = StableDiffusionModel.from_pretrained(str(folder), device=dev, dtype=dt, local_files_only=True)
         loaded.name = "embedded"
         return loaded
-    backend = backend_for(pipeline_class_name(model, resolve_local_files_only(model, local_files_only)))
+    single = is_single_file(model)
+    if single:
+        config = check_single_file(model, config)
+    elif config is not None:
+        raise ValueError(f"config={config!r} is for a single-file checkpoint; {model!r} is a folder or hub id, give it alone")
+    source = config if single and config is not None else model
+    backend = backend_for(pipeline_class_name(source, resolve_local_files_only(source, local_files_only)))
+    if single and backend == "pixel":
+        raise ValueError(f"single-file checkpoints load for Stable Diffusion, SDXL, SD3 and Flux; {config!r} is a pixel-space UNet")
     if backend == "sdxl":
         from unsample.backends.diffusers_sdxl import StableDiffusionXLModel as cls
     elif backend == "sd3":
@@ -111,7 +134,10 @@ def load(
         from unsample.backends.diffusers_flux import FluxModel as cls  # type: ignore[assignment]
     else:
         from unsample.backends.diffusers_sd import StableDiffusionModel as cls  # type: ignore[assignment]
-    return cls.from_pretrained(model, device=dev, dtype=dt, local_files_only=local_files_only)
+    if backend == "pixel":
+        return cls.from_pretrained(model, device=dev, dtype=dt, local_files_only=local_files_only, variant=variant)
+    return cls.from_pretrained(model, device=dev, dtype=dt, local_files_only=local_files_only,  # type: ignore[call-arg]
+                               variant=variant, config=config)
 
 
 MAX_GUIDANCE = 100.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,19 +79,94 @@ def resolve_local_files_only(name: str, local_files_only: bool | None) -> bool:
     return os.path.isdir(name) or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
 
 
+class LoadError(ValueError):
+    """A loading error whose message already says what to do (load_pipeline passes it on as is)."""
+
+    unsample_message = True
+
+
+_WEIGHT_FILE = re.compile(
+    r"^(?:diffusion_pytorch_model|model|pytorch_model)(?:\.(?P<variant>[A-Za-z0-9_]+))?"
+    r"(?:-\d{5}-of-\d{5})?\.(?:safetensors|bin)(?:\.index\.json)?$"
+)
+_NOT_LOADED = frozenset({"safety_checker", "feature_extractor"})
+"""Components a pipeline folder may carry that unsample never loads (their weights do not count)."""
+
+
+def weight_variants(folder: Path) -> dict[str, set[str | None]]:
+    """For each part of a pipeline folder that holds weights (its subfolders, and "" for the root),
+    the variants of its weight files: None for plain ``model.safetensors``-style names, "fp16" for
+    ``diffusion_pytorch_model.fp16.safetensors``, and so on (shards and shard indexes included)."""
+    found: dict[str, set[str | None]] = {}
+    for part in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]:
+        key = "" if part == folder else part.name
+        if key in _NOT_LOADED:
+            continue
+        for file in part.iterdir():
+            match = _WEIGHT_FILE.match(file.name)
+            if match and file.is_file():
+                found.setdefault(key, set()).add(match.group("variant"))
+    return found
+
+
+def resolve_variant(name: str, variant: str | None) -> str | None:
+    """The weight variant to load from ``name``: ``variant`` when given, else, for a local folder
+    whose parts have no plain weight files but all have ``.fp16.`` ones, "fp16" (as fp16-only
+    downloads are laid out); a hub id is left to diffusers. A one-line error says what to pass
+    when the folder has no weights of the asked (or of any loadable) variant."""
+    folder = Path(name)
+    if not folder.is_dir():
+        return variant
+    found = weight_variants(folder)
+    present = sorted({v for vs in found.values() for v in vs if v is not None})
+    if variant is not None:
+        if variant not in present:
+            have = ", ".join(repr(v) for v in present) or "none"
+            raise LoadError(
+                f"{name!r} has no weight files of variant {variant!r} (its variants: {have}); "
+                "pass variant=None for the plain weights" + (f" or one of {have}" if present else "")
+            )
+        return variant
+    without_plain = sorted(part or "." for part, vs in found.items() if None not in vs)
+    if not without_plain:
+        return None
+    if all("fp16" in found["" if part == "." else part] for part in without_plain):
+        return "fp16"
+    have = ", ".join(repr(v) for v in present)
+    raise LoadError(
+        f"{name!r} has no plain weight files in {', '.join(without_plain)} (only variants {have}); "
+        f"pass variant= one of {have}"
+    )
+
+
 def load_pipeline(pipeline_cls: Any, name: str, *, device: torch.device, dtype: torch.dtype,
-                  local_files_only: bool | None, family: str, **kwargs: Any) -> Any:
-    """``pipeline_cls.from_pretrained`` with a one-line error, on ``device``, frozen and in eval mode."""
+                  local_files_only: bool | None, family: str, variant: str | None = None,
+                  config: str | None = None, **kwargs: Any) -> Any:
+    """``pipeline_cls.from_pretrained`` with a one-line error, on ``device``, frozen and in eval mode.
+
+    ``variant`` picks weight files such as ``diffusion_pytorch_model.fp16.safetensors``; None
+    loads the plain ones, or "fp16" when a local folder has only fp16-variant weights
+    (`resolve_variant`). A single ``.safetensors`` checkpoint file (the original LDM / A1111
+    layout) loads through ``pipeline_cls.from_single_file`` with ``config``, a local diffusers
+    folder of the same architecture that gives the parts' configs (`check_single_file`); it is
+    never looked up on the hub.
+    """
+    single = is_single_file(name)
     try:
-        pipe = pipeline_cls.from_pretrained(
-            name, dtype=dtype, local_files_only=resolve_local_files_only(name, local_files_only), **kwargs
-        )
+        if single:
+            folder = check_single_file(name, config)
+            pipe = pipeline_cls.from_single_file(name, config=folder, dtype=dtype, local_files_only=True, **kwargs)
+        else:
+            pipe = pipeline_cls.from_pretrained(
+                name, dtype=dtype, local_files_only=resolve_local_files_only(name, local_files_only),
+                variant=resolve_variant(name, variant), **kwargs,
+            )
     except (OSError, ValueError, EnvironmentError) as err:
+        if getattr(err, "unsample_message", False):
+            raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"could not load a {family} pipeline from {name!r} ({first}); give a local diffusers "
-            "folder or a hub id that is in the local cache"
-        ) from err
+        what = "a single-file checkpoint with config=" + repr(config) if single else "a local diffusers folder or a hub id that is in the local cache"
+        raise ValueError(f"could not load a {family} pipeline from {name!r} ({first}); give {what}") from err
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
     for part in pipe.components.values():
@@ -98,6 +174,39 @@ def load_pipeline(pipeline_cls: Any, name: str, *, device: torch.device, dtype: 
             part.requires_grad_(False)
             part.eval()
     return pipe
+
+
+SINGLE_FILE_SUFFIXES = (".safetensors",)
+REFUSED_SINGLE_FILE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+
+def is_single_file(name: str) -> bool:
+    """``name`` is a checkpoint file (not a folder or a hub id): ``*.safetensors``, or a pickled
+    ``.ckpt``/``.pt``/``.pth``/``.bin`` (which `check_single_file` refuses)."""
+    return name.lower().endswith(SINGLE_FILE_SUFFIXES + REFUSED_SINGLE_FILE_SUFFIXES) and not Path(name).is_dir()
+
+
+def check_single_file(name: str, config: str | None) -> str:
+    """The config folder for single-file checkpoint ``name``; a one-line `LoadError` otherwise."""
+    path = Path(name)
+    if name.lower().endswith(REFUSED_SINGLE_FILE_SUFFIXES):
+        raise LoadError(
+            f"{name!r} is a pickled checkpoint, which unsample does not unpickle; convert it to .safetensors "
+            "or give its diffusers folder"
+        )
+    if not path.is_file():
+        raise LoadError(f"single-file checkpoint {name!r} does not exist; give the path of a .safetensors file")
+    if config is None:
+        raise LoadError(
+            f"a single-file checkpoint needs config=FOLDER (a local diffusers folder of the same architecture, "
+            f"e.g. a downloaded SD 1.5 or SDXL folder) to load {name!r}; the hub is not reached to guess it"
+        )
+    if not (Path(config) / "model_index.json").is_file():
+        raise LoadError(
+            f"config={config!r} is not a local diffusers folder with model_index.json; give the folder of a "
+            "pipeline of the same architecture (the hub is not reached to fetch configs)"
+        )
+    return str(config)
 
 
 def vae_scaling(vae: Any) -> tuple[float, float]:

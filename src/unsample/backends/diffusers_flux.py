@@ -45,12 +45,13 @@ class FluxModel(TransformerPipelineModel):
 
     @classmethod
     def from_pretrained(
-        cls, name: str, *, device: torch.device, dtype: torch.dtype, local_files_only: bool | None = None
+        cls, name: str, *, device: torch.device, dtype: torch.dtype, local_files_only: bool | None = None,
+        variant: str | None = None, config: str | None = None,
     ) -> FluxModel:
         from diffusers import FluxPipeline
 
         pipe = load_pipeline(FluxPipeline, name, device=device, dtype=dtype, local_files_only=local_files_only,
-                             family="Flux")
+                             family="Flux", variant=variant, config=config)
         return cls(pipe, name)
 
     @property

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from unsample.backends.base import Model
-from unsample.backends.diffusers_common import fingerprint, resolve_local_files_only
+from unsample.backends.diffusers_common import fingerprint, resolve_local_files_only, resolve_variant
 
 
 @dataclass(frozen=True)
@@ -81,18 +81,20 @@ class PixelDiffusionModel(Model):
 
     @classmethod
     def from_pretrained(
-        cls, name: str, *, device: torch.device, dtype: torch.dtype, local_files_only: bool | None = None
+        cls, name: str, *, device: torch.device, dtype: torch.dtype, local_files_only: bool | None = None,
+        variant: str | None = None,
     ) -> PixelDiffusionModel:
         from diffusers import DDPMScheduler, DiffusionPipeline, UNet2DModel
 
         offline = resolve_local_files_only(name, local_files_only)
+        variant = resolve_variant(name, variant)
         try:
             if is_flat_unet_folder(Path(name)):
-                unet = UNet2DModel.from_pretrained(name, torch_dtype=dtype, local_files_only=offline)
+                unet = UNet2DModel.from_pretrained(name, torch_dtype=dtype, local_files_only=offline, variant=variant)
                 scheduler = DDPMScheduler.from_pretrained(name, local_files_only=offline)
                 pipe = PixelPipeline(unet, scheduler, "flat")
             else:
-                loaded = DiffusionPipeline.from_pretrained(name, dtype=dtype, local_files_only=offline)
+                loaded = DiffusionPipeline.from_pretrained(name, dtype=dtype, local_files_only=offline, variant=variant)
                 pipe = PixelPipeline(loaded.unet, loaded.scheduler, "pipeline")
         except (OSError, ValueError, EnvironmentError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -58,11 +58,14 @@ class StableDiffusionModel(Model):
         device: torch.device,
         dtype: torch.dtype,
         local_files_only: bool | None = None,
+        variant: str | None = None,
+        config: str | None = None,
     ) -> StableDiffusionModel:
         from diffusers import StableDiffusionPipeline
 
         pipe = load_pipeline(StableDiffusionPipeline, name, device=device, dtype=dtype, local_files_only=local_files_only,
-                             family="Stable Diffusion", safety_checker=None, requires_safety_checker=False)
+                             family="Stable Diffusion", variant=variant, config=config,
+                             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         return cls(pipe, name)
 
     @property

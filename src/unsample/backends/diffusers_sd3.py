@@ -44,13 +44,14 @@ class StableDiffusion3Model(TransformerPipelineModel):
 
     @classmethod
     def from_pretrained(
-        cls, name: str, *, device: torch.device, dtype: torch.dtype, local_files_only: bool | None = None
+        cls, name: str, *, device: torch.device, dtype: torch.dtype, local_files_only: bool | None = None,
+        variant: str | None = None, config: str | None = None,
     ) -> StableDiffusion3Model:
         from diffusers import StableDiffusion3Pipeline
 
         without_t5 = {"text_encoder_3": None, "tokenizer_3": None} if _saved_without(name, "text_encoder_3") else {}
         pipe = load_pipeline(StableDiffusion3Pipeline, name, device=device, dtype=dtype,
-                             local_files_only=local_files_only, family="Stable Diffusion 3", **without_t5)
+                             local_files_only=local_files_only, family="Stable Diffusion 3", variant=variant, config=config, **without_t5)
         return cls(pipe, name)
 
     @property

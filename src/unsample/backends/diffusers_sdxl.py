@@ -53,12 +53,13 @@ class StableDiffusionXLModel(StableDiffusionModel):
 
     @classmethod
     def from_pretrained(
-        cls, name: str, *, device: torch.device, dtype: torch.dtype, local_files_only: bool | None = None
+        cls, name: str, *, device: torch.device, dtype: torch.dtype, local_files_only: bool | None = None,
+        variant: str | None = None, config: str | None = None,
     ) -> StableDiffusionXLModel:
         from diffusers import StableDiffusionXLPipeline
 
         pipe = load_pipeline(StableDiffusionXLPipeline, name, device=device, dtype=dtype,
-                             local_files_only=local_files_only, family="Stable Diffusion XL")
+                             local_files_only=local_files_only, family="Stable Diffusion XL", variant=variant, config=config)
         if getattr(pipe.vae.config, "force_upcast", False):
             pipe.vae.to(torch.float32)
         return cls(pipe, name)

@@ -122,6 +122,36 @@ def _betas(config: Mapping[str, Any], n: int) -> torch.Tensor:
     raise ValueError(f"beta_schedule {kind!r} is not supported; use linear, scaled_linear or squaredcos_cap_v2")
 
 
+SAMPLER_ONLY_KEYS = frozenset({
+    "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "interpolation_type", "final_sigmas_type",
+    "sigma_min", "sigma_max", "skip_prk_steps", "solver_order", "solver_type", "algorithm_type", "lower_order_final",
+    "euler_at_final", "use_lu_lambdas", "lambda_min_clipped", "variance_type", "clip_sample", "clip_sample_range",
+    "thresholding", "dynamic_thresholding_ratio", "sample_max_value", "timestep_scaling", "original_inference_steps",
+})
+"""Scheduler config keys that shape only that scheduler's own sampling, not the training
+schedule a DDIM grid is read from (documented in `NoiseSchedule.from_config`)."""
+
+
+def check_supported(config: Mapping[str, Any]) -> None:
+    """Refuse, in one line, a scheduler config whose noise schedule `NoiseSchedule` would misread."""
+    name = str(config.get("_class_name") or "")
+    if name.startswith(("EDM", "FlowMatch")) or config.get("use_flow_sigmas"):
+        raise ValueError(
+            f"scheduler {name or 'config'} (EDM sigmas or flow matching) has no DDPM beta schedule; "
+            "unsample reads DDPM-family configs (DDIM, PNDM, Euler, LMS, DPM-Solver) here and flow models via their own backend"
+        )
+    if config.get("rescale_betas_zero_snr"):
+        raise ValueError(
+            "rescale_betas_zero_snr schedules (zero terminal SNR) are not supported yet; "
+            "use a checkpoint trained on the plain schedule"
+        )
+    kind = config.get("timestep_type")
+    if kind not in (None, "discrete"):
+        raise ValueError(
+            f"timestep_type={kind!r} (continuous time labels) is not supported; unsample needs discrete timesteps"
+        )
+
+
 @dataclass(frozen=True)
 class NoiseSchedule:
     """The training noise schedule of a model and the rule that picks its inference grid."""
@@ -134,7 +164,23 @@ class NoiseSchedule:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> NoiseSchedule:
-        """Build from a diffusers scheduler config (DDIM, PNDM, Euler, ... share these keys)."""
+        """Build from a diffusers scheduler config (DDIM, PNDM, Euler, LMS, DPM-Solver, ... share these keys).
+
+        The training schedule comes from ``num_train_timesteps``, ``beta_schedule``,
+        ``beta_start``/``beta_end``/``trained_betas`` and ``prediction_type``; the N-step grid from
+        ``timestep_spacing``, ``steps_offset`` and ``set_alpha_to_one``, so `grid` equals
+        ``DDIMScheduler.from_config(config).set_timesteps(N)`` whichever scheduler shipped it.
+        The keys in `SAMPLER_ONLY_KEYS` (``use_karras_sigmas``, ``solver_order``, PNDM's
+        ``skip_prk_steps``, ...) choose how *that* scheduler walks its own sigmas; they do not
+        change the training noise schedule, so they are ignored (Karras spacing is available as
+        `karras_grid`). Keys that do change it and are not honoured (`check_supported`) are refused.
+        """
+        check_supported(config)
+        # A loaded scheduler lists in _use_default_values the keys its JSON did not have; like
+        # DDIMScheduler.from_config, the grid keys among them take DDIM's defaults, not the
+        # shipped class's (Euler, LMS and DPM-Solver default to "linspace" spacing, DDIM to "leading").
+        implicit = set(config.get("_use_default_values") or ())
+        config = {k: v for k, v in config.items() if k not in implicit or k not in ("timestep_spacing", "steps_offset")}
         n = int(config.get("num_train_timesteps", 1000))
         # diffusers computes the cumulative product in float32; we do the same, then widen,
         # so our alphas are bit-identical to the scheduler's.
