@@ -6,7 +6,6 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from unsample.core.predictions import eps_to_v, eps_to_x0, v_to_eps, v_to_x0, x0_to_eps
 from unsample.core.schedule import NoiseSchedule, alpha_to_sigma, sigma_to_alpha
 from tests.conftest import SD_SCHEDULER_CONFIG
 
@@ -68,15 +67,22 @@ def test_sigma_alpha_and_fractional_time() -> None:
     assert k0.sigmas[19] == pytest.approx(s.sigma_min) and k0.sigmas[20] == 0
 
 
-def test_prediction_conversions_are_consistent() -> None:
+@pytest.mark.parametrize("family", ["variance_preserving", "flow"])
+def test_prediction_maps_recover_x0_and_eps_from_every_output(family: str) -> None:
+    from unsample.core.predictions import to_eps_from, to_x0
+
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(3, 4, generator=g, dtype=torch.float64)
     eps = torch.randn(3, 4, generator=g, dtype=torch.float64)
-    a = torch.tensor([0.9, 0.5, 0.01], dtype=torch.float64)
-    xt = a.sqrt()[:, None] * x0 + (1 - a).sqrt()[:, None] * eps
-    v = a.sqrt()[:, None] * eps - (1 - a).sqrt()[:, None] * x0
-    assert torch.allclose(eps_to_x0(xt, eps, a), x0)
-    assert torch.allclose(x0_to_eps(xt, x0, a), eps)
-    assert torch.allclose(v_to_eps(xt, v, a), eps)
-    assert torch.allclose(v_to_x0(xt, v, a), x0)
-    assert torch.allclose(eps_to_v(xt, eps, a), v)
+    if family == "flow":
+        s_ = torch.tensor([0.9, 0.5, 0.01], dtype=torch.float64)
+        alpha, sigma = 1 - s_, s_
+        outputs = {"epsilon": eps, "sample": x0, "flow": eps - x0}
+    else:
+        a = torch.tensor([0.9, 0.5, 0.01], dtype=torch.float64)
+        alpha, sigma = a.sqrt(), (1 - a).sqrt()
+        outputs = {"epsilon": eps, "sample": x0, "v_prediction": alpha[:, None] * eps - sigma[:, None] * x0}
+    x = alpha[:, None] * x0 + sigma[:, None] * eps
+    for kind, u in outputs.items():
+        assert torch.allclose(to_x0(kind, x, u, alpha, sigma), x0, atol=1e-12), kind
+        assert torch.allclose(to_eps_from(kind, x, u, alpha, sigma), eps, atol=1e-12), kind

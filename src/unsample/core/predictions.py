@@ -15,20 +15,11 @@ another by dividing by a coefficient that can be 0 (alpha at a flow's pure-noise
 the image). The DDIM map between two grid positions, x' = alpha' x0 + sigma' eps, is then
 affine in (x, u) as well (`ddim_coefficients`); for a flow it is x' = x + (s' - s) u, the Euler
 step of the flow ODE.
-
-The functions below the maps are the DDPM family's conversions in terms of a = alphas_cumprod.
 """
 
 from __future__ import annotations
 
 import torch
-
-
-def _coeffs(alpha: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    a = torch.as_tensor(alpha, dtype=like.dtype, device=like.device)
-    while a.dim() < like.dim():
-        a = a.unsqueeze(-1)
-    return a.sqrt(), (1 - a).sqrt()
 
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "flow")
@@ -74,44 +65,3 @@ def to_eps_from(prediction_type: str, x: torch.Tensor, u: torch.Tensor, alpha: C
     """eps = r x + w u."""
     _, _, r, w = linear_maps(prediction_type, alpha, sigma)
     return _broadcast(r, x) * x + _broadcast(w, x) * u
-
-
-def eps_to_x0(x: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """x0 = (x_t - sqrt(1 - a) eps) / sqrt(a)."""
-    sa, s1a = _coeffs(alpha, x)
-    return (x - s1a * eps) / sa
-
-
-def x0_to_eps(x: torch.Tensor, x0: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """eps = (x_t - sqrt(a) x0) / sqrt(1 - a)."""
-    sa, s1a = _coeffs(alpha, x)
-    return (x - sa * x0) / s1a
-
-
-def v_to_eps(x: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """eps = sqrt(a) v + sqrt(1 - a) x_t."""
-    sa, s1a = _coeffs(alpha, x)
-    return sa * v + s1a * x
-
-
-def v_to_x0(x: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """x0 = sqrt(a) x_t - sqrt(1 - a) v."""
-    sa, s1a = _coeffs(alpha, x)
-    return sa * x - s1a * v
-
-
-def eps_to_v(x: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """v = sqrt(a) eps - sqrt(1 - a) x0, with x0 from eps."""
-    sa, s1a = _coeffs(alpha, x)
-    return sa * eps - s1a * eps_to_x0(x, eps, alpha)
-
-
-def to_eps(prediction_type: str, x: torch.Tensor, output: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """The eps implied by a model output of the given diffusers ``prediction_type``."""
-    if prediction_type == "epsilon":
-        return output
-    if prediction_type == "v_prediction":
-        return v_to_eps(x, output, alpha)
-    if prediction_type == "sample":
-        return x0_to_eps(x, output, alpha)
-    raise ValueError(f"prediction_type {prediction_type!r} is not supported; use epsilon, v_prediction or sample")
