@@ -19,6 +19,7 @@ from PIL import Image
 
 from unsample import defaults
 from unsample.backends.base import Model
+from unsample.core.classifier import ClassifierGuidance
 from unsample.core.denoiser import CallCounter
 from unsample.editing.masks import MASK_SOURCES as MASK_KINDS
 from unsample.editing.masks import NoiseMaskConfig
@@ -169,6 +170,22 @@ def _progress(enabled: bool, total: int, desc: str) -> Iterator[StepCallback | N
         bar.close()
 
 
+def _classifier_record(guidance: ClassifierGuidance | None) -> dict[str, Any]:
+    if guidance is None:
+        return {}
+    return {"classifier_guidance": {"scale": float(guidance.scale), "labels": [int(v) for v in guidance.labels.flatten()]}}
+
+
+def _check_classifier(inversion: Inversion, guidance: ClassifierGuidance | None, what: str) -> None:
+    """An inversion made with classifier guidance replays exactly only with a classifier again."""
+    made = inversion.stats.get("classifier_guidance")
+    if made and guidance is None:
+        raise ValueError(
+            f"this inversion was made with classifier guidance (scale {made['scale']:g}, labels {made['labels']}); "
+            f"pass classifier_guidance to {what} (the file holds no classifier)"
+        )
+
+
 def _latent_size(latent: torch.Tensor) -> tuple[int, int]:
     return int(latent.shape[-2]), int(latent.shape[-1])
 
@@ -208,9 +225,15 @@ def invert(
     seed: int = 0,
     fit: Fit = "model",
     progress: bool = False,
+    classifier_guidance: ClassifierGuidance | None = None,
     **method_options: Any,
 ) -> Inversion:
-    """Find the noise that ``method``'s sampler turns back into ``image``."""
+    """Find the noise that ``method``'s sampler turns back into ``image``.
+
+    ``classifier_guidance`` guides the inversion's sampler with a noise-aware classifier toward a
+    class (`unsample.core.classifier`); the inversion records its scale and labels, and its
+    replay and edits need a classifier passed again (the file holds no code).
+    """
     spec = get_method(method)
     config = spec.config.from_options(method_options, method)
     _check_guidance(guidance, "guidance")
@@ -218,7 +241,8 @@ def invert(
     spec.check_applies(model.schedule)
     pixels = prepare_image(model, image, fit)
     counter = CallCounter()
-    denoiser = model.denoiser(prompt, guidance=guidance, negative_prompt=negative_prompt, dtype=config.dtype, counter=counter)
+    denoiser = model.denoiser(prompt, guidance=guidance, negative_prompt=negative_prompt, dtype=config.dtype, counter=counter,
+                              classifier=classifier_guidance)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     start = time.perf_counter()
     latent = model.encode_image(pixels)
@@ -244,7 +268,7 @@ def invert(
         model_calls=counter.calls,
         seconds=seconds,
         extras=out.extras,
-        stats=out.stats,
+        stats=out.stats | _classifier_record(classifier_guidance),
     )
 
 
@@ -257,9 +281,11 @@ def replay(
     guidance: float | None = None,
     negative_prompt: str | None = None,
     progress: bool = False,
+    classifier_guidance: ClassifierGuidance | None = None,
 ) -> Sample:
     """Run the inversion's own sampler from ``start_step`` (prompt and guidance default to the inversion's)."""
     inversion.check_model(model)
+    _check_classifier(inversion, classifier_guidance, "replay")
     spec = get_method(inversion.method)
     config = spec.config.from_options(dict(inversion.options), inversion.method)
     grid = config.make_grid(model.schedule_for(_latent_size(inversion.trajectory)), inversion.steps)
@@ -268,7 +294,8 @@ def replay(
     guidance = inversion.guidance if guidance is None else guidance
     negative = inversion.negative_prompt if negative_prompt is None else negative_prompt
     counter = CallCounter()
-    denoiser = model.denoiser(prompt, guidance=guidance, negative_prompt=negative, dtype=config.dtype, counter=counter)
+    denoiser = model.denoiser(prompt, guidance=guidance, negative_prompt=negative, dtype=config.dtype, counter=counter,
+                              classifier=classifier_guidance)
     inverted = MethodOutput(trajectory=inversion.trajectory.to(model.device), extras={k: v.to(model.device) for k, v in inversion.extras.items()})
     start = time.perf_counter()
     with _progress(progress, inversion.steps - start_step, f"sample ({inversion.method})") as callback, torch.no_grad(), \
@@ -295,13 +322,14 @@ def _present(model: Model, sample: Sample, output: Output) -> Image.Image | torc
     raise ValueError(f"output={output!r} is not supported; use pil, latent or result")
 
 
-def reconstruct(model: Model, inversion: Inversion, *, output: Output = "pil", progress: bool = False) -> Any:
+def reconstruct(model: Model, inversion: Inversion, *, output: Output = "pil", progress: bool = False,
+                classifier_guidance: ClassifierGuidance | None = None) -> Any:
     """Replay the sampler from the inverted noise with the inversion's own prompt and guidance.
 
     ``output="pil"`` decodes to an image, ``"latent"`` returns the replayed image latent (to
     check exactness without 8-bit rounding), ``"result"`` the `Sample` with its cost.
     """
-    return _present(model, replay(model, inversion, progress=progress), output)
+    return _present(model, replay(model, inversion, progress=progress, classifier_guidance=classifier_guidance), output)
 
 
 MaskSpec = Any
@@ -330,6 +358,7 @@ def edit(
     noise_mask: NoiseMaskConfig | None = None,
     output: Output = "pil",
     progress: bool = False,
+    classifier_guidance: ClassifierGuidance | None = None,
 ) -> Any:
     """Edit: resume the inversion's sampler at ``start_step`` with the target ``prompt``.
 
@@ -349,6 +378,10 @@ def edit(
     inverted trajectory every step (Direct Inversion). Those run source and target together (two
     branches). ``source_prompt`` defaults to the inversion's prompt. ``output="result"`` gives an
     `EditSample` with the mask and the cost (the noise mask's model calls included).
+
+    ``classifier_guidance`` steers the edit toward its class (e.g. an inversion at the source
+    class edited toward the target class); it needs one branch, and the mask defaults to "none"
+    (the noise mask compares two prompts, which a classifier edit may not have).
     """
     from unsample.editing.branches import Blend, edit_latent
     from unsample.editing.tokens import changed_words
@@ -357,7 +390,7 @@ def edit(
         raise ValueError(f"control={control!r} is not one of none, replace, refine, reweight")
     if control == "reweight" and not reweight:
         raise ValueError("control='reweight' needs reweight={word: scale}")
-    if not isinstance(prompt, str) or not prompt.strip():
+    if not isinstance(prompt, str) or (not prompt.strip() and classifier_guidance is None):
         raise ValueError("edit needs the target prompt (a non-empty string); to replay the source use reconstruct()")
     _check_guidance(guidance, "guidance", allow_none=True)
     for text in (prompt, source_prompt):
@@ -368,7 +401,7 @@ def edit(
         raise ValueError(f"start_step={start_step} is outside 0..{inversion.steps} for this {inversion.steps}-step inversion")
     source = inversion.prompt if source_prompt is None else source_prompt
     if mask is None:
-        mask = "attention" if blend_words else defaults.EDIT_MASK
+        mask = "attention" if blend_words else "none" if classifier_guidance is not None else defaults.EDIT_MASK
     kind = mask if isinstance(mask, str) and mask in MASK_KINDS else "user"
     if kind == "user" and isinstance(mask, str) and not Path(mask).suffix:
         raise ValueError(f"mask={mask!r} is not one of {', '.join(MASK_KINDS)} nor an image file (PNG)")
@@ -427,7 +460,7 @@ def edit(
         res = edit_latent(
             model, inversion, prompt, source_prompt=source_prompt, start_step=start_step, guidance=guidance,
             negative_prompt=negative_prompt, control=attention, direct=direct, blend=blend, progress=callback,
-            counter=counter,
+            counter=counter, classifier=classifier_guidance,
         )
     sample = EditSample(
         latent=res.target_latent, nfe=counter.nfe, model_calls=counter.calls + mask_counter.calls,

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from unsample.core.classifier import ClassifierGuidance
 from unsample.core.denoiser import CallCounter, Denoiser
 from unsample.core.schedule import Schedule
 
@@ -81,8 +82,10 @@ class Model(ABC):
         negative_prompt: str = "",
         dtype: torch.dtype = torch.float32,
         counter: CallCounter | None = None,
+        classifier: ClassifierGuidance | None = None,
     ) -> Denoiser:
-        """The Denoiser for a prompt pair; the unconditional branch is built only when guided."""
+        """The Denoiser for a prompt pair; the unconditional branch is built only when guided.
+        ``classifier`` adds classifier guidance (`unsample.core.classifier`)."""
         cond = self.encode_prompt(prompt)
         uncond = self.encode_negative(negative_prompt) if guidance != 1.0 else None
         return Denoiser(
@@ -93,6 +96,7 @@ class Model(ABC):
             guidance=guidance,
             dtype=dtype,
             counter=counter or CallCounter(),
+            classifier=classifier,
         )
 
     def image_to_tensor(self, image: Image.Image) -> torch.Tensor:

@@ -98,6 +98,7 @@ def edit_latent(
     two_branch: bool = False,
     progress: StepCallback | None = None,
     counter: CallCounter | None = None,
+    classifier: Any | None = None,
 ) -> EditResult:
     """Sample the edit from ``start_step``; see the module docstring for the order of things.
 
@@ -141,7 +142,11 @@ def edit_latent(
     elif attention_blend:
         raise ValueError("an attention mask needs attention control to read the maps; pass control")
     counter = counter if counter is not None else CallCounter()
-    den = Denoiser(model_fn, model.schedule, cond, uncond, guidance=guidance, dtype=config.dtype, counter=counter)
+    if classifier is not None and rows != 1:
+        raise ValueError("classifier guidance steers one branch; it cannot run with prompt-to-prompt control, "
+                         "attention masks or Direct Inversion")
+    den = Denoiser(model_fn, model.schedule, cond, uncond, guidance=guidance, dtype=config.dtype, counter=counter,
+                   classifier=classifier)
 
     traj = inversion.trajectory.to(model.device)
     # every per-position state of the inversion (the trajectory and chains such as EDICT's "y")
