@@ -64,3 +64,31 @@ def test_foreign_files_and_bad_labels_are_refused(tmp_path: Path) -> None:
         model.guidance(2)
     with pytest.raises(ValueError, match="must end in .safetensors"):
         model.save(tmp_path / "clf.pt")
+
+
+def test_the_cli_inverts_replays_and_edits_with_a_classifier(tiny_ddpm_pipeline_dir: Path, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from unsample.cli import app
+
+    Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    torch.manual_seed(0)
+    clf = NoisyClassifier(ClassifierConfig(block_out_channels=(16, 32))).save(tmp_path / "clf.safetensors")
+    m = ["--model", str(tiny_ddpm_pipeline_dir), "--device", "cpu", "--quiet"]
+    steer = ["--classifier", str(clf), "--class-label", "1", "--classifier-scale", "2"]
+    run = CliRunner().invoke
+    r = run(app, ["invert", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.safetensors"), "--steps", "4", *steer, *m])
+    assert r.exit_code == 0, r.output
+    bare = run(app, ["reconstruct", str(tmp_path / "a.safetensors"), "-o", str(tmp_path / "r.png"), *m])
+    assert bare.exit_code == 2 and "made with classifier guidance (scale 2, labels [1])" in bare.output
+    assert not (tmp_path / "r.png").exists()
+    ok = run(app, ["reconstruct", str(tmp_path / "a.safetensors"), "-o", str(tmp_path / "r.png"), *steer, *m])
+    assert ok.exit_code == 0, ok.output
+    edit = run(app, ["edit", str(tmp_path / "a.safetensors"), "-o", str(tmp_path / "e.png"), "--guidance", "1",
+                     "--classifier", str(clf), "--class-label", "0", *m])
+    assert edit.exit_code == 0, edit.output
+    assert (tmp_path / "e.png").is_file()
+    lone = run(app, ["invert", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.safetensors"), "--class-label", "1", *m])
+    assert lone.exit_code == 2 and "--class-label needs --classifier" in lone.output

@@ -23,6 +23,10 @@ ModelOpt = Annotated[str | None, typer.Option("--model", help="Hub id or local d
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto|cpu|cuda|mps")]
 DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="Model dtype: float32|float16|bfloat16|float64 (inversion math stays float32+).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+ClassifierOpt = Annotated[Path | None, typer.Option("--classifier", help="A noise-aware classifier (.safetensors) for "
+                                                    "classifier guidance.")]
+ClassLabelOpt = Annotated[int | None, typer.Option("--class-label", help="The class the classifier guides toward.")]
+ClassifierScaleOpt = Annotated[float, typer.Option("--classifier-scale", help="Classifier guidance scale.")]
 
 
 from unsample import defaults as edit_defaults
@@ -119,6 +123,9 @@ def invert(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     allow_unknown_words: Annotated[bool, typer.Option(
         "--allow-unknown-words", help="Invert even if the prompt has words the model's tokenizer does not know.")] = False,
+    classifier: ClassifierOpt = None,
+    class_label: ClassLabelOpt = None,
+    classifier_scale: ClassifierScaleOpt = 1.0,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
@@ -135,6 +142,7 @@ def invert(
     from unsample.images import load_image
 
     picture = load_image(image)  # a missing or unreadable image fails before the model loads
+    steer = _classifier_guidance(classifier, class_label, classifier_scale)
     m = _load(model, device, dtype)
     _check_words(m, [prompt], allow_unknown_words)
     import warnings
@@ -146,10 +154,23 @@ def invert(
         warnings.simplefilter("ignore", UnknownWordsWarning)  # said once above, or refused
         inv = unsample.invert(
             m, picture, prompt, method=method, steps=steps, guidance=guidance, negative_prompt=negative_prompt,
-            seed=seed, fit=fit, progress=not quiet, **options,  # type: ignore[arg-type]
+            seed=seed, fit=fit, progress=not quiet, classifier_guidance=steer, **options,  # type: ignore[arg-type]
         )
     inv.save(output)
     typer.echo(f"wrote {output} ({inv.method}, {inv.steps} steps, NFE {inv.nfe}, {inv.seconds:.2f} s)")
+
+
+def _classifier_guidance(path: Path | None, label: int | None, scale: float, flag: str = "--class-label") -> Any:
+    """Classifier guidance from the CLI's flags (None without --classifier); checked before the model loads."""
+    if path is None:
+        if label is not None:
+            raise UserError(f"{flag} needs --classifier (the noise-aware classifier to guide with)")
+        return None
+    if label is None:
+        raise UserError(f"--classifier needs {flag} (the class to guide toward)")
+    from unsample.backends.noisy_classifier import NoisyClassifier
+
+    return NoisyClassifier.load(path).guidance(label, scale)
 
 
 def _sample_record(sample: Any, m: Any, start: float, kind: str, source: str) -> dict[str, Any]:
@@ -174,6 +195,9 @@ def _sample_record(sample: Any, m: Any, start: float, kind: str, source: str) ->
 def reconstruct(
     inversion: Annotated[Path, typer.Argument(help="An inversion file from 'unsample invert'.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the PNG.")],
+    classifier: ClassifierOpt = None,
+    class_label: ClassLabelOpt = None,
+    classifier_scale: ClassifierScaleOpt = 1.0,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
@@ -185,9 +209,10 @@ def reconstruct(
 
     _check_output(output, ".png")
     inv = unsample.Inversion.load(inversion)
+    steer = _classifier_guidance(classifier, class_label, classifier_scale)
     m = _load(model, device, dtype)
     start = time.perf_counter()
-    sample = unsample.replay(m, inv, progress=not quiet)
+    sample = unsample.replay(m, inv, progress=not quiet, classifier_guidance=steer)
     image = tensor_to_pil(m.decode_latent(sample.latent.float()))
     record = {**_sample_record(sample, m, start, "reconstruct", str(inversion)), **_inversion_record(inv)}
     sidecar = write_png_with_sidecar(image, output, record)
@@ -240,6 +265,11 @@ def edit(
         "--allow-unknown-words", help="Edit even if a prompt has words the model's tokenizer does not know.")] = False,
     option: Annotated[list[str] | None, typer.Option("--option", help="Method option KEY=VALUE when SOURCE is an image.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    classifier: ClassifierOpt = None,
+    class_label: ClassLabelOpt = None,
+    source_class_label: Annotated[int | None, typer.Option(
+        "--source-class-label", help="With --classifier: the class that guides the inversion when SOURCE is an image.")] = None,
+    classifier_scale: ClassifierScaleOpt = 1.0,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
@@ -255,8 +285,12 @@ def edit(
     if prompt and target_prompt and prompt != target_prompt:
         raise UserError("--prompt and --target-prompt disagree; give one of them")
     target = target_prompt or prompt
-    if not target:
+    steer = _classifier_guidance(classifier, class_label, classifier_scale)
+    source_steer = _classifier_guidance(classifier if source_class_label is not None else None, source_class_label,
+                                        classifier_scale, "--source-class-label")
+    if not target and steer is None:
         raise UserError("give the edit's prompt with --prompt or --target-prompt")
+    target = target or ""
     weights = _parse_reweight(reweight or [])
     words = tuple(w.strip() for w in blend_words.split(",") if w.strip())
     if source.suffix != ".safetensors" and start_step > steps:
@@ -264,7 +298,7 @@ def edit(
     from unsample.editing.masks import MASK_SOURCES
 
     if mask is None:
-        mask = "attention" if words else DEFAULT_MASK
+        mask = "attention" if words else "none" if steer is not None else DEFAULT_MASK
     from unsample.editing.masks import NoiseMaskConfig
 
     noise_settings = NoiseMaskConfig(rule=mask_rule, smooth=mask_smooth, seed=seed)
@@ -288,7 +322,7 @@ def edit(
         _check_words(m, [source_prompt, target], allow_unknown_words)
         inv_guidance = inversion_guidance if inversion_guidance is not None else DEFAULT_INVERSION_GUIDANCE
         inv = unsample.invert(m, picture, source_prompt, method=method, steps=steps, guidance=inv_guidance,
-                              seed=seed, progress=not quiet, **options)
+                              seed=seed, progress=not quiet, classifier_guidance=source_steer, **options)
     start = time.perf_counter()
     import warnings
 
@@ -301,6 +335,7 @@ def edit(
             source_prompt=source_prompt, control=control, blend_words=words, reweight=weights or None,
             cross_steps=cross_steps, self_steps=self_steps, direct=direct, mask=mask, mask_dilate=mask_dilate,
             blend_start=blend_start, noise_mask=noise_settings, output="result", progress=not quiet,
+            classifier_guidance=steer,
         )
     image = tensor_to_pil(m.decode_latent(sample.latent.float()))
     record = {
