@@ -99,6 +99,19 @@ def _np_linspace(start: float, stop: float, num: int) -> torch.Tensor:
     return y
 
 
+def _positive_int(value: Any, name: str) -> int:
+    """``value`` as an int >= 1 (bools and floats refused), else a one-line ValueError naming ``name``."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        n = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name}={value!r} must be a positive integer") from None
+    if n < 1:
+        raise ValueError(f"{name}={n} must be a positive integer")
+    return n
+
+
 @dataclass(frozen=True)
 class FlowSchedule:
     """Diffusers' ``FlowMatchEulerDiscreteScheduler`` schedule, plus how the pipeline seeds it."""
@@ -226,15 +239,7 @@ class FlowSchedule:
 
     @staticmethod
     def _check_steps(steps: int) -> int:
-        if isinstance(steps, bool):
-            raise ValueError(f"steps={steps!r} must be an integer of at least 1")
-        try:
-            n = operator.index(steps)
-        except TypeError:
-            raise ValueError(f"steps={steps!r} must be an integer of at least 1") from None
-        if n < 1:
-            raise ValueError(f"steps={n} must be at least 1")
-        return n
+        return _positive_int(steps, "steps")
 
     def _mu(self, image_seq_len: int | None) -> float | None:
         if not self.use_dynamic_shifting:
@@ -246,15 +251,7 @@ class FlowSchedule:
                 "this schedule shifts with the image size (use_dynamic_shifting); pass image_seq_len, "
                 "the number of latent tokens the transformer sees"
             )
-        if isinstance(image_seq_len, bool):
-            raise ValueError(f"image_seq_len={image_seq_len!r} must be a positive integer")
-        try:
-            length = operator.index(image_seq_len)
-        except TypeError:
-            raise ValueError(f"image_seq_len={image_seq_len!r} must be a positive integer") from None
-        if length < 1:
-            raise ValueError(f"image_seq_len={length} must be a positive integer")
-        return self.mu_for(length)
+        return self.mu_for(_positive_int(image_seq_len, "image_seq_len"))
 
     def _unshifted(self, n: int) -> torch.Tensor:
         """The N sigmas the pipeline hands to the shift (float64 for SD3, float32 for Flux, as in diffusers)."""
