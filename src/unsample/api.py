@@ -81,6 +81,8 @@ def load(
 ) -> Model:
     """Load a diffusers pipeline (hub id or local folder); None loads the embedded default.
 
+    The embedded models load by name too: "embedded" (the default) and "embedded-pixel".
+
     ``variant`` picks weight files such as ``diffusion_pytorch_model.fp16.safetensors``; with
     None a local folder loads its plain weights, or its "fp16" ones when it has no plain ones
     (as an fp16-only download). A single-file checkpoint (``model.safetensors`` in the original
@@ -101,21 +103,12 @@ def load(
         resolve_local_files_only,
     )
 
+    from unsample.embedded import EMBEDDED_MODELS
+
+    if model is None or model in EMBEDDED_MODELS:
+        return _load_embedded(model or "embedded", device, dtype)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    if model is None:
-        from unsample.backends.diffusers_sd import StableDiffusionModel
-        from unsample.embedded import embedded_model_path
-
-        folder = embedded_model_path()
-        if not (folder / "model_index.json").is_file():
-            raise ValueError(
-                f"the embedded model is not installed in {folder}; pass a model (hub id or folder) "
-                "or train it with 'unsample train-embedded'"
-            )
-        loaded = StableDiffusionModel.from_pretrained(str(folder), device=dev, dtype=dt, local_files_only=True)
-        loaded.name = "embedded"
-        return loaded
     single = is_single_file(model)
     if single:
         config = check_single_file(model, config)
@@ -139,6 +132,19 @@ def load(
         return cls.from_pretrained(model, device=dev, dtype=dt, local_files_only=local_files_only, variant=variant)
     return cls.from_pretrained(model, device=dev, dtype=dt, local_files_only=local_files_only,  # type: ignore[call-arg]
                                variant=variant, config=config)
+
+
+def _load_embedded(name: str, device: str, dtype: str | torch.dtype | None) -> Model:
+    """An embedded model by name, from the package's own folder (never the hub)."""
+    from unsample.embedded import EMBEDDED_MODELS, embedded_model_path
+
+    folder = embedded_model_path(name)
+    if not (folder / "model_index.json").is_file():
+        raise ValueError(f"the {name} model is not installed in {folder}; pass a model (hub id or folder) "
+                         f"or train it with '{EMBEDDED_MODELS[name][1]}'")
+    loaded = load(str(folder), device=device, dtype=dtype, local_files_only=True)
+    loaded.name = name
+    return loaded
 
 
 MAX_GUIDANCE = 100.0

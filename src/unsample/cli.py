@@ -25,7 +25,8 @@ DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="Model dtype: floa
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 ClassifierOpt = Annotated[Path | None, typer.Option("--classifier", help="A noise-aware classifier (.safetensors) for "
                                                     "classifier guidance.")]
-ClassLabelOpt = Annotated[int | None, typer.Option("--class-label", help="The class the classifier guides toward.")]
+ClassLabelOpt = Annotated[str | None, typer.Option("--class-label", help="The class the classifier guides toward "
+                                                  "(an index, or a name the classifier knows).")]
 ClassifierScaleOpt = Annotated[float, typer.Option("--classifier-scale", help="Classifier guidance scale.")]
 
 
@@ -160,7 +161,7 @@ def invert(
     typer.echo(f"wrote {output} ({inv.method}, {inv.steps} steps, NFE {inv.nfe}, {inv.seconds:.2f} s)")
 
 
-def _classifier_guidance(path: Path | None, label: int | None, scale: float, flag: str = "--class-label") -> Any:
+def _classifier_guidance(path: Path | None, label: str | None, scale: float, flag: str = "--class-label") -> Any:
     """Classifier guidance from the CLI's flags (None without --classifier); checked before the model loads."""
     if path is None:
         if label is not None:
@@ -267,7 +268,7 @@ def edit(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     classifier: ClassifierOpt = None,
     class_label: ClassLabelOpt = None,
-    source_class_label: Annotated[int | None, typer.Option(
+    source_class_label: Annotated[str | None, typer.Option(
         "--source-class-label", help="With --classifier: the class that guides the inversion when SOURCE is an image.")] = None,
     classifier_scale: ClassifierScaleOpt = 1.0,
     model: ModelOpt = None,

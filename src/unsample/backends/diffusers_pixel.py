@@ -10,8 +10,11 @@ There is no autoencoder: the "latent" the methods invert is the image itself in 
 Conditioning is a class label or nothing:
 - an unconditional UNet takes the empty prompt "" only;
 - a class-conditional one (``num_class_embeds``) takes the class index as the prompt, e.g. "3".
-A UNet trained without a null class has no unconditional branch, so classifier-free guidance
-(guidance != 1) is refused with that reason. A UNet whose output has twice the image's channels
+A folder may name its classes in ``class_labels.json`` ({"names": [...], "unconditional": k},
+as the embedded pixel model does): a class's name is then a prompt too, and a declared
+unconditional class k (trained by label dropout) is what the empty prompt means and what the
+negative branch of classifier-free guidance uses. A UNet trained without a null class has no
+unconditional branch, so classifier-free guidance (guidance != 1) is refused with that reason. A UNet whose output has twice the image's channels
 (a learned variance, guided-diffusion's "learned_range") gives its first half, the eps
 prediction, to the methods.
 """
@@ -47,13 +50,42 @@ class ClassConditioning:
         return cls(tensors["labels"])
 
 
+CLASS_LABELS_FILE = "class_labels.json"
+
+
+@dataclass(frozen=True)
+class ClassNames:
+    """The names of a class-conditional UNet's classes and its unconditional class, if any."""
+
+    names: tuple[str, ...] = ()
+    unconditional: int | None = None
+
+    @classmethod
+    def read(cls, folder: Path, num_class_embeds: int | None) -> ClassNames:
+        path = folder / CLASS_LABELS_FILE
+        if num_class_embeds is None or not path.is_file():
+            return cls()
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            names = tuple(str(n) for n in raw.get("names", ()))
+            null = raw.get("unconditional")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError):
+            raise ValueError(f"{path} is not a JSON object with 'names' and 'unconditional'; fix or remove it") from None
+        if null is not None and (not isinstance(null, int) or not 0 <= null < num_class_embeds):
+            raise ValueError(f"{path}: unconditional={null!r} is not a class index 0..{num_class_embeds - 1}")
+        if len(names) > num_class_embeds:
+            raise ValueError(f"{path} names {len(names)} classes but the UNet has {num_class_embeds}")
+        return cls(names, null)
+
+
 @dataclass
 class PixelPipeline:
-    """The two parts the backend uses, however the folder was laid out."""
+    """The two parts the backend uses, however the folder was laid out, and the class names."""
 
     unet: Any
     scheduler: Any
     layout: str
+    classes: ClassNames = ClassNames()
 
 
 def is_flat_unet_folder(folder: Path) -> bool:
@@ -102,6 +134,9 @@ class PixelDiffusionModel(Model):
                 f"could not load a pixel-space UNet2DModel from {name!r} ({first}); give a DDPM/DDIM pipeline "
                 "folder or a folder with the UNet's config.json and weights at its root"
             ) from err
+        folder = Path(name)
+        if folder.is_dir():
+            pipe.classes = ClassNames.read(folder, pipe.unet.config.num_class_embeds)
         pipe.unet.to(device).requires_grad_(False).eval()
         return cls(pipe, name)
 
@@ -116,9 +151,26 @@ class PixelDiffusionModel(Model):
 
     @property
     def num_classes(self) -> int | None:
-        """Classes of a class-conditional UNet (None: unconditional)."""
+        """Classes of a class-conditional UNet (None: unconditional), its unconditional class included."""
         n = self.pipe.unet.config.num_class_embeds
         return None if n is None else int(n)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The classes' names from the folder's class_labels.json (empty when it has none)."""
+        return self.pipe.classes.names
+
+    def class_index(self, label: str) -> int:
+        """A class given by name or index; a one-line error naming the choices otherwise."""
+        text = label.strip()
+        n = self.num_classes
+        if n is not None and text.isdigit() and 0 <= int(text) < n:
+            return int(text)
+        if text in self.class_names:
+            return self.class_names.index(text)
+        named = f" or one of {', '.join(self.class_names)}" if self.class_names else ""
+        raise ValueError(f"this pixel-space model is conditioned on a class: give its index 0..{(n or 1) - 1}{named} "
+                         f"as the prompt, not {label!r}")
 
     @cached_property
     def fingerprint(self) -> str:
@@ -140,12 +192,14 @@ class PixelDiffusionModel(Model):
             if text:
                 raise ValueError(f"this pixel-space model is unconditional: give the empty prompt, not {prompt!r}")
             return ClassConditioning(torch.tensor([-1], device=self.device))
-        if not text.isdigit() or not 0 <= int(text) < n:
-            raise ValueError(f"this pixel-space model is conditioned on a class: give its index 0..{n - 1} as the "
-                             f"prompt, not {prompt!r}")
-        return ClassConditioning(torch.tensor([int(text)], device=self.device))
+        null = self.pipe.classes.unconditional
+        if not text and null is not None:
+            return ClassConditioning(torch.tensor([null], device=self.device))
+        return ClassConditioning(torch.tensor([self.class_index(prompt)], device=self.device))
 
     def encode_negative(self, prompt: str) -> ClassConditioning:
+        if self.pipe.classes.unconditional is not None:
+            return self.encode_prompt(prompt)
         raise ValueError(
             "this pixel-space UNet has no unconditional branch, so classifier-free guidance cannot run on it; "
             "use guidance 1"

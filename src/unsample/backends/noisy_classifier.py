@@ -22,21 +22,33 @@ import torch
 from unsample.core.classifier import ClassifierGuidance
 
 FORMAT = "unsample-noisy-classifier/1"
+POOLS = ("mean", "mean+max")
 
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    """Channels in, classes out, the width of each down stage, and the time features' size."""
+    """Channels in, classes out, the width of each down stage, the time features' size, and
+    (optionally) the classes' names, so a class can be given as a word."""
 
     in_channels: int = 3
     num_classes: int = 2
     block_out_channels: tuple[int, ...] = (32, 64)
     time_channels: int = 32
     norm_num_groups: int = 8
+    class_names: tuple[str, ...] = ()
+    layers_per_block: int = 1
+    # "mean": global average pooling (guided-diffusion's "adaptive" head); "mean+max": the
+    # average and the maximum of each channel, which keeps a small object's evidence from being
+    # averaged away by the background around it.
+    pool: str = "mean"
 
     def __post_init__(self) -> None:
         if self.in_channels < 1 or self.num_classes < 2 or not self.block_out_channels:
             raise ValueError("a classifier needs in_channels >= 1, num_classes >= 2 and at least one down stage")
+        if self.pool not in POOLS:
+            raise ValueError(f"pool={self.pool!r} is not one of {', '.join(POOLS)}")
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
         if any(c % self.norm_num_groups for c in self.block_out_channels):
             raise ValueError(f"every stage width must be a multiple of norm_num_groups={self.norm_num_groups}")
 
@@ -56,12 +68,13 @@ class NoisyClassifier(torch.nn.Module):
         self.time_embedding = TimestepEmbedding(config.time_channels, embed)
         self.conv_in = torch.nn.Conv2d(config.in_channels, widths[0], kernel_size=3, padding=1)
         self.down = torch.nn.ModuleList(
-            DownBlock2D(in_channels=widths[max(i - 1, 0)], out_channels=w, temb_channels=embed, num_layers=1,
+            DownBlock2D(in_channels=widths[max(i - 1, 0)], out_channels=w, temb_channels=embed,
+                        num_layers=config.layers_per_block,
                         resnet_groups=config.norm_num_groups, add_downsample=i < len(widths) - 1)
             for i, w in enumerate(widths)
         )
         self.norm = torch.nn.GroupNorm(config.norm_num_groups, widths[-1])
-        self.head = torch.nn.Linear(widths[-1], config.num_classes)
+        self.head = torch.nn.Linear(widths[-1] * (2 if config.pool == "mean+max" else 1), config.num_classes)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])
@@ -69,11 +82,28 @@ class NoisyClassifier(torch.nn.Module):
         h = self.conv_in(x.to(self.conv_in.weight.dtype))
         for block in self.down:
             h, _ = block(h, temb)
-        h = torch.nn.functional.silu(self.norm(h)).mean(dim=(2, 3))
-        return self.head(h)
+        h = torch.nn.functional.silu(self.norm(h))
+        pooled = h.mean(dim=(2, 3))
+        if self.config.pool == "mean+max":
+            pooled = torch.cat([pooled, h.amax(dim=(2, 3))], dim=1)
+        return self.head(pooled)
 
-    def guidance(self, labels: torch.Tensor | int, scale: float = 1.0) -> ClassifierGuidance:
-        """Classifier guidance toward ``labels`` at ``scale`` (for `unsample.invert` / `edit`)."""
+    def class_index(self, label: str | int) -> int:
+        """A class given by index or (when the config names them) by name; one-line error otherwise."""
+        names = self.config.class_names
+        text = str(label).strip()
+        if text.lstrip("-").isdigit() and 0 <= int(text) < self.config.num_classes:
+            return int(text)
+        if text in names:
+            return names.index(text)
+        named = f" or one of {', '.join(names)}" if names else ""
+        raise ValueError(f"class label {label!r} is not a class of this classifier; give 0..{self.config.num_classes - 1}{named}")
+
+    def guidance(self, labels: torch.Tensor | int | str, scale: float = 1.0) -> ClassifierGuidance:
+        """Classifier guidance toward ``labels`` (indices, or one class name) at ``scale``
+        (for `unsample.invert` / `edit`)."""
+        if isinstance(labels, str):
+            labels = self.class_index(labels)
         labels = torch.as_tensor(labels).reshape(-1).long()
         if bool((labels < 0).any() or (labels >= self.config.num_classes).any()):
             raise ValueError(f"class labels {labels.tolist()} must be in 0..{self.config.num_classes - 1}")
@@ -107,7 +137,8 @@ class NoisyClassifier(torch.nn.Module):
         if meta.get("format") != FORMAT:
             raise ValueError(f"{str(path)!r} is not an unsample noisy classifier (format {meta.get('format')!r})")
         raw = json.loads(meta["config"])
-        model = cls(ClassifierConfig(**{**raw, "block_out_channels": tuple(raw["block_out_channels"])}))
+        model = cls(ClassifierConfig(**{**raw, "block_out_channels": tuple(raw["block_out_channels"]),
+                                         "class_names": tuple(raw.get("class_names", ()))}))
         missing, unexpected = model.load_state_dict(tensors, strict=False)
         if missing or unexpected:
             raise ValueError(f"{str(path)!r} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")

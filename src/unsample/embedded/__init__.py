@@ -1,8 +1,13 @@
-"""The embedded default model: a small Stable-Diffusion-layout pipeline trained on the shapes world.
+"""The embedded models: small pipelines trained on the shapes world, shipped as package data.
 
-`embedded_model_path` is where the trained pipeline lives as package data;
-`unsample.embedded.train.train_embedded` trains one from scratch and `install_trained_model`
-copies a finished run's ``model/`` folder into the package. Nothing is loaded at import time.
+- ``embedded`` (the default): a Stable-Diffusion-layout latent pipeline, trained by
+  `unsample.embedded.train.train_embedded` (``unsample train-embedded``);
+- ``embedded-pixel``: a 32 px class-conditional pixel-space DDIMPipeline and its noisy shape
+  classifier, trained by `unsample.embedded.pixel_train.train_embedded_pixel`
+  (``unsample train-embedded-pixel``).
+
+`embedded_model_path` is where each lives; `install_trained_model` copies a finished run's
+``model/`` folder into the package. Nothing is loaded at import time.
 """
 
 from __future__ import annotations
@@ -11,18 +16,26 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["embedded_model_path", "install_trained_model", "train_embedded", "TrainConfig"]
+__all__ = ["EMBEDDED_MODELS", "embedded_model_path", "install_trained_model", "train_embedded", "TrainConfig"]
+
+EMBEDDED_MODELS: dict[str, tuple[str, str]] = {
+    "embedded": ("model", "unsample train-embedded"),
+    "embedded-pixel": ("pixel_model", "unsample train-embedded-pixel"),
+}
+"""Name -> (package folder, the command that trains it)."""
 
 
-def embedded_model_path() -> Path:
-    """The package folder that holds the embedded pipeline (it may not exist before training)."""
-    return Path(__file__).resolve().parent / "model"
+def embedded_model_path(name: str = "embedded") -> Path:
+    """The package folder that holds embedded model ``name`` (it may not exist before training)."""
+    if name not in EMBEDDED_MODELS:
+        raise ValueError(f"unknown embedded model {name!r}; expected one of {', '.join(EMBEDDED_MODELS)}")
+    return Path(__file__).resolve().parent / EMBEDDED_MODELS[name][0]
 
 
-def install_trained_model(out_dir: Path) -> Path:
+def install_trained_model(out_dir: Path, name: str = "embedded") -> Path:
     """Copy ``out_dir/model`` (a finished training run) into the package, atomically.
 
-    ``out_dir`` may also be the ``model`` folder itself. Returns `embedded_model_path()`.
+    ``out_dir`` may also be the ``model`` folder itself. Returns `embedded_model_path(name)`.
     """
     source = Path(out_dir)
     if not (source / "model_index.json").exists():
@@ -32,7 +45,7 @@ def install_trained_model(out_dir: Path) -> Path:
             f"no pipeline at {Path(out_dir)} (no model_index.json there or in model/); "
             "finish a run with `unsample train-embedded --out DIR` first"
         )
-    target = embedded_model_path()
+    target = embedded_model_path(name)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
     if tmp.exists():
