@@ -296,18 +296,43 @@ def test_single_file_checkpoint_loads_with_config(ldm_file: Path, tiny_pipeline_
     assert model.pipe.safety_checker is None
 
 
+def test_the_cli_loads_a_single_file_with_model_config(ldm_file: Path, tiny_pipeline_dir: Path, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from unsample.cli import app
+
+    Image.fromarray((np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    run = CliRunner().invoke
+    base = ["invert", str(tmp_path / "a.png"), "--steps", "2", "--device", "cpu", "--quiet", "--prompt", "a red circle"]
+    ok = run(app, [*base, "-o", str(tmp_path / "a.safetensors"), "--model", str(ldm_file), "--model-config",
+                   str(tiny_pipeline_dir)])
+    assert ok.exit_code == 0, ok.output
+    bare = run(app, [*base, "-o", str(tmp_path / "b.safetensors"), "--model", str(ldm_file)])
+    assert bare.exit_code == 2 and "--model-config FOLDER in the CLI" in bare.output
+    folder = run(app, [*base, "-o", str(tmp_path / "c.safetensors"), "--model", str(tiny_pipeline_dir),
+                       "--model-config", str(tiny_pipeline_dir)])
+    assert folder.exit_code == 2 and "is for a single-file checkpoint" in folder.output
+    alone = run(app, [*base, "-o", str(tmp_path / "d.safetensors"), "--model-config", str(tiny_pipeline_dir)])
+    assert alone.exit_code == 2 and "--model-config is for a single-file --model" in alone.output
+    assert not any((tmp_path / f"{k}.safetensors").exists() for k in "bcd")
+
+
 def test_single_file_without_config_is_one_line(ldm_file: Path, tmp_path: Path, tiny_pipeline_dir: Path) -> None:
     with pytest.raises(ValueError) as err:
         unsample.load(str(ldm_file), device="cpu")
     assert str(err.value) == (
-        f"a single-file checkpoint needs config=FOLDER (a local diffusers folder of the same architecture, "
-        f"e.g. a downloaded SD 1.5 or SDXL folder) to load {str(ldm_file)!r}; the hub is not reached to guess it"
+        f"a single-file checkpoint needs config=FOLDER (--model-config FOLDER in the CLI: a local diffusers folder "
+        f"of the same architecture, e.g. a downloaded SD 1.5 or SDXL folder) to load {str(ldm_file)!r}; the hub is "
+        "not reached to guess it"
     )
     with pytest.raises(ValueError) as err:
         unsample.load(str(ldm_file), config="runwayml/stable-diffusion-v1-5", device="cpu")
     assert str(err.value) == (
-        "config='runwayml/stable-diffusion-v1-5' is not a local diffusers folder with model_index.json; give the "
-        "folder of a pipeline of the same architecture (the hub is not reached to fetch configs)"
+        "config (--model-config) 'runwayml/stable-diffusion-v1-5' is not a local diffusers folder with "
+        "model_index.json; give the folder of a pipeline of the same architecture (the hub is not reached to fetch "
+        "configs)"
     )
     with pytest.raises(ValueError, match=r"^single-file checkpoint .* does not exist; give the path of a \.safetensors file$"):
         unsample.load(str(tmp_path / "absent.safetensors"), config=str(tiny_pipeline_dir), device="cpu")

@@ -19,7 +19,11 @@ import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Invert diffusion models and edit real images with text.")
 
-ModelOpt = Annotated[str | None, typer.Option("--model", help="Hub id or local diffusers folder (default: the embedded model).")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Hub id, local diffusers folder, single .safetensors file "
+                                             "(with --model-config) or an embedded model's name: embedded (the default), "
+                                             "embedded-pixel.")]
+ModelConfigOpt = Annotated[str | None, typer.Option("--model-config", help="For a single-file --model: a local diffusers "
+                                                    "folder of the same architecture that gives its configs.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto|cpu|cuda|mps")]
 DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="Model dtype: float32|float16|bfloat16|float64 (inversion math stays float32+).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
@@ -89,11 +93,13 @@ def _quiet_libraries() -> None:
     tlogging.set_verbosity_error()
 
 
-def _load(model: str | None, device: str, dtype: str | None) -> Any:
+def _load(model: str | None, device: str, dtype: str | None, config: str | None = None) -> Any:
     _quiet_libraries()
     import unsample
 
-    return unsample.load(model, device=device, dtype=dtype)
+    if config is not None and model is None:
+        raise UserError("--model-config is for a single-file --model; give the .safetensors file with --model")
+    return unsample.load(model, device=device, dtype=dtype, config=config)
 
 
 def _check_output(path: Path, suffix: str) -> None:
@@ -128,6 +134,7 @@ def invert(
     class_label: ClassLabelOpt = None,
     classifier_scale: ClassifierScaleOpt = 1.0,
     model: ModelOpt = None,
+    model_config: ModelConfigOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     quiet: QuietOpt = False,
@@ -144,7 +151,7 @@ def invert(
 
     picture = load_image(image)  # a missing or unreadable image fails before the model loads
     steer = _classifier_guidance(classifier, class_label, classifier_scale)
-    m = _load(model, device, dtype)
+    m = _load(model, device, dtype, model_config)
     _check_words(m, [prompt], allow_unknown_words)
     import warnings
 
@@ -200,6 +207,7 @@ def reconstruct(
     class_label: ClassLabelOpt = None,
     classifier_scale: ClassifierScaleOpt = 1.0,
     model: ModelOpt = None,
+    model_config: ModelConfigOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     quiet: QuietOpt = False,
@@ -211,7 +219,7 @@ def reconstruct(
     _check_output(output, ".png")
     inv = unsample.Inversion.load(inversion)
     steer = _classifier_guidance(classifier, class_label, classifier_scale)
-    m = _load(model, device, dtype)
+    m = _load(model, device, dtype, model_config)
     start = time.perf_counter()
     sample = unsample.replay(m, inv, progress=not quiet, classifier_guidance=steer)
     image = tensor_to_pil(m.decode_latent(sample.latent.float()))
@@ -272,6 +280,7 @@ def edit(
         "--source-class-label", help="With --classifier: the class that guides the inversion when SOURCE is an image.")] = None,
     classifier_scale: ClassifierScaleOpt = 1.0,
     model: ModelOpt = None,
+    model_config: ModelConfigOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     quiet: QuietOpt = False,
@@ -309,7 +318,7 @@ def edit(
         load_image(Path(mask))  # an unreadable mask fails before the model loads
     if source.suffix == ".safetensors":
         inv = unsample.Inversion.load(source)
-        m = _load(model, device, dtype)
+        m = _load(model, device, dtype, model_config)
         _check_words(m, [target] + ([source_prompt] if source_prompt else []), allow_unknown_words)
     else:
         from unsample.methods.options import parse_options
@@ -319,7 +328,7 @@ def edit(
         picture = load_image(source)
         if source_prompt is None:
             raise UserError("editing an image needs --source-prompt (a prompt that describes it) to invert with")
-        m = _load(model, device, dtype)
+        m = _load(model, device, dtype, model_config)
         _check_words(m, [source_prompt, target], allow_unknown_words)
         inv_guidance = inversion_guidance if inversion_guidance is not None else DEFAULT_INVERSION_GUIDANCE
         inv = unsample.invert(m, picture, source_prompt, method=method, steps=steps, guidance=inv_guidance,
@@ -382,7 +391,8 @@ def _check_words(m: Any, prompts: list[str], allow: bool) -> None:
 @_friendly
 def methods(
     model: Annotated[str | None, typer.Option("--model", help="Also say which methods run on this model "
-                                              "(hub id or folder; 'embedded' for the default).")] = None,
+                                              "(hub id, folder or an embedded model's name).")] = None,
+    model_config: ModelConfigOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """List the inversion methods, their options and model calls per step."""
@@ -391,7 +401,7 @@ def methods(
 
     schedule = None
     if model is not None:
-        schedule = _load(None if model == "embedded" else model, device, None).schedule
+        schedule = _load(model, device, None, model_config).schedule
     for name in available_methods():
         spec = get_method(name)
         typer.echo(f"{name:<16} calls/step {spec.calls_per_step:<8} {'exact' if spec.exact else ''}")
@@ -407,13 +417,29 @@ def methods(
 @_friendly
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's images.")] = Path("out/demo"),
-    model: ModelOpt = None,
+    model: Annotated[str | None, typer.Option("--model", help="embedded (the default), embedded-pixel (the "
+                                              "classifier-guidance demo), or a hub id / folder.")] = None,
     device: DeviceOpt = "auto",
     method: Annotated[str | None, typer.Option("--method", help="Inversion method (default: the edit default).")] = None,
     steps: Annotated[int | None, typer.Option("--steps", min=1, help="Steps (default: the edit default).")] = None,
 ) -> None:
-    """Invert, reconstruct and edit a built-in scene on the embedded model; write PNGs into --out."""
+    """Invert, reconstruct and edit a built-in scene on an embedded model; write PNGs into --out.
+
+    With --model embedded-pixel (or a pixel-space folder that holds classifier.safetensors): invert
+    a circle, turn it into a star by classifier guidance, and write the jumping-prediction grids."""
     _quiet_libraries()
+    from unsample.pixel_demo import is_pixel_demo_model, run_pixel_demo
+
+    if model is not None and is_pixel_demo_model(model):
+        if method not in (None, "ddim"):
+            raise UserError(f"the pixel demo inverts with ddim (the classic guided-diffusion demo), not {method!r}")
+        pix = run_pixel_demo(out, model=model, device=device, steps=steps or 50)
+        typer.echo(f"model: {pix.model}")
+        for name, path in pix.files.items():
+            typer.echo(f"{name:>20}: {path}")
+        verdict = "a star, colour and background kept" if pix.edit_correct else f"detector reads {pix.edit_shapes}"
+        typer.echo(f"round trip PSNR {pix.psnr_reconstruction:.2f} dB; edit: {verdict}; {pix.seconds:.1f} s")
+        return
     from unsample.demo import run_demo
 
     res = run_demo(out, model=model, device=device, method=method, steps=steps)
@@ -439,6 +465,43 @@ def evaluate_embedded(
         text = ", ".join(f"{k} {v:.3g}" for k, v in value.items()) if isinstance(value, dict) else f"{value:.4g}"
         typer.echo(f"{key:>36}: {text}")
     typer.echo(f"targets met: {card['targets_met']}")
+
+
+@app.command("evaluate-embedded-pixel")
+@_friendly
+def evaluate_embedded_pixel(
+    model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Pixel model folder (default: the installed embedded-pixel).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Where to write the card (default: beside the weights).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A small smoke run (not the card's protocol).")] = False,
+) -> None:
+    """Measure the embedded pixel model and its classifier; write MODEL_CARD.md + model_card.json + samples.png."""
+    _quiet_libraries()
+    import json
+
+    from unsample.embedded.pixel_evaluate import PixelEvalConfig, evaluate_pixel
+
+    card = evaluate_pixel(model_dir, out, PixelEvalConfig.quick() if quick else PixelEvalConfig())
+    for key, value in card["figures"].items():
+        typer.echo(f"{key:>26}: {json.dumps(value)}")
+
+
+@app.command("train-embedded-pixel")
+@_friendly
+def train_embedded_pixel_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Run folder: log, checkpoints, final model/ (re-run to resume).")],
+    tiny: Annotated[bool, typer.Option("--tiny", help="A few steps of a tiny configuration (a smoke test).")] = False,
+    install: Annotated[bool, typer.Option("--install", help="Copy the finished model into the package.")] = False,
+) -> None:
+    """Train the embedded pixel model (class-conditional UNet2DModel, then its noisy shape classifier); resumes."""
+    _quiet_libraries()
+    from unsample.embedded import install_trained_model
+    from unsample.embedded.pixel_configs import PixelTrainConfig
+    from unsample.embedded.pixel_train import train_embedded_pixel
+
+    model_dir = train_embedded_pixel(out, config=PixelTrainConfig.tiny() if tiny else None)
+    typer.echo(f"model written to {model_dir}")
+    if install:
+        typer.echo(f"installed into {install_trained_model(out, 'embedded-pixel')}")
 
 
 @app.command("train-embedded")
@@ -471,21 +534,42 @@ def trajectory(
     steps: Annotated[str, typer.Option("--steps", help="Comma-separated grid positions (default: 6 spread out).")] = "",
     replay: Annotated[bool, typer.Option("--replay", help="Show the replayed sampling run instead of the stored inversion.")] = False,
     model: ModelOpt = None,
+    model_config: ModelConfigOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
+    classifier: ClassifierOpt = None,
+    class_label: Annotated[str | None, typer.Option("--class-label", help="With --classifier: the class (default: the "
+                                                    "one the inversion recorded).")] = None,
+    classifier_scale: Annotated[float | None, typer.Option("--classifier-scale", help="With --classifier: the scale "
+                                                           "(default: the inversion's).")] = None,
 ) -> None:
-    """Grid of x_t, the predicted x0 and their difference along a trajectory."""
+    """Grid of x_t, the predicted x0 and their difference along a trajectory.
+
+    An inversion made with classifier guidance shows its guided x0 predictions (and replays)
+    given the same --classifier again; its class and scale default to the recorded ones."""
     import unsample
     from unsample import trajectory as tv
     from unsample.methods.registry import get_method
 
     _check_output(output, ".png")
     inv = unsample.Inversion.load(inversion)
-    m = _load(model, device, dtype)
+    m = _load(model, device, dtype, model_config)
     inv.check_model(m)
     config = get_method(inv.method).config.from_options(dict(inv.options), inv.method)
     grid = config.make_grid(m.schedule_for(tuple(inv.trajectory.shape[-2:])), inv.steps)
-    den = m.denoiser(inv.prompt, guidance=inv.guidance, negative_prompt=inv.negative_prompt, dtype=config.dtype)
+    made = inv.stats.get("classifier_guidance")
+    if classifier is None and (class_label is not None or classifier_scale is not None):
+        raise UserError("--class-label and --classifier-scale need --classifier (the noise-aware classifier to guide with)")
+    if classifier is None and made and replay:
+        raise UserError(f"this inversion was made with classifier guidance (scale {made['scale']:g}, labels "
+                        f"{made['labels']}); pass --classifier to replay it")
+    steer = None
+    if classifier is not None:
+        label = class_label if class_label is not None else (str(made["labels"][0]) if made else None)
+        scale = classifier_scale if classifier_scale is not None else (float(made["scale"]) if made else 1.0)
+        steer = _classifier_guidance(classifier, label, scale)
+    den = m.denoiser(inv.prompt, guidance=inv.guidance, negative_prompt=inv.negative_prompt, dtype=config.dtype,
+                     classifier=steer)
     states = inv.trajectory
     if replay:
         import torch
@@ -501,6 +585,8 @@ def trajectory(
     chosen = list(_csv(steps, int)) if steps else tv.default_steps(inv.steps)
     items = tv.panels(den, grid, xt, chosen)
     title = f"{inv.method} {'replay' if replay else 'inversion'}, {inv.steps} steps, guidance {inv.guidance:g}: {inv.prompt}"
+    if steer is not None:
+        title += f", classifier {steer.labels.tolist()} x{steer.scale:g}"
     image = tv.render(m, items, title)
     record = {"command": "trajectory", "inversion_file": str(inversion), "steps_shown": chosen, "replay": replay,
               **_inversion_record(inv)}
@@ -510,11 +596,11 @@ def trajectory(
 
 @app.command()
 @_friendly
-def vocabulary(model: ModelOpt = None, device: DeviceOpt = "auto") -> None:
+def vocabulary(model: ModelOpt = None, model_config: ModelConfigOpt = None, device: DeviceOpt = "auto") -> None:
     """List the words the model's tokenizer knows (others in a prompt would be dropped)."""
     import textwrap
 
-    m = _load(model, device, None)
+    m = _load(model, device, None, model_config)
     words = m.vocabulary()
     if words is None:
         typer.echo(f"{m.name}: the tokenizer has an open vocabulary (subword pieces); any word can be spelled")
@@ -535,6 +621,7 @@ def batch(
     shard: Annotated[str | None, typer.Option("--shard", help="K/N: run shard K of N (default: RANK/WORLD_SIZE "
                                               "from torchrun or accelerate, else 0/1).")] = None,
     model: ModelOpt = None,
+    model_config: ModelConfigOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     quiet: QuietOpt = False,
@@ -554,7 +641,7 @@ def batch(
         begin = time.perf_counter()
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))}
         common = [str(manifest), "--out", str(out), "--device", device, "--quiet", "--batch-size", str(batch_size)] + (["--model", model] if model else []) \
-            + (["--dtype", dtype] if dtype else []) + (["--fail-fast"] if fail_fast else [])
+            + (["--model-config", model_config] if model_config else []) + (["--dtype", dtype] if dtype else []) + (["--fail-fast"] if fail_fast else [])
         procs = [subprocess.Popen([sys.executable, "-m", "unsample.cli", "batch", *common, "--shard", f"{k}/{processes}"], env=env)
                  for k in range(processes)]
         codes = [p.wait() for p in procs]
@@ -581,7 +668,7 @@ def batch(
                 raise ValueError
         except ValueError:
             raise UserError(f"--shard {shard!r} is not K/N with 0 <= K < N (e.g. 0/2)") from None
-    m = _load(model, device, dtype)
+    m = _load(model, device, dtype, model_config)
 
     res = run_batch(m, manifest, out, fail_fast=fail_fast, progress=not quiet, write_png=write_png, shard=part,
                     batch_size=batch_size)
@@ -651,6 +738,7 @@ def bench_reconstruction(
     option: BenchOptionOpt = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     model: ModelOpt = None,
+    model_config: ModelConfigOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
 ) -> None:
@@ -672,7 +760,7 @@ def bench_reconstruction(
         options=_bench_options(option, names),
     )
     _check_report_folder(out)
-    m = _load(model, device, dtype)
+    m = _load(model, device, dtype, model_config)
     if _csv(methods, str):
         for name in names:
             get_method(name).check_applies(m.schedule)
@@ -715,6 +803,7 @@ def bench_edit(
     option: BenchOptionOpt = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     model: ModelOpt = None,
+    model_config: ModelConfigOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
 ) -> None:
@@ -757,7 +846,7 @@ def bench_edit(
 
     _check_guidance(edit_guidance, "--edit-guidance")
     _check_guidance(inversion_guidance, "--inversion-guidance", allow_none=True)
-    m = _load(model, device, dtype)
+    m = _load(model, device, dtype, model_config)
     result = run(m, bench)
     command = "unsample " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("unsample") else "unsample bench edit"
     write_report(result, bench, out, command, m)

@@ -31,6 +31,13 @@ CLASSIFIER_SCALE = 4.0
 """The demo's classifier guidance scale (measured: docs/pixel.md, `python -m unsample.bench.pixel_edit`)."""
 
 
+def is_pixel_demo_model(model: str) -> bool:
+    """The embedded pixel model, or a folder that holds a pixel pipeline and its classifier."""
+    from unsample.embedded.pixel_configs import CLASSIFIER_FILE
+
+    return model == "embedded-pixel" or (Path(model) / CLASSIFIER_FILE).is_file()
+
+
 @dataclass
 class PixelDemoResult:
     folder: Path
@@ -105,11 +112,11 @@ def run_pixel_demo(
     begin = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     folder = embedded_model_path(model) if model in EMBEDDED_MODELS else Path(model)
+    m = unsample.load(model, device=device)
     classifier_file = folder / CLASSIFIER_FILE
     if not classifier_file.is_file():
         raise ValueError(f"{folder} has no {CLASSIFIER_FILE}; the pixel demo needs the model's noisy classifier "
                          "beside its model_index.json")
-    m = unsample.load(model, device=device)
     classifier = NoisyClassifier.load(classifier_file, device=m.device)
     steer = classifier.guidance(target_prompt if target_prompt else TARGET_CLASS, scale)
     scene = scene_from_spec(parse_caption(PIXEL_SOURCE_CAPTION), np.random.default_rng(seed))

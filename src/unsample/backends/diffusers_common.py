@@ -198,12 +198,13 @@ def check_single_file(name: str, config: str | None) -> str:
         raise LoadError(f"single-file checkpoint {name!r} does not exist; give the path of a .safetensors file")
     if config is None:
         raise LoadError(
-            f"a single-file checkpoint needs config=FOLDER (a local diffusers folder of the same architecture, "
+            f"a single-file checkpoint needs config=FOLDER (--model-config FOLDER in the CLI: a local diffusers "
+            f"folder of the same architecture, "
             f"e.g. a downloaded SD 1.5 or SDXL folder) to load {name!r}; the hub is not reached to guess it"
         )
     if not (Path(config) / "model_index.json").is_file():
         raise LoadError(
-            f"config={config!r} is not a local diffusers folder with model_index.json; give the folder of a "
+            f"config (--model-config) {config!r} is not a local diffusers folder with model_index.json; give the folder of a "
             "pipeline of the same architecture (the hub is not reached to fetch configs)"
         )
     return str(config)
