@@ -148,7 +148,7 @@ def test_install_trained_model_copies_the_pipeline(
 
     target = tmp_path / "package" / "model"
     target.parent.mkdir()
-    monkeypatch.setattr(embedded, "embedded_model_path", lambda: target)
+    monkeypatch.setattr(embedded, "embedded_model_path", lambda name="embedded": target)
     out, _ = tiny_run
     for _ in range(2):  # installing over an existing model replaces it whole
         assert embedded.install_trained_model(out) == target

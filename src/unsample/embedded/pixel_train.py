@@ -22,7 +22,6 @@ import dataclasses
 import json
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ from unsample.embedded.pixel_configs import (
     build_scheduler,
     build_unet,
 )
-from unsample.embedded.threads import ThreadTuner
+from unsample.embedded.stage_loop import StageLoop, group, prefixed, set_lr, update_ema
 from unsample.embedded.train import (
     LOG_NAME,
     MODEL_DIR,
@@ -107,50 +106,6 @@ def _resolve_config(out: Path, config: PixelTrainConfig | None) -> PixelTrainCon
     return cfg
 
 
-def _prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.{k}": v for k, v in state.items()}
-
-
-def _group(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix) + 1:]: v for k, v in weights.items() if k.startswith(prefix + ".")}
-
-
-class _StageLoop:
-    """What both stages share: the wall clock across resumes, the thread tuner, logging, saving."""
-
-    def __init__(self, out: Path, stage: str, cap_minutes: float, state: dict[str, Any], cfg: PixelTrainConfig,
-                 log: RunLog) -> None:
-        self.out, self.stage, self.log, self.cfg = out, stage, log, cfg
-        self.cap = cap_minutes * 60.0
-        self.already = float(state.get("stage_seconds", 0.0)) if state.get("stage") == stage else 0.0
-        self.begin = time.monotonic()
-        self.last_save = self.begin
-        self.tuner = ThreadTuner(cfg.threads)
-        self.recent: list[float] = []
-
-    @property
-    def elapsed(self) -> float:
-        return self.already + time.monotonic() - self.begin
-
-    def running(self, step: int, total: int) -> bool:
-        return step < total and self.elapsed < self.cap
-
-    def after_step(self, step: int, total: int, loss: float, lr: float, save) -> None:
-        self.recent.append(loss)
-        if step % self.cfg.log_every == 0 or step == total:
-            self.log(f"stage={self.stage} step={step}/{total} loss={np.mean(self.recent):.5f} lr={lr:.2e} "
-                     f"elapsed={self.elapsed:.1f}s {self.tuner.describe()}")
-            self.recent.clear()
-        if time.monotonic() - self.last_save >= self.cfg.checkpoint_minutes * 60.0:
-            save(step)
-            self.last_save = time.monotonic()
-
-
-def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    for group in opt.param_groups:
-        group["lr"] = lr
-
-
 def _noised(x: torch.Tensor, alphas: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
     noise = torch.randn(x.shape, generator=generator)
     t = torch.randint(0, len(alphas), (x.shape[0],), generator=generator)
@@ -162,17 +117,17 @@ def _train_classifier(out: Path, cfg: PixelTrainConfig, state: dict[str, Any], s
                       log: RunLog) -> dict[str, Any]:
     classifier = build_classifier(cfg)
     opt = torch.optim.AdamW(classifier.parameters(), lr=cfg.classifier_lr, weight_decay=0.01)
-    ema = _group(start.weights, "ema")
-    if _group(start.weights, "classifier"):
-        classifier.load_state_dict(_group(start.weights, "classifier"))
+    ema = group(start.weights, "ema")
+    if group(start.weights, "classifier"):
+        classifier.load_state_dict(group(start.weights, "classifier"))
         if start.optim:
             ckpt.load_optimizer_tensors(opt, start.optim)
     alphas = build_scheduler(cfg).alphas_cumprod
     step = int(state["step"])
-    loop = _StageLoop(out, "classifier", cfg.classifier_max_minutes, state, cfg, log)
+    loop = StageLoop("classifier", cfg.classifier_max_minutes, state, cfg, log)
 
     def save(at: int) -> None:
-        ckpt.write_checkpoint(out, "classifier", at, {**_prefixed("ema", ema), **_prefixed("classifier", classifier.state_dict())},
+        ckpt.write_checkpoint(out, "classifier", at, {**prefixed("ema", ema), **prefixed("classifier", classifier.state_dict())},
                               ckpt.optimizer_tensors(opt), {**state, "stage": "classifier", "step": at,
                                                             "stage_seconds": loop.elapsed})
 
@@ -183,8 +138,8 @@ def _train_classifier(out: Path, cfg: PixelTrainConfig, state: dict[str, Any], s
             x, labels, _ = one_object_batch(cfg.seed, STREAM_PIXEL_CLASSIFIER, step, cfg.classifier_batch, cfg.image_size)
             generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 700_000 + step)
             noisy, _, t, _ = _noised(x, alphas, generator)
-            lr = lr_at(step, cfg.classifier_steps, cfg.classifier_lr, cfg, loop.elapsed / loop.cap)
-            _set_lr(opt, lr)
+            lr = lr_at(step, cfg.classifier_steps, cfg.classifier_lr, cfg, loop.time_fraction)
+            set_lr(opt, lr)
             loss = torch.nn.functional.cross_entropy(classifier(noisy, t), labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -207,8 +162,8 @@ def _train_unet(out: Path, cfg: PixelTrainConfig, state: dict[str, Any], start: 
                 log: RunLog) -> dict[str, Any]:
     unet = build_unet(cfg)
     if start is not None:
-        unet.load_state_dict(_group(start.weights, "unet"))
-        ema = {k: v.clone() for k, v in _group(start.weights, "ema").items()}
+        unet.load_state_dict(group(start.weights, "unet"))
+        ema = {k: v.clone() for k, v in group(start.weights, "ema").items()}
     else:
         ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.unet_lr, weight_decay=cfg.unet_weight_decay)
@@ -216,10 +171,10 @@ def _train_unet(out: Path, cfg: PixelTrainConfig, state: dict[str, Any], start: 
         ckpt.load_optimizer_tensors(opt, start.optim)
     alphas = build_scheduler(cfg).alphas_cumprod
     step = int(state["step"])
-    loop = _StageLoop(out, "unet", cfg.unet_max_minutes, state, cfg, log)
+    loop = StageLoop("unet", cfg.unet_max_minutes, state, cfg, log)
 
     def save(at: int) -> None:
-        weights = {**_prefixed("unet", unet.state_dict()), **_prefixed("ema", ema)}
+        weights = {**prefixed("unet", unet.state_dict()), **prefixed("ema", ema)}
         ckpt.write_checkpoint(out, "unet", at, weights, ckpt.optimizer_tensors(opt),
                               {**state, "stage": "unet", "step": at, "stage_seconds": loop.elapsed})
 
@@ -232,8 +187,8 @@ def _train_unet(out: Path, cfg: PixelTrainConfig, state: dict[str, Any], start: 
             labels = torch.where(drop, torch.full_like(labels, UNCONDITIONAL), labels)
             generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 500_000 + step)
             noisy, noise, t, a = _noised(x, alphas, generator)
-            lr = lr_at(step, cfg.unet_steps, cfg.unet_lr, cfg, loop.elapsed / loop.cap)
-            _set_lr(opt, lr)
+            lr = lr_at(step, cfg.unet_steps, cfg.unet_lr, cfg, loop.time_fraction)
+            set_lr(opt, lr)
             pred = unet(noisy, t, class_labels=labels).sample
             w = object_weights(masks, cfg.object_weight, cfg.object_dilation, 1, a.view(-1, 1, 1, 1))
             per_sample = (w * (pred - noise).pow(2)).flatten(1).mean(1)
@@ -244,13 +199,7 @@ def _train_unet(out: Path, cfg: PixelTrainConfig, state: dict[str, Any], start: 
             opt.step()
             step += 1
             loop.tuner.end_step()
-            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for k, v in unet.state_dict().items():
-                    if v.dtype.is_floating_point:
-                        ema[k].mul_(decay).add_(v, alpha=1 - decay)
-                    else:
-                        ema[k].copy_(v)
+            update_ema(ema, unet, step, cfg.ema_decay)
             loop.after_step(step, cfg.unet_steps, float((pred - noise).pow(2).mean().detach()), lr, save)
     except KeyboardInterrupt:
         save(step)
@@ -262,7 +211,7 @@ def _train_unet(out: Path, cfg: PixelTrainConfig, state: dict[str, Any], start: 
     seconds = loop.elapsed
     log(f"stage=unet done: steps={step} elapsed={seconds:.1f}s")
     new_state = {"stage": "classifier", "step": 0, "unet_steps_done": step, "unet_seconds": seconds}
-    ckpt.write_checkpoint(out, "classifier", 0, _prefixed("ema", ema), {}, new_state)
+    ckpt.write_checkpoint(out, "classifier", 0, prefixed("ema", ema), {}, new_state)
     return new_state
 
 
@@ -271,9 +220,9 @@ def export_pipeline(out: Path, cfg: PixelTrainConfig, final: ckpt.Checkpoint) ->
     from diffusers import DDIMPipeline
 
     unet = build_unet(cfg)
-    unet.load_state_dict(_group(final.weights, "ema"))
+    unet.load_state_dict(group(final.weights, "ema"))
     classifier = build_classifier(cfg)
-    classifier.load_state_dict(_group(final.weights, "classifier"))
+    classifier.load_state_dict(group(final.weights, "classifier"))
     tmp = out / f".{MODEL_DIR}.tmp"
     if tmp.exists():
         import shutil

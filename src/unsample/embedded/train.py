@@ -47,6 +47,10 @@ from unsample.embedded.configs import (
     build_unet,
     build_vae,
 )
+from unsample.embedded.stage_loop import group as _group
+from unsample.embedded.stage_loop import prefixed as _prefixed
+from unsample.embedded.stage_loop import set_lr as _set_lr
+from unsample.embedded.stage_loop import update_ema
 from unsample.embedded.threads import ThreadTuner
 from unsample.embedded.data import (
     STREAM_DECODER,
@@ -121,20 +125,6 @@ def _resolve_config(out: Path, config: TrainConfig | None) -> TrainConfig:
     config = config or TrainConfig()
     ckpt.write_json_atomic(path, {"config": config.to_json()})
     return config
-
-
-def _prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.{k}": v for k, v in state.items()}
-
-
-def _group(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    start = prefix + "."
-    return {k[len(start):]: v for k, v in weights.items() if k.startswith(start)}
-
-
-def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    for group in opt.param_groups:
-        group["lr"] = lr
 
 
 def _progress_bar(enabled: bool, total: int, initial: int, desc: str):
@@ -430,13 +420,7 @@ def _train_unet(out: Path, cfg: TrainConfig, source: SceneSource, tokenizer, sta
             opt.step()
             step += 1
             tuner.end_step()
-            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for k, v in unet.state_dict().items():
-                    if v.dtype.is_floating_point:
-                        ema[k].mul_(decay).add_(v, alpha=1 - decay)
-                    else:
-                        ema[k].copy_(v)
+            update_ema(ema, unet, step, cfg.ema_decay)
             recent.append(float(per_sample.detach().mean()))
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.unet_steps:
