@@ -190,5 +190,5 @@ def test_the_embedded_pixel_name_says_how_to_train_it_when_absent(monkeypatch: p
     with pytest.raises(ValueError, match=r"the embedded-pixel model is not installed in .*; pass a model .* or train it "
                                          r"with 'unsample train-embedded-pixel'"):
         unsample.load("embedded-pixel", device="cpu")
-    with pytest.raises(ValueError, match="unknown embedded model 'embedded-flow'"):
-        embedded.embedded_model_path("embedded-flow")
+    with pytest.raises(ValueError, match="unknown embedded model .embedded-video."):
+        embedded.embedded_model_path("embedded-video")

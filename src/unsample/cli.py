@@ -508,15 +508,33 @@ def train_embedded_pixel_cmd(
 @_friendly
 def train_embedded_cmd(
     out: Annotated[Path, typer.Option("--out", help="Run folder: log, checkpoints, final model/ (re-run to resume).")],
+    family: Annotated[str, typer.Option("--family", help="sd: the Stable-Diffusion-layout UNet model (embedded); "
+                                        "flow: the SD3-architecture rectified-flow model (embedded-flow), on the "
+                                        "embedded model's autoencoder.")] = "sd",
     tiny: Annotated[bool, typer.Option("--tiny", help="A few steps of a tiny configuration (a smoke test).")] = False,
     install: Annotated[bool, typer.Option("--install", help="Copy the finished model into the package.")] = False,
     autoencoder_from: Annotated[Path | None, typer.Option(
-        "--autoencoder-from", help="Start a new run at the UNet stage with this finished model folder's autoencoder "
-        "(its training.json must match the run's autoencoder settings).")] = None,
+        "--autoencoder-from", help="sd: start a new run at the UNet stage with this finished model folder's autoencoder "
+        "(its training.json must match the run's autoencoder settings); flow: the model whose autoencoder and "
+        "tokenizer to use (default: the installed embedded model).")] = None,
 ) -> None:
-    """Train the embedded model from scratch (VAE, decoder fine-tune, then text encoder + UNet); resumes from checkpoints."""
+    """Train an embedded model from scratch; resumes from checkpoints.
+
+    sd: VAE, decoder fine-tune, then text encoder + UNet. flow: text encoders + SD3 transformer."""
     _quiet_libraries()
     from unsample.embedded import install_trained_model
+
+    if family == "flow":
+        from unsample.embedded.flow_configs import FlowTrainConfig
+        from unsample.embedded.flow_train import train_embedded_flow
+
+        model_dir = train_embedded_flow(out, config=FlowTrainConfig.tiny() if tiny else None, autoencoder_from=autoencoder_from)
+        typer.echo(f"model written to {model_dir}")
+        if install:
+            typer.echo(f"installed into {install_trained_model(out, 'embedded-flow')}")
+        return
+    if family != "sd":
+        raise UserError(f"--family {family!r} is not sd or flow")
     from unsample.embedded.configs import TrainConfig
     from unsample.embedded.train import train_embedded
 

@@ -30,11 +30,26 @@ def _saved_without(name: str, part: str) -> bool:
     return isinstance(entry, list) and entry[0] is None
 
 
+def _saved_sequence_length(folder: Path, default: int) -> int:
+    """The T5 token count a folder's ``unsample.json`` records (the embedded flow model trains with
+    0 zero-filled T5 tokens), else ``default``."""
+    path = folder / "unsample.json"
+    if not path.is_file():
+        return default
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("max_sequence_length", default)
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise ValueError(f"{path} is not a JSON object; fix or remove it") from None
+    if not isinstance(value, int) or not 0 <= value <= 512:
+        raise ValueError(f"{path}: max_sequence_length={value!r} must be an integer in 0..512")
+    return value
+
+
 class StableDiffusion3Model(TransformerPipelineModel):
     """SD3 / SD3.5 through diffusers."""
 
     max_sequence_length: int = 256
-    """T5 tokens of a prompt (diffusers' default for SD3)."""
+    """T5 tokens of a prompt (diffusers' default for SD3; a folder's unsample.json may say otherwise)."""
 
     def __init__(self, pipe: Any, name: str) -> None:
         from unsample.core.flow_schedule import FlowSchedule
@@ -52,7 +67,9 @@ class StableDiffusion3Model(TransformerPipelineModel):
         without_t5 = {"text_encoder_3": None, "tokenizer_3": None} if _saved_without(name, "text_encoder_3") else {}
         pipe = load_pipeline(StableDiffusion3Pipeline, name, device=device, dtype=dtype,
                              local_files_only=local_files_only, family="Stable Diffusion 3", variant=variant, config=config, **without_t5)
-        return cls(pipe, name)
+        model = cls(pipe, name)
+        model.max_sequence_length = _saved_sequence_length(Path(config or name), cls.max_sequence_length)
+        return model
 
     @property
     def resolution(self) -> int:

@@ -4,7 +4,10 @@
   `unsample.embedded.train.train_embedded` (``unsample train-embedded``);
 - ``embedded-pixel``: a 32 px class-conditional pixel-space DDIMPipeline and its noisy shape
   classifier, trained by `unsample.embedded.pixel_train.train_embedded_pixel`
-  (``unsample train-embedded-pixel``).
+  (``unsample train-embedded-pixel``);
+- ``embedded-flow``: an SD3-architecture (MMDiT) rectified-flow pipeline on the default model's
+  autoencoder, trained by `unsample.embedded.flow_train.train_embedded_flow`
+  (``unsample train-embedded --family flow``).
 
 `embedded_model_path` is where each lives; `install_trained_model` copies a finished run's
 ``model/`` folder into the package. Nothing is loaded at import time.
@@ -21,6 +24,7 @@ __all__ = ["EMBEDDED_MODELS", "embedded_model_path", "install_trained_model", "t
 EMBEDDED_MODELS: dict[str, tuple[str, str]] = {
     "embedded": ("model", "unsample train-embedded"),
     "embedded-pixel": ("pixel_model", "unsample train-embedded-pixel"),
+    "embedded-flow": ("flow_model", "unsample train-embedded --family flow"),
 }
 """Name -> (package folder, the command that trains it)."""
 

@@ -1,0 +1,102 @@
+"""The embedded flow model's trainer on a tiny config: an SD3 pipeline folder without T5 that
+`unsample.load` reads back (with the zero-T5-token count it was trained with), resumable runs,
+and the training noising equal to diffusers' flow-matching scheduler."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import unsample
+from unsample.embedded import embedded_model_path
+from unsample.embedded.flow_configs import FlowTrainConfig
+
+pytestmark = pytest.mark.skipif(not (embedded_model_path() / "vae").is_dir(),
+                                reason="the flow trainer reuses the installed embedded model's autoencoder")
+
+
+@pytest.fixture(scope="module")
+def flow_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from unsample.embedded.flow_train import train_embedded_flow
+
+    out = tmp_path_factory.mktemp("flow-run")
+    train_embedded_flow(out, config=FlowTrainConfig.tiny())
+    return out
+
+
+def test_a_tiny_run_exports_an_sd3_pipeline_without_t5(flow_run: Path) -> None:
+    model_dir = flow_run / "model"
+    index = json.loads((model_dir / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusion3Pipeline"
+    assert index["text_encoder_3"] == [None, None] and index["tokenizer_3"] == [None, None]
+    assert json.loads((model_dir / "unsample.json").read_text()) == {"max_sequence_length": 0}
+    training = json.loads((model_dir / "training.json").read_text())
+    assert training["steps"] == 3 and training["command"] == "unsample train-embedded --family flow"
+    m = unsample.load(str(model_dir), device="cpu")
+    assert type(m).__name__ == "StableDiffusion3Model" and m.max_sequence_length == 0 and m.resolution == 64
+    den = m.denoiser("a large red circle on a plain gray background", guidance=3.0)
+    assert den.cond.embeds.shape[1] == 16  # the CLIP tokens only: no zero T5 tokens
+    # the first text encoder started from the embedded model's (same token embeddings before training moves them)
+    from transformers import CLIPTextModel
+
+    source = CLIPTextModel.from_pretrained(str(embedded_model_path() / "text_encoder"))
+    ours = m.pipe.text_encoder.text_model.embeddings.token_embedding.weight
+    theirs = dict(source.named_parameters())
+    key = next(k for k in theirs if k.endswith("token_embedding.weight"))
+    assert ours.shape == theirs[key].shape
+
+
+def test_the_training_noising_is_diffusers_flow_matching(flow_run: Path) -> None:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from unsample.embedded.flow_configs import build_scheduler
+
+    sched = build_scheduler(FlowTrainConfig())
+    assert isinstance(sched, FlowMatchEulerDiscreteScheduler) and sched.config.shift == 1.0
+    sched.set_timesteps(10)
+    x0, eps = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    t = sched.timesteps[3:4]
+    s = t / 1000  # the trainer's timestep input is s * 1000 and its state (1 - s) x0 + s eps
+    assert torch.allclose(sched.scale_noise(x0, t, eps), (1 - s) * x0 + s * eps, atol=1e-6)
+
+
+def test_sigmas_are_logit_normal_or_uniform() -> None:
+    from unsample.embedded.flow_train import sample_sigmas
+
+    g = torch.Generator().manual_seed(0)
+    s = sample_sigmas(FlowTrainConfig(), 20000, g)
+    assert 0 < float(s.min()) and float(s.max()) < 1
+    assert abs(float(torch.logit(s).mean())) < 0.05 and abs(float(torch.logit(s).std()) - 1) < 0.05
+    u = sample_sigmas(FlowTrainConfig(timestep_sampling="uniform"), 20000, g)
+    assert abs(float(u.mean()) - 0.5) < 0.01
+    with pytest.raises(ValueError, match="timestep_sampling='beta' is not logit_normal or uniform"):
+        FlowTrainConfig(timestep_sampling="beta")
+
+
+def test_an_interrupted_flow_run_resumes_and_a_changed_one_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from unsample.embedded import flow_train
+
+    real = flow_train.draw_batch
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flow_train, "draw_batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        flow_train.train_embedded_flow(tmp_path, config=FlowTrainConfig.tiny())
+    assert json.loads((tmp_path / "latest.json").read_text()) == {"dir": "flow-00000002"}
+    monkeypatch.setattr(flow_train, "draw_batch", real)
+    flow_train.train_embedded_flow(tmp_path)
+    log = (tmp_path / "train.log").read_text()
+    assert "run start: stage=flow step=2" in log and "stage=flow done: steps=3" in log
+    with pytest.raises(ValueError, match=r"different config \(layers\)"):
+        flow_train.train_embedded_flow(tmp_path, config=dataclasses.replace(FlowTrainConfig.tiny(), layers=2))
