@@ -100,3 +100,18 @@ def test_an_interrupted_flow_run_resumes_and_a_changed_one_is_refused(tmp_path: 
     assert "run start: stage=flow step=2" in log and "stage=flow done: steps=3" in log
     with pytest.raises(ValueError, match=r"different config \(layers\)"):
         flow_train.train_embedded_flow(tmp_path, config=dataclasses.replace(FlowTrainConfig.tiny(), layers=2))
+
+
+def test_the_card_measures_a_flow_model(flow_run: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from unsample.cli import app
+
+    r = CliRunner().invoke(app, ["evaluate-embedded", "--model-dir", str(flow_run / "model"), "--out", str(tmp_path), "--quick"])
+    assert r.exit_code == 0, r.output
+    card = json.loads((tmp_path / "model_card.json").read_text())
+    assert card["family"] == "flow" and 0 <= card["figures"]["t2i_one_object_accuracy"] <= 1
+    text = (tmp_path / "MODEL_CARD.md").read_text()
+    assert text.startswith("# The embedded flow model") and "the two text encoders and the SD3 transformer 3 steps" in text
+    both = CliRunner().invoke(app, ["evaluate-embedded", "--model", "embedded-flow", "--model-dir", str(flow_run)])
+    assert both.exit_code == 2 and "give --model or --model-dir, not both" in both.output

@@ -453,12 +453,23 @@ def demo(
 @_friendly
 def evaluate_embedded(
     model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Pipeline folder (default: the installed embedded model).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="An embedded model by name instead of --model-dir: "
+                                              "embedded or embedded-flow.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Where to write the card (default: beside the weights).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="A small smoke run (not the card's protocol).")] = False,
 ) -> None:
-    """Measure the embedded model and write MODEL_CARD.md + model_card.json + samples.png."""
+    """Measure the embedded model (or embedded-flow) and write MODEL_CARD.md + model_card.json + samples.png."""
     _quiet_libraries()
+    from unsample.embedded import embedded_model_path
     from unsample.embedded.evaluate import EvalConfig, evaluate
+
+    if model is not None:
+        if model_dir is not None:
+            raise UserError("give --model or --model-dir, not both")
+        if model not in ("embedded", "embedded-flow"):
+            raise UserError(f"--model {model!r}: evaluate-embedded measures embedded or embedded-flow "
+                            "(embedded-pixel has evaluate-embedded-pixel)")
+        model_dir = embedded_model_path(model)
 
     card = evaluate(model_dir, out, EvalConfig.quick() if quick else EvalConfig())
     for key, value in card["figures"].items():

@@ -97,12 +97,14 @@ def generate(model: Any, captions: list[str], seeds: list[int], steps: int, guid
     from unsample.methods import ddim
 
     side = model.resolution // model.vae_factor
+    channels = int(model.pipe.vae.config.latent_channels)
     noise = torch.stack([
-        torch.randn(4, side, side, generator=torch.Generator().manual_seed(s)) for s in seeds
+        torch.randn(channels, side, side, generator=torch.Generator().manual_seed(s)) for s in seeds
     ]).to(model.device)
-    den = Denoiser(model.model_fn, model.schedule, _conditioning(model, captions),
+    schedule = model.schedule_for((side, side))
+    den = Denoiser(model.model_fn, schedule, _conditioning(model, captions),
                    _conditioning(model, [""] * len(captions)), guidance=guidance)
-    latent = ddim.sample(den, model.schedule.grid(steps), noise)
+    latent = ddim.sample(den, schedule.grid(steps), noise)
     return _to_uint8(model.decode_latent(latent))
 
 
@@ -266,6 +268,7 @@ def evaluate(model_dir: Path | None = None, out: Path | None = None, cfg: EvalCo
         "seconds": {**timings, "total": time.perf_counter() - begin},
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpu_threads": torch.get_num_threads()},
         "command": "unsample evaluate-embedded",
+        "family": "flow" if type(model).__name__ == "StableDiffusion3Model" else "sd",
         "training": training,
     }
     (out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
@@ -276,6 +279,10 @@ def evaluate(model_dir: Path | None = None, out: Path | None = None, cfg: EvalCo
 def _training_line(training: dict[str, Any] | None) -> str:
     if not training:
         return "Training record: none beside the weights (exported before training.json existed)."
+    if "--family flow" in training.get("command", ""):
+        return (f"Training (`{training['command']}`, {training['config']['threads']} CPU threads): the two text encoders "
+                f"and the SD3 transformer {training['steps']} steps (batch {training['config']['batch']}) in "
+                f"{training['minutes']:g} min, on the frozen autoencoder of `{training['autoencoder_from']}`.")
     decoder = ""
     if training.get("decoder_steps"):
         decoder = f", decoder fine-tune {training['decoder_steps']} steps in {training['decoder_minutes']:g} min"
@@ -292,6 +299,21 @@ def _reused_autoencoder(training: dict[str, Any]) -> str:
     return (f" The VAE and decoder stages were not re-run: this run started at the UNet stage with the autoencoder "
             f"of `{training['autoencoder_from']}` (`--autoencoder-from`, same autoencoder settings); the VAE and "
             "decoder steps and minutes above are that model's.")
+
+
+def _header(card: dict[str, Any]) -> str:
+    if card.get("family") == "flow":
+        return ("""# The embedded flow model
+
+A Stable-Diffusion-3-architecture pipeline (the embedded model's AutoencoderKL and word-level
+tokenizer, two CLIP text encoders with projections and no T5, SD3Transformer2DModel, rectified
+flow with FlowMatchEulerDiscreteScheduler) trained on the shapes world by
+`unsample train-embedded --family flow`. Loaded by `unsample.load("embedded-flow")`.""")
+    return ("""# The embedded default model
+
+A Stable-Diffusion-architecture pipeline (AutoencoderKL, CLIP text encoder with a word-level
+tokenizer, UNet2DConditionModel, DDIM scheduler with SD's scaled-linear betas, eps-prediction)
+trained from scratch on the shapes world by `unsample train-embedded`. Loaded by `unsample.load()`.""")
 
 
 def _share(value: float | None) -> str:
@@ -311,12 +333,8 @@ def render_card(card: dict[str, Any]) -> str:
     def mark(key: str) -> str:
         return "met" if met[key] else "**missed**"
 
-    return f"""# The embedded default model
-
-A Stable-Diffusion-architecture pipeline (AutoencoderKL, CLIP text encoder with a word-level
-tokenizer, UNet2DConditionModel, DDIM scheduler with SD's scaled-linear betas, eps-prediction)
-trained from scratch on the shapes world by `unsample train-embedded`. {card['resolution']}x{card['resolution']}
-RGB, {card['weights_bytes'] / 1e6:.1f} MB of safetensors weights. Loaded by `unsample.load()`.
+    return f"""{_header(card)} {card['resolution']}x{card['resolution']}
+RGB, {card['weights_bytes'] / 1e6:.1f} MB of safetensors weights.
 
 {_training_line(card.get('training'))}
 
