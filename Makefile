@@ -14,12 +14,25 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-setup: $(STAMP)
+# The browser tests (tests/test_ui_browser.py) drive Debian's Chromium: playwright cannot download
+# its own browser here. Installed when missing (CI runs as root); elsewhere a note says how.
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	@if ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "note: no apt-get; install Chromium as $(CHROMIUM) for the browser tests (they skip without it)"; \
+	elif [ "$$(id -u)" -ne 0 ]; then \
+	    echo "note: run 'sudo apt-get install -y chromium' for the browser tests (they skip without it)"; \
+	else \
+	    apt-get update && apt-get install -y chromium; \
+	fi
+
+setup: $(STAMP) | $(CHROMIUM)
 
 demo: $(STAMP)
 	$(BIN)/unsample demo --out out/demo
 
-test: $(STAMP)
+test: setup
 	$(BIN)/python -m pytest -q
 
 bench-closed-form: $(STAMP)

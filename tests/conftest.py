@@ -114,3 +114,14 @@ def tiny_image():
 
     rng = np.random.default_rng(0)
     return Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="session")
+def embedded_model():
+    """The embedded default model, loaded once per run (the UI tests share it); skips if not installed."""
+    import unsample
+    from unsample.embedded import embedded_model_path
+
+    if not (embedded_model_path() / "model_index.json").is_file():
+        pytest.skip("the embedded model is not installed")
+    return unsample.load(None, device="cpu")

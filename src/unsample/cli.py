@@ -35,6 +35,7 @@ ClassifierScaleOpt = Annotated[float, typer.Option("--classifier-scale", help="C
 
 
 from unsample import defaults as edit_defaults
+from unsample.ui import settings as ui_settings
 from unsample.outputs import atomic_write as _atomic_write
 from unsample.outputs import write_png, write_png_with_sidecar
 
@@ -553,6 +554,23 @@ def train_embedded_cmd(
     typer.echo(f"model written to {model_dir}")
     if install:
         typer.echo(f"installed into {install_trained_model(out)}")
+
+
+@app.command()
+@_friendly
+def ui(
+    model: ModelOpt = None,
+    model_config: ModelConfigOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on: 127.0.0.1 is this machine only, "
+                                      "0.0.0.0 every interface.")] = ui_settings.DEFAULT_HOST,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = ui_settings.DEFAULT_PORT,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Start the web UI: upload or pick an image, invert it once, edit it many times, download the results."""
+    _quiet_libraries()
+    from unsample.ui.app import serve
+
+    serve(model, host, port, model_config=model_config, device=device)
 
 
 @app.command()

@@ -31,7 +31,7 @@ import torch
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import TimestepGrid
 from unsample.methods import ddim
-from unsample.methods.base import Method, MethodConfig, MethodOutput, StateHook, StepCallback
+from unsample.methods.base import Method, MethodConfig, MethodOutput, StateHook, StepCallback, bounded
 
 
 def _increments(
@@ -63,12 +63,7 @@ def invert_step(
 class BDIAConfig(MethodConfig):
     """gamma in (0, 1]: weight of the bidirectional correction (0 would be plain DDIM)."""
 
-    gamma: float = 0.96
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"BDIA gamma={self.gamma} must be in (0, 1]; 0 is plain DDIM, which is not exactly invertible")
+    gamma: float = bounded(0.96, low=0, high=1, low_open=True, note="0 is plain DDIM, which is not exactly invertible")
 
 
 def invert(

@@ -36,7 +36,7 @@ import torch
 from unsample.core.denoiser import Denoiser, NonFiniteError
 from unsample.core.schedule import TimestepGrid
 from unsample.methods import ddim
-from unsample.methods.base import Method, MethodConfig, MethodOutput, Precision, StateHook, StepCallback
+from unsample.methods.base import Method, MethodConfig, MethodOutput, Precision, StateHook, StepCallback, bounded
 
 
 def _coefs(denoiser: Denoiser, grid: TimestepGrid, i: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,13 +96,8 @@ class EDICTConfig(MethodConfig):
     """
 
     precision: Precision = "float64"
-    p: float = 0.8
+    p: float = bounded(0.8, low=0, high=1, low_open=True, note="the mixing weight; the paper uses 0.93")
     leapfrog: bool = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0 < self.p <= 1:
-            raise ValueError(f"EDICT mixing p={self.p} must be in (0, 1] (default 0.8; the paper uses 0.93)")
 
 
 def invert(

@@ -31,7 +31,7 @@ import torch
 
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import TimestepGrid
-from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback, replay_from_trajectory
+from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback, bounded, replay_from_trajectory
 
 
 def _model_eps(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -106,14 +106,12 @@ class EulerConfig(MethodConfig):
     """sigmas: "karras" (rho-spaced between sigma_min and sigma_max) or "timesteps" (the DDIM grid)."""
 
     sigmas: Literal["karras", "timesteps"] = "karras"
-    rho: float = 7.0
+    rho: float = bounded(7.0, low=0, low_open=True, note="the Karras grid's spacing exponent")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.sigmas not in ("karras", "timesteps"):
             raise ValueError(f"sigmas={self.sigmas!r} is not supported; use karras or timesteps")
-        if self.rho <= 0:
-            raise ValueError(f"rho={self.rho} must be positive")
 
     def make_grid(self, schedule: Any, steps: int) -> TimestepGrid:
         if self.sigmas == "karras":

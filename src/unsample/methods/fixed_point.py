@@ -37,7 +37,7 @@ import torch
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import TimestepGrid
 from unsample.methods import ddim
-from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback, replay_from_trajectory
+from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback, bounded, replay_from_trajectory
 
 
 @dataclass(frozen=True)
@@ -45,21 +45,10 @@ class FixedPointConfig(MethodConfig):
     """max_iter: iterations after the DDIM guess; tol: relative residual to stop at;
     anderson_m: Anderson memory (0 = plain iteration); skip_fraction: noisiest share left unrefined."""
 
-    max_iter: int = 5
-    tol: float = 1e-4
-    anderson_m: int = 0
-    skip_fraction: float = 0.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.max_iter < 0:
-            raise ValueError(f"max_iter={self.max_iter} must be >= 0")
-        if self.tol < 0:
-            raise ValueError(f"tol={self.tol} must be >= 0")
-        if self.anderson_m < 0:
-            raise ValueError(f"anderson_m={self.anderson_m} must be >= 0 (0 turns acceleration off)")
-        if not 0 <= self.skip_fraction <= 1:
-            raise ValueError(f"skip_fraction={self.skip_fraction} must be in [0, 1]")
+    max_iter: int = bounded(5, low=0, note="0 keeps the DDIM guess")
+    tol: float = bounded(1e-4, low=0)
+    anderson_m: int = bounded(0, low=0, note="0 turns acceleration off")
+    skip_fraction: float = bounded(0.0, low=0, high=1)
 
 
 def _anderson(xs: list[torch.Tensor], gs: list[torch.Tensor]) -> torch.Tensor:

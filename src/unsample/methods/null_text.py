@@ -56,7 +56,7 @@ import torch
 from unsample.core.denoiser import Denoiser, broadcast_conditioning
 from unsample.core.schedule import TimestepGrid
 from unsample.methods import ddim
-from unsample.methods.base import Method, MethodConfig, MethodOutput, StateHook, StepCallback, with_state_hook
+from unsample.methods.base import Method, MethodConfig, MethodOutput, StateHook, StepCallback, bounded, with_state_hook
 
 NULL_PREFIX = "null."
 
@@ -65,28 +65,15 @@ NULL_PREFIX = "null."
 class NullTextConfig(MethodConfig):
     """Knobs of null-text inversion; defaults are the paper's (for a 50-step grid, see module doc)."""
 
-    inner_steps: int = 10
+    inner_steps: int = bounded(10, low=0, note="0 skips the optimisation")
     """Cap on the Adam steps per grid step (the paper's N)."""
-    lr: float = 1e-2
+    lr: float = bounded(1e-2, low=0, low_open=True)
     """Adam learning rate at the first (noisiest) step."""
-    lr_decay: float = 0.5
+    lr_decay: float = bounded(0.5, low=0, high=1, high_open=True, note="the learning rate must stay positive")
     """The learning rate falls linearly to ``lr * (1 - lr_decay)`` at the last step."""
-    early_stop_epsilon: float = 1e-5
+    early_stop_epsilon: float = bounded(1e-5, low=0, note="0 never stops early")
     """Stop a step's inner loop once the loss is below this plus ``early_stop_slope * i / N``."""
-    early_stop_slope: float = 1e-3
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not isinstance(self.inner_steps, int) or isinstance(self.inner_steps, bool) or self.inner_steps < 0:
-            raise ValueError(f"inner_steps={self.inner_steps!r} must be an integer >= 0 (0 skips the optimisation)")
-        if not self.lr > 0:
-            raise ValueError(f"lr={self.lr!r} must be > 0")
-        if not 0 <= self.lr_decay < 1:
-            raise ValueError(f"lr_decay={self.lr_decay!r} must be in [0, 1): the learning rate must stay positive")
-        if not self.early_stop_epsilon >= 0:
-            raise ValueError(f"early_stop_epsilon={self.early_stop_epsilon!r} must be >= 0 (0 never stops early)")
-        if not self.early_stop_slope >= 0:
-            raise ValueError(f"early_stop_slope={self.early_stop_slope!r} must be >= 0")
+    early_stop_slope: float = bounded(1e-3, low=0)
 
 
 def _guided_sample_step(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import typing
-from dataclasses import fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, get_args, get_origin
 
-from unsample.methods.base import MethodConfig
+from unsample.methods.base import Bounds, MethodConfig, bounds_of
 
 
 def _convert(raw: str, hint: Any, key: str) -> Any:
@@ -54,15 +54,43 @@ def parse_options(config: type[MethodConfig], pairs: list[str], method: str) -> 
     return out
 
 
-def describe_options(config: type[MethodConfig]) -> list[tuple[str, str, Any]]:
-    """(name, type, default) of each field, for ``unsample methods`` and the UI."""
+@dataclass(frozen=True)
+class OptionSpec:
+    """One option of a method config, as the CLI lists it and the UI builds a control for it."""
+
+    name: str
+    kind: str
+    """One of float, int, bool, str, or for a Literal its choices joined by "|"."""
+    default: Any
+    choices: tuple[Any, ...] = ()
+    """The allowed values of a Literal option (empty otherwise)."""
+    bounds: Bounds | None = None
+    """The declared range of a numeric option (`unsample.methods.base.bounded`), or None."""
+
+    @property
+    def type_text(self) -> str:
+        """The kind with its range, e.g. "float in (0, 1]"."""
+        return f"{self.kind} {self.bounds.text()}" if self.bounds is not None else self.kind
+
+
+def option_specs(config: type[MethodConfig]) -> list[OptionSpec]:
+    """Every field of ``config`` with its kind, default, choices and declared bounds."""
     hints = typing.get_type_hints(config)
     rows = []
     for f in fields(config):
         hint = hints[f.name]
+        choices: tuple[Any, ...] = ()
         if get_origin(hint) is typing.Literal:
-            kind = "|".join(map(str, get_args(hint)))
+            choices = get_args(hint)
+            kind = "|".join(map(str, choices))
         else:
             kind = getattr(hint, "__name__", str(hint))
-        rows.append((f.name, kind, f.default))
+        default = None if f.default is MISSING else f.default
+        rows.append(OptionSpec(f.name, kind, default, choices, bounds_of(f)))
     return rows
+
+
+def describe_options(config: type[MethodConfig]) -> list[tuple[str, str, Any]]:
+    """(name, type with its range, default) of each field, for ``unsample methods``; the UI reads
+    `option_specs` (the same fields, structured)."""
+    return [(spec.name, spec.type_text, spec.default) for spec in option_specs(config)]

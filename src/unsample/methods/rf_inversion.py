@@ -68,7 +68,7 @@ import torch
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import TimestepGrid
 from unsample.methods._flow import check_velocity, position_label, refuses_unless_velocity
-from unsample.methods.base import Method, MethodConfig, MethodOutput, StateHook, StepCallback, with_state_hook
+from unsample.methods.base import Method, MethodConfig, MethodOutput, StateHook, StepCallback, bounded, with_state_hook
 
 
 def controller_strengths(
@@ -168,24 +168,16 @@ class RFInversionConfig(MethodConfig):
     """gamma: inversion controller toward the sampled noise; eta: sampling controller toward the image,
     on for the steps in [eta_start, eta_stop) (fractions of the run), decaying as (1 - i / N)^eta_decay_power."""
 
-    gamma: float = 0.5
-    eta: float = 0.9
-    eta_start: float = 0.0
-    eta_stop: float = 0.25
-    eta_decay_power: float = 0.0
+    gamma: float = bounded(0.5, low=0, high=1, note="0: plain Euler inversion")
+    eta: float = bounded(0.9, low=0, high=1, note="0: plain Euler sampling")
+    eta_start: float = bounded(0.0, low=0, high=1, note="a fraction of the steps")
+    eta_stop: float = bounded(0.25, low=0, high=1, note="a fraction of the steps, from eta_start")
+    eta_decay_power: float = bounded(0.0, low=0, note="0: constant eta")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0 <= self.gamma <= 1:
-            raise ValueError(f"gamma={self.gamma} must be in [0, 1] (0: plain Euler inversion; default 0.5)")
-        if not 0 <= self.eta <= 1:
-            raise ValueError(f"eta={self.eta} must be in [0, 1] (0: plain Euler sampling; default 0.9)")
-        if not 0 <= self.eta_start <= 1:
-            raise ValueError(f"eta_start={self.eta_start} must be a fraction of the steps in [0, 1]")
-        if not self.eta_start <= self.eta_stop <= 1:
+        if not self.eta_start <= self.eta_stop:
             raise ValueError(f"eta_stop={self.eta_stop} must be a fraction of the steps in [eta_start={self.eta_start}, 1]")
-        if not self.eta_decay_power >= 0:
-            raise ValueError(f"eta_decay_power={self.eta_decay_power} must be >= 0 (0: constant eta)")
 
 
 def _draw_y1(latent: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -1,0 +1,320 @@
+"""The page: a gr.Blocks layout over `unsample.ui.callbacks`, and the server that runs it.
+
+``build_app(model)`` loads the model and lays out the page; ``serve(model, host, port)`` (the
+``unsample ui`` command) launches it on this machine only unless told otherwise, prints the URL
+and, when it stops, removes its temporary folder (uploads, edits, inversion files). Gradio is
+imported here, inside the functions, so ``import unsample`` stays light; analytics are off and no
+share link is made, so launching needs no network.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from unsample import defaults
+from unsample.ui import callbacks as cb
+from unsample.ui.settings import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    MAX_UPLOAD_SIZE,
+    MODEL_CONCURRENCY,
+    PAGE_CONCURRENCY,
+    QUEUE_MAX_SIZE,
+    SCENE_CAPTIONS,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import gradio as gr
+    from PIL import Image
+
+    from unsample.backends.base import Model
+    from unsample.ui.controls import OptionControl
+
+_WORKDIRS: weakref.WeakKeyDictionary[Any, Path] = weakref.WeakKeyDictionary()
+"""Each built app's temporary folder, removed by `close_app` (or at exit)."""
+
+
+def _offline_gradio() -> None:
+    """No telemetry, no version check, no share link: set before gradio is first imported."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    os.environ.setdefault("GRADIO_SHARE", "False")
+
+
+def _quiet_libraries() -> None:
+    import logging
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for name in ("transformers", "diffusers", "httpx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _load_model(model: str | Model | None, model_config: str | None, device: str) -> Model:
+    import unsample
+    from unsample.backends.base import Model as ModelBase
+
+    if isinstance(model, ModelBase):
+        return model
+    _quiet_libraries()
+    if model_config is not None and model is None:
+        raise ValueError("model_config is for a single-file model; give the .safetensors file as the model")
+    return unsample.load(model, device=device, config=model_config)
+
+
+def _status(text: str, error: bool = False) -> str:
+    return f"**Error:** {text}" if error else text
+
+
+def build_app(model: str | Model | None = None, workdir: Path | None = None, *, model_config: str | None = None,
+              device: str = "auto") -> gr.Blocks:
+    """The page for ``model``: anything `unsample.load` takes (a hub id, a folder, a single file
+    with ``model_config``, an embedded model's name; None: the embedded default) or a loaded
+    `Model`. Uploads and outputs go to ``workdir`` (default: a new temporary folder, removed by
+    `close_app` or when the process exits)."""
+    _offline_gradio()
+    m = _load_model(model, model_config, device)  # a bad model fails before anything is created
+    root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="unsample-ui-"))
+    root.mkdir(parents=True, exist_ok=True)
+    os.environ["GRADIO_TEMP_DIR"] = str(root / "uploads")  # gradio's own upload cache lives there too
+    if workdir is None:
+        atexit.register(shutil.rmtree, root, True)
+    import gradio as gr
+
+    from unsample.ui.controls import method_controls
+    from unsample.ui.session import SessionState, close_session
+
+    methods = cb.model_methods(m)
+    default_method = defaults.EDIT_METHOD if defaults.EDIT_METHOD in methods else methods[0]
+    attention = m.supports_attention_control  # prompt-to-prompt and attention masks hook a UNet's cross-attention
+    masks = [c for c in cb.MASK_CHOICES if attention or c not in ("attention", "intersect")]
+    controls = [c for c in cb.CONTROL_CHOICES if attention or c[1] == "none"]
+
+    def session(state: Any) -> SessionState:
+        return state if isinstance(state, SessionState) else SessionState.create(root)
+
+    with gr.Blocks(title="unsample", analytics_enabled=False) as app:
+        state = gr.State(None, delete_callback=close_session)
+        gr.Markdown(f"## unsample: invert once, edit many times\nModel: `{m.name}` ({m.resolution} px). "
+                    "Invert an image with a prompt that describes it, then edit it with prompts that "
+                    "describe the change: every edit of the same inversion reuses it.")
+        status = gr.Markdown("", elem_id="status")
+        with gr.Row():
+            with gr.Column():
+                upload = gr.File(label="Upload an image", type="filepath", elem_id="upload")
+                scene = gr.Dropdown(list(SCENE_CAPTIONS), value=None, label="... or a built-in scene", elem_id="scene")
+                preview = gr.Image(label="Input, as the model sees it", type="pil", format="png", interactive=False,
+                                   elem_id="input-preview")
+            with gr.Column():
+                prompt = gr.Textbox(label="Source prompt (describes the image)", elem_id="source-prompt")
+                method = gr.Dropdown(methods, value=default_method, label="Inversion method", elem_id="method")
+                groups, option_inputs, option_names = [], [], []
+                for name in methods:
+                    with gr.Group(visible=name == default_method) as group:
+                        for control in method_controls(name):
+                            option_inputs.append(_option_component(gr, control))
+                            option_names.append((name, control.name))
+                    groups.append(group)
+                with gr.Row():
+                    steps = gr.Number(value=defaults.EDIT_STEPS, precision=0, label="Steps", elem_id="steps")
+                    guidance = gr.Number(value=defaults.INVERSION_GUIDANCE, label="Inversion guidance",
+                                         info="1 = no classifier-free guidance", elem_id="inversion-guidance")
+                invert_button = gr.Button("Invert", variant="primary", elem_id="invert")
+            with gr.Column():
+                reconstruction = gr.Image(label="Reconstruction", type="pil", format="png", interactive=False,
+                                          elem_id="reconstruction")
+                invert_cost = gr.Markdown("", elem_id="invert-cost")
+                inversion_file = gr.File(label="Inversion (.safetensors, for the CLI or Python)", interactive=False,
+                                         elem_id="inversion-file")
+        with gr.Row():
+            with gr.Column():
+                target = gr.Textbox(label="Target prompt (describes the edit)", elem_id="target-prompt")
+                control = gr.Dropdown(controls, value="none", label="Control", elem_id="control")
+                mask = gr.Radio(masks, value=defaults.EDIT_MASK, label="Mask (where the edit may change the image)",
+                                elem_id="mask-source")
+                with gr.Accordion("Draw a mask (mask: drawn mask)", open=False):
+                    drawing = gr.ImageEditor(type="numpy", sources=(), transforms=(), layers=False, label="Paint what may change",
+                                             elem_id="mask-drawing", brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))
+                with gr.Accordion("Upload a mask (mask: uploaded mask; white = may change)", open=False):
+                    mask_file = gr.File(label="Mask image", type="filepath", elem_id="mask-file")
+                with gr.Accordion("Prompt-to-prompt and attention masks", open=False):
+                    reweight = gr.Textbox(label="Reweight (WORD=SCALE, ...; control: reweight)", elem_id="reweight")
+                    blend_words = gr.Textbox(label="Blend words for the attention mask (default: the words that differ)",
+                                             elem_id="blend-words")
+                    cross_steps = gr.Slider(0, 1, value=cb.edit_default("cross_steps"), label="Cross-attention steps (fraction)")
+                    self_steps = gr.Slider(0, 1, value=cb.edit_default("self_steps"), label="Self-attention steps (fraction)")
+                with gr.Row():
+                    start_step = gr.Number(value=round(defaults.EDIT_START_FRACTION * defaults.EDIT_STEPS),
+                                           precision=0, label="Start step", info="0 = from the inverted noise",
+                                           elem_id="start-step")
+                    edit_guidance = gr.Number(value=defaults.EDIT_GUIDANCE, label="Edit guidance", elem_id="edit-guidance")
+                edit_button = gr.Button("Edit", variant="primary", elem_id="edit")
+            with gr.Column():
+                result = gr.ImageSlider(label="Before / after", type="pil", format="png", elem_id="result")
+                mask_view = gr.Image(label="Mask (tinted: allowed to change)", type="pil", format="png",
+                                     interactive=False, elem_id="mask-overlay")
+                edit_cost = gr.Markdown("", elem_id="edit-cost")
+                downloads = gr.File(label="Edited PNG and its JSON sidecar", file_count="multiple", interactive=False,
+                                    elem_id="downloads")
+
+        def show_image(current: Any, image_of: Callable[[Any], tuple[Image.Image, str]], source: Any) -> tuple[Any, ...]:
+            state_now = session(current)
+            try:
+                picture, name = image_of(source)
+                view = cb.set_image(m, state_now, picture, name)
+            except Exception as err:  # noqa: BLE001 - every failure becomes one line in the page
+                return state_now, gr.skip(), gr.skip(), gr.skip(), _status(cb.error_text(err), error=True)
+            editor = {"background": view.preview, "layers": [], "composite": None}
+            suggestion = view.suggestion if view.suggestion is not None else gr.skip()
+            return state_now, view.preview, editor, suggestion, _status(view.note)
+
+        def on_upload(current: Any, path: str | None) -> tuple[Any, ...]:
+            if path is None:
+                return current, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return show_image(current, lambda p: (cb.read_upload(p), Path(p).name), path)
+
+        def on_scene(current: Any, caption: str | None) -> tuple[Any, ...]:
+            if not caption:
+                return current, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return show_image(current, lambda c: (cb.scene_image(c, m.resolution), f"scene '{c}'"), caption)
+
+        def invert_request(values: dict[str, Any]) -> cb.InvertRequest:
+            chosen = values["method"]
+            options = {opt: value for (owner, opt), value in zip(option_names, values["options"]) if owner == chosen}
+            return cb.InvertRequest(prompt=values["prompt"] or "", method=chosen, option_values=options,
+                                    steps=values["steps"], guidance=values["guidance"])
+
+        invert_inputs = [state, prompt, method, steps, guidance]
+        invert_names = ["state", "prompt", "method", "steps", "guidance"]
+
+        def unpack(names: list[str], values: tuple[Any, ...]) -> dict[str, Any]:
+            named = dict(zip(names, values[:len(names)]))
+            named["options"] = list(values[len(names):])
+            return named
+
+        def on_invert(progress: Any = gr.Progress(track_tqdm=True), *values: Any) -> tuple[Any, ...]:
+            got = unpack(invert_names, values)
+            state_now = session(got["state"])
+            try:
+                view = cb.invert(m, state_now, invert_request(got), progress=True)
+            except Exception as err:  # noqa: BLE001
+                return state_now, gr.skip(), gr.skip(), gr.skip(), _status(cb.error_text(err), error=True)
+            done = "inversion reused" if view.reused else f"inverted with {view.entry.inversion.method}"
+            return state_now, view.reconstruction, view.cost, str(view.entry.file), _status(f"{done}; now edit it below")
+
+        edit_names = invert_names + ["target", "control", "mask", "drawing", "mask_file", "start_step", "edit_guidance",
+                                     "reweight", "blend_words", "cross_steps", "self_steps"]
+
+        def on_edit(progress: Any = gr.Progress(track_tqdm=True), *values: Any) -> tuple[Any, ...]:
+            got = unpack(edit_names, values)
+            state_now = session(got["state"])
+            try:
+                request = cb.EditRequest(
+                    prompt=got["target"] or "", control=got["control"], mask=got["mask"], drawn_mask=got["drawing"],
+                    mask_file=got["mask_file"], start_step=got["start_step"], guidance=got["edit_guidance"],
+                    reweight=got["reweight"] or "", blend_words=got["blend_words"] or "",
+                    cross_steps=float(got["cross_steps"]), self_steps=float(got["self_steps"]))
+                view = cb.edit(m, state_now, invert_request(got), request, progress=True)
+            except Exception as err:  # noqa: BLE001
+                skip = gr.skip()
+                return state_now, skip, skip, skip, skip, skip, _status(cb.error_text(err), error=True)
+            return (state_now, (view.before, view.after), view.mask_overlay, view.cost, [str(p) for p in view.files],
+                    str(view.inversion_file), _status(f"edited: '{request.prompt}'"))
+
+        page = {"concurrency_limit": PAGE_CONCURRENCY, "concurrency_id": "page"}
+        model_job = {"concurrency_limit": MODEL_CONCURRENCY, "concurrency_id": "model"}
+        image_outputs = [state, preview, drawing, prompt, status]
+        upload.change(on_upload, [state, upload], image_outputs, **page)
+        scene.change(on_scene, [state, scene], image_outputs, **page)
+        method.change(lambda chosen: [gr.update(visible=name == chosen) for name in methods], method, groups, **page)
+        invert_button.click(on_invert, invert_inputs + option_inputs,
+                            [state, reconstruction, invert_cost, inversion_file, status], **model_job)
+        edit_inputs = invert_inputs + [target, control, mask, drawing, mask_file, start_step, edit_guidance, reweight,
+                                       blend_words, cross_steps, self_steps]
+        edit_button.click(on_edit, edit_inputs + option_inputs,
+                          [state, result, mask_view, edit_cost, downloads, inversion_file, status], **model_job)
+    app.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=MODEL_CONCURRENCY)
+    _WORKDIRS[app] = root
+    return app
+
+
+def _option_component(gr: Any, control: OptionControl) -> Any:
+    """The gradio control for one method option (`unsample.ui.controls.OptionControl`)."""
+    label, common = control.name, {"info": control.info, "elem_id": control.elem_id}
+    if control.widget == "dropdown":
+        return gr.Dropdown(list(control.choices), value=control.default, label=label, **common)
+    if control.widget == "checkbox":
+        return gr.Checkbox(value=bool(control.default), label=label, **common)
+    if control.widget == "integer":
+        return gr.Number(value=control.default, precision=0, label=label, **common)
+    if control.widget == "number":
+        return gr.Number(value=control.default, label=label, **common)
+    return gr.Textbox(value="" if control.default is None else str(control.default), label=label, **common)
+
+
+def _theme() -> Any:
+    """The default theme with the system's fonts (the stock one asks Google Fonts for them)."""
+    import gradio as gr
+
+    return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                             font_mono=["ui-monospace", "monospace"])
+
+
+def launch(app: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, block: bool = True,
+           quiet: bool = False) -> str:
+    """Start serving ``app`` on ``host:port``; returns the local URL (after the server stops when ``block``)."""
+    root = _WORKDIRS.get(app)
+    try:
+        _, url, _ = app.launch(server_name=host, server_port=port, share=False, inbrowser=False, quiet=True,
+                               prevent_thread_lock=True, show_error=False, max_file_size=MAX_UPLOAD_SIZE,
+                               allowed_paths=[str(root)] if root is not None else None, footer_links=[],
+                               theme=_theme(), ssr_mode=False, enable_monitoring=False, run_history=False)
+    except OSError as err:  # gradio: "Cannot find empty port in range", or an address this machine does not have
+        close_app(app)
+        raise ValueError(f"cannot listen on {host}:{port} ({str(err).split('.')[0]}); the port may be in use: "
+                         "choose another with --port, or another --host") from None
+    if not quiet:
+        print(f"unsample ui: open {url} (Ctrl+C stops it)", flush=True)
+    if block:
+        try:
+            app.block_thread()
+        finally:
+            close_app(app)
+    return url
+
+
+def close_app(app: gr.Blocks) -> None:
+    """Stop the server and remove the app's temporary folder (uploads, edits, inversion files)."""
+    app.close(verbose=False)
+    root = _WORKDIRS.pop(app, None)
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
+        if os.environ.get("GRADIO_TEMP_DIR", "").startswith(str(root)):
+            del os.environ["GRADIO_TEMP_DIR"]
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends the server like Ctrl+C does (its folder removed), not abruptly."""
+    import signal
+    import sys
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def serve(model: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
+          model_config: str | None = None, device: str = "auto") -> None:
+    """``unsample ui``: load ``model`` (None: the embedded default), serve the page on
+    ``host:port`` until Ctrl+C or SIGTERM, then remove the temporary folder."""
+    print(f"unsample ui: loading {model or 'the embedded model'} ...", flush=True)
+    app = build_app(model, model_config=model_config, device=device)
+    _stop_on_sigterm()
+    launch(app, host, port)

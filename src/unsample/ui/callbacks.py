@@ -1,0 +1,397 @@
+"""The plain functions the page calls: read an upload, offer a prompt, invert, edit (and write the files).
+
+They take and return ordinary values (PIL images, dataclasses), raise ValueError with a one-line
+message for anything the user can fix, and know nothing about gradio, so they are tested without
+a browser. `unsample.ui.app` wires them to the page and shows `error_text` of what they raise.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from unsample import defaults
+from unsample.backends.base import Model
+from unsample.ui.controls import options_from_values
+from unsample.ui.session import CachedInversion, InversionKey, SessionState
+from unsample.ui.settings import DISPLAY_MIN_SIDE, MAX_IMAGE_PIXELS, MAX_STEPS
+
+log = logging.getLogger(__name__)
+
+UPLOADED_MASK = "uploaded mask"
+DRAWN_MASK = "drawn mask"
+MASK_CHOICES: tuple[str, ...] = ("noise", "attention", "intersect", "none", DRAWN_MASK, UPLOADED_MASK)
+"""The edit's mask sources: `unsample.edit`'s own, or the user's (drawn on the image, or a PNG)."""
+CONTROL_CHOICES: tuple[tuple[str, str], ...] = (
+    ("prompt swap", "none"), ("prompt-to-prompt: replace", "replace"), ("prompt-to-prompt: refine", "refine"),
+    ("prompt-to-prompt: reweight", "reweight"),
+)
+"""(label, `unsample.edit`'s ``control``)."""
+
+
+def edit_default(name: str) -> Any:
+    """The default of `unsample.edit`'s keyword ``name`` (the page shows the API's own defaults)."""
+    from unsample.api import edit
+
+    return inspect.signature(edit).parameters[name].default
+
+
+class UIError(ValueError):
+    """Something the user can fix, said in one line in the page."""
+
+
+def error_text(err: BaseException) -> str:
+    """The one line the page shows for ``err``: the message of an input error; for anything else
+    its type and first line, the traceback going to the server's log only."""
+    first = (str(err).strip().splitlines() or [""])[0]
+    if isinstance(err, (ValueError, OSError)):
+        return first or type(err).__name__
+    log.error("unexpected error in the UI", exc_info=err)
+    return f"unexpected {type(err).__name__}: {first} (details in the server's log)"
+
+
+# ---------------------------------------------------------------- images in
+
+
+def read_upload(path: str | Path | None, what: str = "an image") -> Image.Image:
+    """An uploaded file -> RGB PIL image; a non-image or one over `MAX_IMAGE_PIXELS` is refused
+    (the size from the header, before the pixels are decoded)."""
+    from unsample.images import load_image
+
+    if path is None or not str(path):
+        raise UIError(f"upload {what} first")
+    name = Path(path).name
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as header:
+                width, height = header.size
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError,
+            SyntaxError, ValueError):
+        raise UIError(f"{name!r} is not an image this page can read; upload a PNG, JPEG or WebP file") from None
+    if width * height > MAX_IMAGE_PIXELS:
+        raise UIError(f"{name!r} is {width} x {height} = {width * height:,} pixels, more than the "
+                      f"{MAX_IMAGE_PIXELS:,} this page takes; downscale it first")
+    try:
+        return load_image(Path(path))
+    except ValueError as err:
+        raise UIError(f"{name!r} could not be read as an image ({str(err).splitlines()[0]})") from None
+
+
+def fit_for_model(model: Model, image: Image.Image) -> Image.Image:
+    """The image as the model sees it (`unsample.images`' "model" fit: shorter side to the
+    resolution, centre crop): the input the reconstruction and the edit are compared with."""
+    from unsample.images import fit_image
+
+    return fit_image(image.convert("RGB"), model.resolution, model.size_multiple, "model")
+
+
+def scene_image(caption: str, size: int, seed: int = 0) -> Image.Image:
+    """A built-in shapes-world scene, rendered at ``size`` pixels (its geometry seeded)."""
+    from unsample.shapes import parse_caption, render, scene_from_spec
+
+    scene = scene_from_spec(parse_caption(caption), np.random.default_rng(seed))
+    return Image.fromarray(render(scene, size=size).image)
+
+
+def suggested_prompt(model: Model, image: Image.Image) -> str | None:
+    """For a model of the shapes world (the embedded ones: its tokenizer knows every caption word),
+    the caption of the scene the analytic detector reads in ``image`` (fitted to the model); None
+    for other models or when it reads no valid scene."""
+    from unsample.shapes import VOCABULARY, ObjectSpec, SceneSpec, caption, detect
+
+    known = model.vocabulary()
+    if known is None or not set(VOCABULARY) <= set(known):
+        return None
+    try:
+        found = detect(np.asarray(fit_for_model(model, image), dtype=np.uint8))
+        spec = SceneSpec(tuple(ObjectSpec(o.size, o.color, o.shape) for o in found.objects), found.background,
+                         found.texture)
+    except ValueError:
+        return None
+    return caption(spec)
+
+
+@dataclass
+class ImageView:
+    """What the page shows once an image is chosen."""
+
+    preview: Image.Image
+    suggestion: str | None
+    note: str
+
+
+def set_image(model: Model, state: SessionState, image: Image.Image, name: str) -> ImageView:
+    """Make ``image`` the session's input (fitted to the model) and offer a source prompt."""
+    fitted = fit_for_model(model, image)
+    state.image, state.image_name = fitted, name
+    suggestion = suggested_prompt(model, fitted)
+    note = f"{name}: {image.width} x {image.height} px, fitted to {fitted.width} x {fitted.height} for the model"
+    if suggestion is not None:
+        note += "; the source prompt is the detected scene's caption (correct it if it is wrong)"
+    return ImageView(preview=for_display(fitted), suggestion=suggestion, note=note)
+
+
+def for_display(image: Image.Image, min_side: int = DISPLAY_MIN_SIDE) -> Image.Image:
+    """Enlarged with nearest neighbour to at least ``min_side`` a side, so small images show their pixels."""
+    scale = max(1, -(-min_side // min(image.size)))
+    return image if scale == 1 else image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+
+
+# ---------------------------------------------------------------- invert
+
+
+@dataclass(frozen=True)
+class InvertRequest:
+    """The inversion the page asks for: prompt, method, its option values, steps and guidance."""
+
+    prompt: str
+    method: str
+    option_values: dict[str, Any] = field(default_factory=dict)
+    steps: int = defaults.EDIT_STEPS
+    guidance: float = defaults.INVERSION_GUIDANCE
+
+
+@dataclass
+class InvertView:
+    """An inversion as the page shows it: the reconstruction, its PSNR, the cost, the file."""
+
+    entry: CachedInversion
+    reused: bool
+    reconstruction: Image.Image
+    cost: str
+
+
+def _whole_number(value: Any, name: str, low: int, high: int) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UIError(f"{name} must be a whole number in {low}..{high}, got {value}")
+    return value
+
+
+def _guidance(value: Any, name: str) -> float:
+    """A guidance box's value, in the API's range (`unsample.api.MAX_GUIDANCE`), checked before any
+    model work; an empty box is said, not replaced by a default."""
+    from unsample.api import MAX_GUIDANCE
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UIError(f"{name} is empty; give a number (1 = no classifier-free guidance)")
+    if not math.isfinite(value) or not 0 <= value <= MAX_GUIDANCE:
+        raise UIError(f"{name}={value} must be a finite number in [0, {MAX_GUIDANCE:g}] (1 = no classifier-free guidance)")
+    return float(value)
+
+
+def _checked_key(model: Model, state: SessionState, request: InvertRequest) -> tuple[InversionKey, dict[str, Any]]:
+    from unsample.api import check_prompt_words
+
+    if state.image is None:
+        raise UIError("upload an image or pick a built-in scene first")
+    if request.method not in model_methods(model):
+        raise UIError(f"method {request.method!r} does not run on this model; choose one of "
+                      f"{', '.join(model_methods(model))}")
+    options = options_from_values(request.method, request.option_values)
+    steps = _whole_number(request.steps, "steps", 1, MAX_STEPS)
+    guidance = _guidance(request.guidance, "inversion guidance")
+    check_prompt_words(model, request.prompt, allow=False)
+    return InversionKey.of(state.image, request.prompt, request.method, options, steps, guidance), options
+
+
+def model_methods(model: Model) -> list[str]:
+    """The methods that run on ``model``."""
+    from unsample.ui.controls import methods_for
+
+    return methods_for(model.schedule)
+
+
+def _inversion(model: Model, state: SessionState, request: InvertRequest, progress: bool,
+               checked: tuple[InversionKey, dict[str, Any]] | None = None) -> tuple[CachedInversion, bool]:
+    """The session's cached inversion for ``request``, or a new one (and whether it was cached)."""
+    import unsample
+
+    key, options = checked or _checked_key(model, state, request)
+    found = state.lookup(key)
+    if found is not None:
+        state.last_key = key
+        return found, True
+    assert state.image is not None
+    inv = unsample.invert(model, state.image, request.prompt, method=request.method, steps=key.steps,
+                          guidance=key.guidance, progress=progress, **options)
+    entry = CachedInversion(inversion=inv, file=inv.save(state.next_path("inversion", ".safetensors")))
+    state.store(key, entry)
+    state.last_key = key
+    return entry, False
+
+
+def _psnr(a: Image.Image, b: Image.Image) -> float:
+    err = np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2)
+    return float("inf") if err == 0 else float(10 * np.log10(255.0**2 / err))
+
+
+def _inversion_cost(inv: Any) -> str:
+    return (f"{inv.method}, {inv.steps} steps, guidance {inv.guidance:g}: NFE {inv.nfe} "
+            f"({inv.model_calls} model calls), {inv.seconds:.2f} s")
+
+
+def invert(model: Model, state: SessionState, request: InvertRequest, progress: bool = False) -> InvertView:
+    """Invert the session's image (or reuse the cached inversion) and reconstruct it."""
+    import unsample
+    from unsample.images import tensor_to_pil
+
+    entry, reused = _inversion(model, state, request, progress)
+    if entry.reconstruction is None:
+        sample = unsample.reconstruct(model, entry.inversion, output="result", progress=progress)
+        entry.reconstruction = tensor_to_pil(model.decode_latent(sample.latent.float()))
+        assert state.image is not None
+        entry.psnr_db = _psnr(state.image, entry.reconstruction)
+        entry.reconstruction_nfe, entry.reconstruction_seconds = sample.nfe, sample.seconds
+    made = "inversion reused from this session (no new model calls); it cost " if reused else "inversion: "
+    cost = (f"{made}{_inversion_cost(entry.inversion)}. Reconstruction: PSNR {entry.psnr_db:.2f} dB against the input "
+            f"(NFE {entry.reconstruction_nfe}, {entry.reconstruction_seconds:.2f} s).")
+    return InvertView(entry=entry, reused=reused, reconstruction=for_display(entry.reconstruction), cost=cost)
+
+
+# ---------------------------------------------------------------- edit
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """The edit the page asks for (`unsample.edit`'s knobs; defaults are the API's)."""
+
+    prompt: str
+    control: str = "none"
+    mask: str = defaults.EDIT_MASK
+    drawn_mask: Any = None
+    """gr.ImageEditor's value: a dict with "background", "layers", "composite" (numpy RGBA)."""
+    mask_file: str | None = None
+    start_step: int = 0
+    guidance: float = defaults.EDIT_GUIDANCE
+    reweight: str = ""
+    """``WORD=SCALE, WORD=SCALE`` for control "reweight"."""
+    blend_words: str = ""
+    cross_steps: float = field(default_factory=lambda: float(edit_default("cross_steps")))
+    self_steps: float = field(default_factory=lambda: float(edit_default("self_steps")))
+
+
+@dataclass
+class EditView:
+    """An edit as the page shows it: before / after, the mask overlay, the cost and the files."""
+
+    before: Image.Image
+    after: Image.Image
+    mask_overlay: Image.Image | None
+    cost: str
+    files: list[Path]
+    """The edited PNG and its JSON sidecar."""
+    inversion_file: Path
+    inversion_reused: bool
+
+
+def parse_reweight(text: str) -> dict[str, float]:
+    """``"red=2, circle=0.5"`` -> {"red": 2.0, "circle": 0.5}; one-line error otherwise."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        word, sep, raw = part.partition("=")
+        try:
+            if not sep or not word.strip():
+                raise ValueError
+            out[word.strip()] = float(raw)
+        except ValueError:
+            raise UIError(f"reweight {part!r} is not WORD=SCALE (e.g. red=2)") from None
+    return out
+
+
+def mask_from_drawing(value: Any) -> Image.Image | None:
+    """What the user painted on gr.ImageEditor (any colour, any opacity) -> an "L" mask (white =
+    may change), or None when nothing is painted."""
+    if not isinstance(value, dict):
+        return None
+    painted = None
+    for layer in value.get("layers") or []:
+        arr = np.asarray(layer)
+        if arr.ndim == 3 and arr.shape[2] == 4:
+            alpha = arr[..., 3] > 0
+            painted = alpha if painted is None else painted | alpha
+    if painted is None or not painted.any():
+        return None
+    return Image.fromarray(painted.astype(np.uint8) * 255, mode="L")
+
+
+def _mask_spec(request: EditRequest) -> Any:
+    if request.mask == DRAWN_MASK:
+        drawn = mask_from_drawing(request.drawn_mask)
+        if drawn is None:
+            raise UIError("paint the region that may change on the image under 'Draw a mask' first")
+        return drawn
+    if request.mask == UPLOADED_MASK:
+        return read_upload(request.mask_file, "a mask image (white = may change)").convert("L")
+    if request.mask not in MASK_CHOICES:
+        raise UIError(f"mask {request.mask!r} is not one of {', '.join(MASK_CHOICES)}")
+    return request.mask
+
+
+def edit(model: Model, state: SessionState, inversion: InvertRequest, request: EditRequest,
+         progress: bool = False) -> EditView:
+    """Edit the session's image with the target prompt: from the cached inversion when there is
+    one for ``inversion``, else inverting first. Writes the PNG with its JSON sidecar."""
+    import unsample
+    from unsample.backends.vocabulary import UnknownWordsWarning
+    from unsample.editing.masks import overlay
+    from unsample.images import tensor_to_pil
+    from unsample.outputs import write_png_with_sidecar
+
+    from unsample.api import check_prompt_words
+
+    if not request.prompt.strip():
+        raise UIError("write the target prompt (what the edited image shows)")
+    check_prompt_words(model, request.prompt, allow=False)
+    guidance = _guidance(request.guidance, "edit guidance")
+    mask = _mask_spec(request)
+    weights = parse_reweight(request.reweight)
+    words = tuple(w.strip() for w in request.blend_words.split(",") if w.strip())
+    checked = _checked_key(model, state, inversion)
+    start_step = _whole_number(request.start_step, "start step", 0, checked[0].steps)
+    entry, reused = _inversion(model, state, inversion, progress, checked)
+    inv = entry.inversion
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownWordsWarning)  # refused above
+        sample = unsample.edit(
+            model, inv, request.prompt, start_step=start_step, guidance=guidance, control=request.control,
+            blend_words=words, reweight=weights or None, cross_steps=request.cross_steps,
+            self_steps=request.self_steps, mask=mask, output="result", progress=progress,
+        )
+    assert state.image is not None
+    after = tensor_to_pil(model.decode_latent(sample.latent.float()))
+    mask_view = None if sample.mask is None else overlay(state.image, sample.mask, min_side=DISPLAY_MIN_SIDE)
+    png = state.next_path("edit", ".png")
+    record = {
+        "command": "ui edit", "model": model.name, "source": state.image_name, "prompt": request.prompt,
+        "source_prompt": sample.source_prompt, "start_step": start_step, "guidance": sample.guidance,
+        "control": request.control, "reweight": weights, "blend_words": list(words),
+        "cross_steps": request.cross_steps, "self_steps": request.self_steps,
+        "mask": sample.mask_source if sample.mask_source != "user" else request.mask,
+        "mask_area": None if sample.mask is None else round(float(sample.mask.float().mean()), 4),
+        "nfe": sample.network_evaluations, "mask_nfe": sample.mask_nfe, "model_calls": sample.model_calls,
+        "seconds": round(sample.seconds, 3), "inversion_reused": reused, "inversion_file": entry.file.name,
+        "inversion": inv.metadata(),
+    }
+    sidecar = write_png_with_sidecar(after, png, record)
+    entry.edits += 1
+    mask_part = f" (mask {sample.mask_nfe})" if sample.mask_nfe else ""
+    cost = (f"edit {entry.edits} of this inversion: NFE {sample.network_evaluations}{mask_part}, {sample.model_calls} "
+            f"model calls, {sample.seconds:.2f} s; ")
+    if reused:
+        cost += "inversion reused (no new model calls)"
+    else:
+        cost += (f"inverted first: {_inversion_cost(inv)} (total NFE {sample.network_evaluations + inv.nfe}); "
+                 "the next edit reuses it")
+    return EditView(before=for_display(state.image), after=for_display(after), mask_overlay=mask_view, cost=cost,
+                    files=[png, sidecar], inversion_file=entry.file, inversion_reused=reused)

@@ -1,0 +1,39 @@
+"""The UI's limits and concurrency, in one place (docs/ui.md states them)."""
+
+from __future__ import annotations
+
+DEFAULT_HOST = "127.0.0.1"
+"""Where ``unsample ui`` listens unless told otherwise: this machine only."""
+DEFAULT_PORT = 7860
+
+MAX_IMAGE_PIXELS = 4096 * 4096
+"""Largest upload (width x height) the page takes; a bigger image is refused before its pixels
+are decoded. Images are fitted to the model's resolution anyway (64 px for the embedded model)."""
+MAX_UPLOAD_SIZE = "25mb"
+"""Largest upload gradio accepts at all (bytes on the wire; its own message beyond it)."""
+MAX_STEPS = 1000
+"""Most inversion steps the page runs (the DDPM schedules have 1000 training timesteps)."""
+
+MODEL_CONCURRENCY = 1
+"""Model jobs (invert, edit) run one at a time: they share one model, whose attention processors a
+prompt-to-prompt edit swaps while it runs, and the CPU threads. Other users' jobs wait in the
+queue, which shows them their place; the page itself (uploads, scenes, controls) stays responsive."""
+PAGE_CONCURRENCY = 8
+"""Light page events (reading an upload, rendering a scene, switching the method) run this many at a
+time, in their own queue, so they never wait behind a model job."""
+QUEUE_MAX_SIZE = 32
+"""Jobs that may wait in the queue; beyond it gradio tells the user the queue is full."""
+CACHED_INVERSIONS = 4
+"""Inversions kept per session (most recent first); an edit of a cached one does not invert again."""
+DISPLAY_MIN_SIDE = 256
+"""Images are shown enlarged (nearest neighbour) to at least this many pixels a side; downloads
+keep the model's resolution."""
+
+SCENE_CAPTIONS: tuple[str, ...] = (
+    "a large red circle on a plain gray background",
+    "a large red circle on a striped blue background",
+    "a small blue star and a large yellow square on a plain black background",
+    "a large yellow star on a plain blue background",
+    "a small white heart on a dotted brown background",
+)
+"""The built-in shapes-world scenes the page offers (training captions of the embedded model)."""
