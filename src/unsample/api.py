@@ -88,7 +88,8 @@ def load(
     (as an fp16-only download). A single-file checkpoint (``model.safetensors`` in the original
     LDM / A1111 layout) loads with ``config=FOLDER``, a local diffusers folder of the same
     architecture whose model_index.json picks the backend and whose parts give the configs; the
-    hub is never asked for them. Pickled ``.ckpt`` files are refused.
+    hub is never asked for them. Pickled ``.ckpt`` files are refused, and so is a file whose keys
+    name another family than the config folder's (`single_file_family`).
 
     The backend follows the folder's model_index.json ``_class_name``: Stable Diffusion 1.x/2.x,
     SDXL, Stable Diffusion 3 or Flux (`unsample.backends.diffusers_common.PIPELINES`); any other class
@@ -96,11 +97,13 @@ def load(
     """
     from unsample.backends.devices import resolve_device, resolve_dtype
     from unsample.backends.diffusers_common import (
+        FAMILY_NAMES,
         backend_for,
         check_single_file,
         is_single_file,
         pipeline_class_name,
         resolve_local_files_only,
+        single_file_family,
     )
 
     from unsample.embedded import EMBEDDED_MODELS
@@ -115,9 +118,17 @@ def load(
     elif config is not None:
         raise ValueError(f"config={config!r} is for a single-file checkpoint; {model!r} is a folder or hub id, give it alone")
     source = config if single and config is not None else model
-    backend = backend_for(pipeline_class_name(source, resolve_local_files_only(source, local_files_only)))
+    class_name = pipeline_class_name(source, resolve_local_files_only(source, local_files_only))
+    backend = backend_for(class_name)
     if single and backend == "pixel":
         raise ValueError(f"single-file checkpoints load for Stable Diffusion, SDXL, SD3 and Flux; {config!r} is a pixel-space UNet")
+    if single:
+        found = single_file_family(model)
+        if found is not None and found[0] != backend:
+            raise ValueError(
+                f"{model!r} holds {FAMILY_NAMES[found[0]]} weights (keys starting {found[1]!r}) but the config folder "
+                f"{config!r} is {class_name} ({FAMILY_NAMES[backend]}); give a config folder of the same family"
+            )
     if backend == "sdxl":
         from unsample.backends.diffusers_sdxl import StableDiffusionXLModel as cls
     elif backend == "sd3":

@@ -149,24 +149,40 @@ def load_pipeline(pipeline_cls: Any, name: str, *, device: torch.device, dtype: 
     (`resolve_variant`). A single ``.safetensors`` checkpoint file (the original LDM / A1111
     layout) loads through ``pipeline_cls.from_single_file`` with ``config``, a local diffusers
     folder of the same architecture that gives the parts' configs (`check_single_file`); it is
-    never looked up on the hub.
+    never looked up on the hub. The parts the file does not carry (SD3's text encoders, all but
+    Flux's transformer) load from the config folder (`parts_missing_from_file`).
     """
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+
     single = is_single_file(name)
     try:
         if single:
             folder = check_single_file(name, config)
-            pipe = pipeline_cls.from_single_file(name, config=folder, dtype=dtype, local_files_only=True, **kwargs)
+            parts = parts_missing_from_file(name, folder, dtype=dtype, given=kwargs)
+            pipe = pipeline_cls.from_single_file(name, config=folder, dtype=dtype, local_files_only=True,
+                                                 **kwargs, **parts)
         else:
             pipe = pipeline_cls.from_pretrained(
                 name, dtype=dtype, local_files_only=resolve_local_files_only(name, local_files_only),
                 variant=resolve_variant(name, variant), **kwargs,
             )
-    except (OSError, ValueError, EnvironmentError) as err:
+    except (OSError, ValueError, EnvironmentError, SingleFileComponentError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and not single:
+            raise
         if getattr(err, "unsample_message", False):
             raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         what = "a single-file checkpoint with config=" + repr(config) if single else "a local diffusers folder or a hub id that is in the local cache"
         raise ValueError(f"could not load a {family} pipeline from {name!r} ({first}); give {what}") from err
+    if single:
+        unloaded = [f"{part}.{key}" for part, module in pipe.components.items() if isinstance(module, torch.nn.Module)
+                    for key, tensor in module.state_dict().items() if tensor.is_meta]
+        if unloaded:
+            raise LoadError(
+                f"diffusers left {len(unloaded)} weight{'s' if len(unloaded) > 1 else ''} of {name!r} unloaded ({', '.join(unloaded[:3])}"
+                f"{', ...' if len(unloaded) > 3 else ''}): the file lacks them; give a file that carries them, "
+                "or load the diffusers folder"
+            )
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
     for part in pipe.components.values():
@@ -208,6 +224,94 @@ def check_single_file(name: str, config: str | None) -> str:
             "pipeline of the same architecture (the hub is not reached to fetch configs)"
         )
     return str(config)
+
+
+def single_file_shapes(name: str) -> dict[str, list[int]]:
+    """Every tensor's name and shape in a ``.safetensors`` file (its header only; no weights are read)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(name, framework="pt") as file:
+            return {key: list(file.get_slice(key).get_shape()) for key in file.keys()}
+    except (SafetensorError, OSError) as err:
+        raise LoadError(f"{name!r} is not a readable .safetensors file ({str(err).splitlines()[0]})") from None
+
+
+_FAMILY_KEYS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("sd3", ("joint_blocks.", "model.diffusion_model.joint_blocks.", "pos_embed.proj.")),
+    ("flux", ("double_blocks.", "model.diffusion_model.double_blocks.", "single_transformer_blocks.")),
+    ("sdxl", ("conditioner.embedders.", "model.diffusion_model.label_emb.")),
+    ("sd", ("model.diffusion_model.input_blocks.",)),
+)
+"""Key prefixes that tell a single file's family (the first match wins): SD3's MMDiT (original or
+diffusers layout), Flux's transformer (BFL or diffusers layout), SDXL's SGM conditioner or UNet
+label embedding, an LDM UNet without one (SD 1.x/2.x)."""
+FAMILY_NAMES = {"sd": "Stable Diffusion 1.x/2.x", "sdxl": "SDXL", "sd3": "Stable Diffusion 3", "flux": "Flux"}
+
+
+def single_file_family(name: str) -> tuple[str, str] | None:
+    """(backend, the key prefix that tells it) of single-file checkpoint ``name``; None when no
+    known prefix occurs (diffusers then decides)."""
+    keys = single_file_shapes(name)
+    for backend, prefixes in _FAMILY_KEYS:
+        for prefix in prefixes:
+            if any(key.startswith(prefix) for key in keys):
+                return backend, prefix
+    return None
+
+
+def parts_missing_from_file(name: str, config: str, *, dtype: torch.dtype, given: dict[str, Any]) -> dict[str, Any]:
+    """The config folder's parts that single-file checkpoint ``name`` does not carry, loaded from
+    the folder, to pass to ``from_single_file``.
+
+    diffusers' ``from_single_file`` takes a part the file lacks from ``config`` only when that
+    part's folder holds ``diffusion_pytorch_model.*`` weights, so it refuses transformers' text
+    encoders (``model.safetensors``), and its VAE converter finds no weights in a file without a
+    ``first_stage_model.``/``vae.`` VAE: its error says to load such parts and pass them, which
+    this does. A part is "in the file" as diffusers decides it: a text encoder when
+    ``is_clip_model_in_single_file`` or ``is_t5_in_single_file`` holds, a VAE when a key starts
+    with one of ``LDM_VAE_KEYS``; other parts (the UNet or transformer) are always read from the
+    file. A part that neither the file nor the folder has weights for is a one-line `LoadError`.
+    """
+    import importlib
+
+    from diffusers import AutoencoderKL
+    from diffusers.loaders.single_file_utils import LDM_VAE_KEYS, is_clip_model_in_single_file, is_t5_in_single_file
+    from transformers import PreTrainedModel
+
+    keys = set(single_file_shapes(name))
+    folder = Path(config)
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    found = weight_variants(folder)
+    parts: dict[str, Any] = {}
+    for part, entry in index.items():
+        if part.startswith("_") or part in given or part in _NOT_LOADED:
+            continue
+        if not isinstance(entry, list) or len(entry) != 2:
+            continue
+        library, class_name = entry
+        if library not in ("diffusers", "transformers"):
+            continue
+        cls = getattr(importlib.import_module(library), str(class_name), None)
+        if not isinstance(cls, type):
+            continue
+        if issubclass(cls, PreTrainedModel):
+            in_file = is_clip_model_in_single_file(cls, keys) or is_t5_in_single_file(keys)
+        elif issubclass(cls, AutoencoderKL):
+            in_file = any(key.startswith(tuple(LDM_VAE_KEYS)) for key in keys)
+        else:
+            continue
+        if in_file:
+            continue
+        if part not in found:
+            raise LoadError(
+                f"{name!r} has no {part} weights and the config folder {config!r} has none either ({part}/ holds no "
+                f"weight files); give a config folder with the {part} weights, or a file that carries them"
+            )
+        variants = found[part]
+        variant = None if None in variants else "fp16" if "fp16" in variants else sorted(v for v in variants if v)[0]
+        parts[part] = cls.from_pretrained(folder / part, dtype=dtype, local_files_only=True, variant=variant)
+    return parts
 
 
 def vae_scaling(vae: Any) -> tuple[float, float]:

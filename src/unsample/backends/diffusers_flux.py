@@ -19,12 +19,40 @@ image's sequence length (`schedule_for`).
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from unsample.backends.diffusers_common import PooledTextConditioning, TransformerPipelineModel, fingerprint, load_pipeline
+from unsample.backends.diffusers_common import (
+    LoadError,
+    PooledTextConditioning,
+    TransformerPipelineModel,
+    fingerprint,
+    load_pipeline,
+    single_file_shapes,
+)
 from unsample.core.schedule import Schedule
+
+
+BFL_WIDTH = 3072
+"""The transformer width diffusers' BFL-layout converter assumes (Flux.1 dev and schnell)."""
+
+
+def check_bfl_width(name: str) -> None:
+    """Refuse a BFL-layout Flux file diffusers cannot convert: ``convert_flux_transformer_checkpoint_to_diffusers``
+    (diffusers 0.42) splits each single block's fused ``linear1`` at Flux.1's widths (3072 and
+    4 x 3072) whatever the file's, so a transformer of another width fails there with a tensor-size error."""
+    shapes = single_file_shapes(name)
+    for prefix in ("", "model.diffusion_model."):
+        shape = shapes.get(prefix + "img_in.weight")
+        if shape is not None and prefix + "single_blocks.0.linear1.weight" in shapes and shape[0] != BFL_WIDTH:
+            raise LoadError(
+                f"{name!r} is a Flux transformer {shape[0]} wide in the original (BFL) layout, and diffusers converts "
+                f"that layout only at Flux.1's width {BFL_WIDTH} (convert_flux_transformer_checkpoint_to_diffusers "
+                "has it built in); save the transformer in the diffusers layout "
+                "(FluxTransformer2DModel.save_pretrained) and load that file or folder instead"
+            )
 
 
 class FluxModel(TransformerPipelineModel):
@@ -50,6 +78,8 @@ class FluxModel(TransformerPipelineModel):
     ) -> FluxModel:
         from diffusers import FluxPipeline
 
+        if name.lower().endswith(".safetensors") and Path(name).is_file():
+            check_bfl_width(name)
         pipe = load_pipeline(FluxPipeline, name, device=device, dtype=dtype, local_files_only=local_files_only,
                              family="Flux", variant=variant, config=config)
         return cls(pipe, name)

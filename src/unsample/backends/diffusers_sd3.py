@@ -18,7 +18,15 @@ from typing import Any
 
 import torch
 
-from unsample.backends.diffusers_common import PooledTextConditioning, TransformerPipelineModel, fingerprint, load_pipeline
+from unsample.backends.diffusers_common import (
+    LoadError,
+    PooledTextConditioning,
+    TransformerPipelineModel,
+    fingerprint,
+    is_single_file,
+    load_pipeline,
+    single_file_shapes,
+)
 
 
 def _saved_without(name: str, part: str) -> bool:
@@ -28,6 +36,13 @@ def _saved_without(name: str, part: str) -> bool:
         return False
     entry = json.loads(index.read_text(encoding="utf-8")).get(part)
     return isinstance(entry, list) and entry[0] is None
+
+
+def _has_t5(file: str) -> bool:
+    """Single-file checkpoint ``file`` carries a T5 encoder (SD3's ``text_encoders.t5xxl.*``, as diffusers detects it)."""
+    from diffusers.loaders.single_file_utils import is_t5_in_single_file
+
+    return bool(is_t5_in_single_file(set(single_file_shapes(file))))
 
 
 def _saved_sequence_length(folder: Path, default: int) -> int:
@@ -64,7 +79,15 @@ class StableDiffusion3Model(TransformerPipelineModel):
     ) -> StableDiffusion3Model:
         from diffusers import StableDiffusion3Pipeline
 
-        without_t5 = {"text_encoder_3": None, "tokenizer_3": None} if _saved_without(name, "text_encoder_3") else {}
+        # a single file's parts follow its config folder (which may be saved without T5)
+        folder = config if config is not None and is_single_file(name) else name
+        without_t5 = {"text_encoder_3": None, "tokenizer_3": None} if _saved_without(folder, "text_encoder_3") else {}
+        if without_t5 and name.lower().endswith(".safetensors") and Path(name).is_file() and _has_t5(name):
+            raise LoadError(
+                f"{name!r} carries a T5 text encoder but its config folder {config!r} was saved without one "
+                "(text_encoder_3 is null), so diffusers has no T5 config to build it from; give the config folder "
+                "of an SD3 pipeline with T5"
+            )
         pipe = load_pipeline(StableDiffusion3Pipeline, name, device=device, dtype=dtype,
                              local_files_only=local_files_only, family="Stable Diffusion 3", variant=variant, config=config, **without_t5)
         model = cls(pipe, name)

@@ -9,7 +9,8 @@ the way back, so the tests build the single file here, by inverting diffusers' o
   ``input_blocks.{(b+1)(L+1)}.0.op``, the mid block -> ``middle_block.{0,1,2}``, ``up_blocks.b``
   -> ``output_blocks.{b(L+1)+l}`` with the upsampler after the last layer (``.1.conv``, or
   ``.2.conv`` after an attention); L is ``layers_per_block``; the ResNet parts get LDM's names
-  (``norm1`` -> ``in_layers.0``, ...).
+  (``norm1`` -> ``in_layers.0``, ...); SDXL's ``add_embedding`` (or a class embedding) ->
+  ``label_emb.0.{0,2}``.
 * VAE, under ``first_stage_model.``: ``down_blocks.i.resnets.j`` -> ``down.i.block.j``,
   ``up_blocks.i`` -> ``up.{n-1-i}``, mid ResNets -> ``mid.block_{j+1}``, the mid attention ->
   ``mid.attn_1`` with 1x1-conv q/k/v/proj_out weights.
@@ -43,7 +44,9 @@ def unet_to_ldm(state: dict[str, torch.Tensor], layers_per_block: int,
     """A diffusers UNet2DConditionModel state dict in LDM's key layout (without the prefix)."""
     from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING
 
-    fixed = DIFFUSERS_TO_LDM_MAPPING["unet"]["layers"]
+    unet_names = DIFFUSERS_TO_LDM_MAPPING["unet"]
+    # SDXL's "text_time" add_embedding (and a class embedding) both live under LDM's label_emb
+    fixed = {**unet_names["layers"], **unet_names["class_embed_type"], **unet_names["addition_embed_type"]}
     per = layers_per_block + 1
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -72,7 +75,7 @@ def unet_to_ldm(state: dict[str, torch.Tensor], layers_per_block: int,
             b = int(m[1])
             new = f"output_blocks.{b * per + layers_per_block}.{2 if b in up_blocks_with_attention else 1}.conv.{m[2]}"
         else:
-            raise ValueError(f"UNet key {key!r} has no LDM name here (only SD 1.x-style UNets are written)")
+            raise ValueError(f"UNet key {key!r} has no LDM name here (only SD 1.x / SDXL-style UNets are written)")
         out[new] = value
     return out
 

@@ -197,6 +197,7 @@ def build_tiny_sd3_pipeline(
     with_t5: bool = True,
     shift: float = 3.0,
     seed: int = 0,
+    identity_clip_l_projection: bool = False,
 ) -> Path:
     """Save a tiny random SD3 pipeline into ``folder`` (32x32 pixels, 16x8x8 latents); return it.
 
@@ -207,6 +208,8 @@ def build_tiny_sd3_pipeline(
     ``model_index.json`` then records ``text_encoder_3``/``tokenizer_3`` as null, and diffusers
     0.42 loads such a folder only when told ``text_encoder_3=None, tokenizer_3=None`` (they are
     not among SD3's optional components), exactly as for a real SD3 checkpoint loaded without T5.
+    With ``identity_clip_l_projection`` the CLIP-L encoder's ``text_projection`` is the identity,
+    as diffusers loads it from SD3's single files (which pool CLIP-L unprojected).
     """
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
@@ -237,6 +240,9 @@ def build_tiny_sd3_pipeline(
     text_encoder = CLIPTextModelWithProjection(
         _tiny_clip_config(tokenizer, hidden_size=clip_l_width, projection_dim=clip_l_width)
     )
+    if identity_clip_l_projection:
+        with torch.no_grad():
+            text_encoder.text_projection.weight.copy_(torch.eye(clip_l_width))
     text_encoder_2 = CLIPTextModelWithProjection(
         _tiny_clip_config(tokenizer_2, hidden_size=clip_g_width, projection_dim=clip_g_width)
     )
