@@ -15,16 +15,17 @@ autoencoder the pipeline stays under 25 MB of safetensors.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
+
+from unsample.embedded.stage_loop import JsonConfig
 
 UNSAMPLE_JSON = "unsample.json"
 """Beside model_index.json: what a diffusers folder cannot say, e.g. {"max_sequence_length": 0}."""
 
 
 @dataclass(frozen=True)
-class FlowTrainConfig:
+class FlowTrainConfig(JsonConfig):
     """The flow model's architecture and training (one stage: the text encoders and the transformer)."""
 
     seed: int = 0
@@ -75,17 +76,6 @@ class FlowTrainConfig:
         """A seconds-long config for tests."""
         return cls(layers=1, heads=2, head_dim=8, text2_hidden=16, text2_layers=1, steps=3, batch=2, warmup_steps=1,
                    log_every=1)
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FlowTrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown FlowTrainConfig fields {sorted(unknown)}; the run was made by another version")
-        return cls(**data)
 
 
 def transformer_config(cfg: FlowTrainConfig, latent_size: int, latent_channels: int, text_width: int,

@@ -31,11 +31,10 @@ from unsample.embedded.flow_configs import (
     second_text_config,
     transformer_config,
 )
-from unsample.embedded.stage_loop import StageLoop, group, prefixed, set_lr, update_ema
+from unsample.embedded.stage_loop import StageLoop, group, prefixed, resolve_run_config, set_lr, update_ema
 from unsample.embedded.train import (
     LOG_NAME,
     MODEL_DIR,
-    RUN_JSON,
     TRAINING_JSON,
     RunLog,
     folder_megabytes,
@@ -112,21 +111,7 @@ def sample_sigmas(cfg: FlowTrainConfig, n: int, generator: torch.Generator) -> t
 
 
 def _resolve_config(out: Path, config: FlowTrainConfig | None) -> FlowTrainConfig:
-    path = out / RUN_JSON
-    if path.exists():
-        saved = FlowTrainConfig.from_json(json.loads(path.read_text(encoding="utf-8"))["config"])
-        if config is None:
-            return saved
-        changed = {f.name for f in dataclasses.fields(FlowTrainConfig) if getattr(saved, f.name) != getattr(config, f.name)}
-        if changed - RESUMABLE_CHANGES:
-            raise ValueError(f"{out} holds a run with a different config ({', '.join(sorted(changed - RESUMABLE_CHANGES))}); "
-                             "use a new --out folder or the same config")
-        if changed:
-            ckpt.write_json_atomic(path, {"config": config.to_json()})
-        return config
-    cfg = config if config is not None else FlowTrainConfig()
-    ckpt.write_json_atomic(path, {"config": cfg.to_json()})
-    return cfg
+    return resolve_run_config(out, config, FlowTrainConfig, RESUMABLE_CHANGES)
 
 
 def _train(out: Path, cfg: FlowTrainConfig, parts: FlowParts, start: ckpt.Checkpoint | None, log: RunLog) -> dict[str, Any]:

@@ -17,9 +17,10 @@ Why these choices (measured on this 2-core CPU, batch 32, 2 threads; see docs/pi
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
+
+from unsample.embedded.stage_loop import JsonConfig
 
 from unsample.shapes.vocabulary import SHAPES
 
@@ -32,7 +33,7 @@ CLASSIFIER_FILE = "classifier.safetensors"
 
 
 @dataclass(frozen=True)
-class PixelTrainConfig:
+class PixelTrainConfig(JsonConfig):
     """The pixel model's architecture and its two training stages (classifier, then UNet).
 
     Steps are the budget; ``*_max_minutes`` end a stage early on a slower machine, and the
@@ -94,17 +95,6 @@ class PixelTrainConfig:
             unet_head_dim=8, unet_steps=3, unet_batch=2, classifier_channels=(16, 32), classifier_time_channels=16,
             classifier_steps=3, classifier_batch=4, warmup_steps=1, log_every=1,
         )
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PixelTrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown PixelTrainConfig fields {sorted(unknown)}; the run was made by another version")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 def unet_config(cfg: PixelTrainConfig) -> dict[str, Any]:

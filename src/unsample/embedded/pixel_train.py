@@ -40,7 +40,7 @@ from unsample.embedded.pixel_configs import (
     build_scheduler,
     build_unet,
 )
-from unsample.embedded.stage_loop import StageLoop, group, prefixed, set_lr, update_ema
+from unsample.embedded.stage_loop import StageLoop, group, prefixed, resolve_run_config, set_lr, update_ema
 from unsample.embedded.train import (
     LOG_NAME,
     MODEL_DIR,
@@ -88,22 +88,8 @@ def one_object_batch(seed: int, stream: int, step: int, n: int, size: int, split
 
 
 def _resolve_config(out: Path, config: PixelTrainConfig | None) -> PixelTrainConfig:
-    path = out / RUN_JSON
-    if path.exists():
-        saved = PixelTrainConfig.from_json(json.loads(path.read_text(encoding="utf-8"))["config"])
-        if config is None:
-            return saved
-        changed = {f.name for f in dataclasses.fields(PixelTrainConfig) if getattr(saved, f.name) != getattr(config, f.name)}
-        allowed = RESUMABLE_CHANGES | (CLASSIFIER_FIELDS if _classifier_not_started(out) else frozenset())
-        if changed - allowed:
-            raise ValueError(f"{out} holds a run with a different config ({', '.join(sorted(changed - RESUMABLE_CHANGES))}); "
-                             "use a new --out folder or the same config")
-        if changed:
-            ckpt.write_json_atomic(path, {"config": config.to_json()})
-        return config
-    cfg = config if config is not None else PixelTrainConfig()
-    ckpt.write_json_atomic(path, {"config": cfg.to_json()})
-    return cfg
+    allowed = RESUMABLE_CHANGES | (CLASSIFIER_FIELDS if _classifier_not_started(out) else frozenset())
+    return resolve_run_config(out, config, PixelTrainConfig, allowed)
 
 
 def _noised(x: torch.Tensor, alphas: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:

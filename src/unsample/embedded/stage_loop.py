@@ -1,10 +1,13 @@
 """What every embedded-model training stage shares: named weight groups, the learning rate, the
-EMA update, and `StageLoop` (the stage's wall clock across resumes, thread tuning, logging and
-periodic checkpoints)."""
+EMA update, `StageLoop` (the stage's wall clock across resumes, thread tuning, logging and
+periodic checkpoints), and a run's config in its run.json (`JsonConfig`, `resolve_run_config`)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -79,3 +82,42 @@ class StageLoop:
         if time.monotonic() - self.last_save >= self.cfg.checkpoint_minutes * 60.0:
             save(step)
             self.last_save = time.monotonic()
+
+
+class JsonConfig:
+    """``to_json`` / ``from_json`` for a frozen training-config dataclass (lists back to tuples;
+    a field the class does not know means another version made the run)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Any:
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; the run was made by another version")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def resolve_run_config(out: Path, config: Any, cls: type, allowed: frozenset[str]) -> Any:
+    """The config of run folder ``out``: the one in its run.json (``config`` None), or ``config``,
+    which may differ from the saved one only in ``allowed`` fields (then it is saved); a new run
+    saves ``config`` or ``cls()``."""
+    from unsample.embedded import checkpoint as ckpt
+
+    path = out / "run.json"
+    if path.exists():
+        saved = cls.from_json(json.loads(path.read_text(encoding="utf-8"))["config"])
+        if config is None:
+            return saved
+        changed = {f.name for f in dataclasses.fields(cls) if getattr(saved, f.name) != getattr(config, f.name)}
+        if changed - allowed:
+            raise ValueError(f"{out} holds a run with a different config ({', '.join(sorted(changed - allowed))}); "
+                             "use a new --out folder or the same config")
+        if changed:
+            ckpt.write_json_atomic(path, {"config": config.to_json()})
+        return config
+    cfg = config if config is not None else cls()
+    ckpt.write_json_atomic(path, {"config": cfg.to_json()})
+    return cfg
