@@ -192,3 +192,27 @@ def test_the_embedded_pixel_name_says_how_to_train_it_when_absent(monkeypatch: p
         unsample.load("embedded-pixel", device="cpu")
     with pytest.raises(ValueError, match="unknown embedded model .embedded-video."):
         embedded.embedded_model_path("embedded-video")
+
+
+def test_the_v_target_is_diffusers_velocity_and_old_runs_read_as_epsilon() -> None:
+    import dataclasses
+
+    from unsample.embedded.pixel_configs import build_scheduler
+    from unsample.embedded.pixel_train import training_target
+
+    cfg = PixelTrainConfig()
+    assert cfg.prediction_type == "v_prediction" and build_scheduler(cfg).config.prediction_type == "v_prediction"
+    sched = build_scheduler(cfg)
+    x0, eps = torch.randn(3, 3, 8, 8), torch.randn(3, 3, 8, 8)
+    t = torch.tensor([10, 500, 990])
+    a = sched.alphas_cumprod[t]
+    target, weight = training_target(x0, eps, a, cfg)
+    assert torch.allclose(target, sched.get_velocity(x0, eps, t), atol=1e-6)
+    snr = a / (1 - a)
+    assert torch.allclose(weight, torch.minimum(snr, torch.tensor(5.0)) / (snr + 1))
+    eps_target, _ = training_target(x0, eps, a, dataclasses.replace(cfg, prediction_type="epsilon"))
+    assert torch.equal(eps_target, eps)
+    old = {k: v for k, v in cfg.to_json().items() if k != "prediction_type"}
+    assert PixelTrainConfig.from_json(old).prediction_type == "epsilon"
+    with pytest.raises(ValueError, match="prediction_type='x0' is not epsilon or v_prediction"):
+        PixelTrainConfig(prediction_type="x0")

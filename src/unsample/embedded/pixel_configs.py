@@ -34,6 +34,9 @@ CLASSIFIER_FILE = "classifier.safetensors"
 
 @dataclass(frozen=True)
 class PixelTrainConfig(JsonConfig):
+    LEGACY = {"prediction_type": "epsilon"}
+    """What a run.json written before a field existed meant by its absence."""
+
     """The pixel model's architecture and its two training stages (classifier, then UNet).
 
     Steps are the budget; ``*_max_minutes`` end a stage early on a slower machine, and the
@@ -43,6 +46,10 @@ class PixelTrainConfig(JsonConfig):
     seed: int = 0
     image_size: int = 32
     beta_schedule: str = "squaredcos_cap_v2"
+    # "epsilon" (the first shipped model) or "v_prediction": v = sqrt(a) eps - sqrt(1 - a) x0 stays
+    # well-posed at the cosine schedule's near-zero-signal end, where an eps model's x0 (and with
+    # it a sample's overall colour) is eps's error divided by sqrt(a_t) ~ 0.03.
+    prediction_type: str = "v_prediction"
 
     unet_channels: tuple[int, ...] = (32, 64, 64, 128)
     unet_layers_per_block: int = 1
@@ -84,6 +91,8 @@ class PixelTrainConfig(JsonConfig):
             raise ValueError(f"image_size {self.image_size} must divide by 2**{len(self.unet_channels) - 1}")
         if any(not 0 <= level < len(self.unet_channels) for level in self.unet_attention_levels):
             raise ValueError(f"unet_attention_levels {self.unet_attention_levels} must be in 0..{len(self.unet_channels) - 1}")
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"prediction_type={self.prediction_type!r} is not epsilon or v_prediction")
         if not 0 <= self.label_dropout < 1:
             raise ValueError(f"label_dropout={self.label_dropout} must be in [0, 1)")
 
@@ -118,7 +127,7 @@ def scheduler_config(cfg: PixelTrainConfig) -> dict[str, Any]:
     return {
         "num_train_timesteps": 1000,
         "beta_schedule": cfg.beta_schedule,
-        "prediction_type": "epsilon",
+        "prediction_type": cfg.prediction_type,
         "clip_sample": False,
         "set_alpha_to_one": False,
         "steps_offset": 0,

@@ -99,6 +99,21 @@ def _noised(x: torch.Tensor, alphas: torch.Tensor, generator: torch.Generator) -
     return a.sqrt() * x + (1 - a).sqrt() * noise, noise, t, a.flatten()
 
 
+def training_target(x0: torch.Tensor, eps: torch.Tensor, a: torch.Tensor, cfg: PixelTrainConfig
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The UNet's target and each sample's min-SNR-gamma weight (Hang et al. 2023).
+
+    eps-prediction: target eps, weight min(SNR, g) / SNR; v-prediction: target
+    v = sqrt(a) eps - sqrt(1 - a) x0, weight min(SNR, g) / (SNR + 1), SNR = a / (1 - a).
+    """
+    if cfg.prediction_type == "epsilon":
+        return eps, snr_weight(a, cfg.min_snr_gamma)
+    ab = a.view(-1, 1, 1, 1)
+    snr = a / (1 - a)
+    weight = snr.clamp(max=cfg.min_snr_gamma) / (snr + 1) if cfg.min_snr_gamma > 0 else torch.ones_like(a)
+    return ab.sqrt() * eps - (1 - ab).sqrt() * x0, weight
+
+
 def _train_classifier(out: Path, cfg: PixelTrainConfig, state: dict[str, Any], start: ckpt.Checkpoint,
                       log: RunLog) -> dict[str, Any]:
     classifier = build_classifier(cfg)
@@ -176,9 +191,10 @@ def _train_unet(out: Path, cfg: PixelTrainConfig, state: dict[str, Any], start: 
             lr = lr_at(step, cfg.unet_steps, cfg.unet_lr, cfg, loop.time_fraction)
             set_lr(opt, lr)
             pred = unet(noisy, t, class_labels=labels).sample
+            target, weight = training_target(x, noise, a, cfg)
             w = object_weights(masks, cfg.object_weight, cfg.object_dilation, 1, a.view(-1, 1, 1, 1))
-            per_sample = (w * (pred - noise).pow(2)).flatten(1).mean(1)
-            loss = (per_sample * snr_weight(a, cfg.min_snr_gamma)).mean()
+            per_sample = (w * (pred - target).pow(2)).flatten(1).mean(1)
+            loss = (per_sample * weight).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
@@ -186,7 +202,7 @@ def _train_unet(out: Path, cfg: PixelTrainConfig, state: dict[str, Any], start: 
             step += 1
             loop.tuner.end_step()
             update_ema(ema, unet, step, cfg.ema_decay)
-            loop.after_step(step, cfg.unet_steps, float((pred - noise).pow(2).mean().detach()), lr, save)
+            loop.after_step(step, cfg.unet_steps, float((pred - target).pow(2).mean().detach()), lr, save)
     except KeyboardInterrupt:
         save(step)
         log(f"stage=unet interrupted at step {step}; checkpoint written, re-run to resume")

@@ -97,6 +97,7 @@ class JsonConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; the run was made by another version")
+        data = {**getattr(cls, "LEGACY", {}), **data}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
