@@ -173,7 +173,8 @@ def run_pixel_demo(
         "classifier": {"file": str(classifier_file), "target": TARGET_CLASS, "scale": scale},
         "steps": steps,
         "psnr_reconstruction_db": round(psnr, 3),
-        "round_trip_max_abs_error": float((recon.latent.float() - inv.image_latent.float()).abs().max()),
+        # pixels in [0, 1]; the "latent" is 2 x - 1
+        "round_trip_max_abs_error": float((recon.latent.float() - inv.image_latent.float()).abs().max()) / 2,
         "edit_detected": verdict,
         "edit_background_psnr_db": round(background_psnr(rendered.image, edited, rendered.masks[0]), 3),
         "nfe": {"invert": inv.nfe, "reconstruct": recon.nfe, "edit": edit.network_evaluations},

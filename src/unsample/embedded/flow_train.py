@@ -169,7 +169,7 @@ def _train(out: Path, cfg: FlowTrainConfig, parts: FlowParts, start: ckpt.Checkp
             loop.tuner.end_step()
             update_ema(ema, parts.transformer, step, cfg.ema_decay)
             loop.after_step(step, cfg.steps, float(sq.mean().detach()), lr, save)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM through the CLI
         save(step)
         log(f"stage=flow interrupted at step {step}; checkpoint written, re-run to resume")
         raise

@@ -234,6 +234,12 @@ def evaluate_pixel(model_dir: Path | None = None, out: Path | None = None, cfg: 
     return card
 
 
+def _prediction(card: dict[str, Any]) -> str:
+    """The trained parametrisation, from the training record (runs before the field: eps)."""
+    kind = ((card.get("training") or {}).get("config") or {}).get("prediction_type", "epsilon")
+    return {"epsilon": "eps-prediction", "v_prediction": "v-prediction"}.get(kind, kind)
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
@@ -256,7 +262,7 @@ def render_card(card: dict[str, Any]) -> str:
                     f"{(tr.get('unet_seconds', 0) + tr.get('classifier_seconds', 0)) / 60:.1f} min in all.")
     return f"""# The embedded pixel model
 
-A pixel-space `DDIMPipeline` (diffusers `UNet2DModel`, eps-prediction, cosine schedule) of
+A pixel-space `DDIMPipeline` (diffusers `UNet2DModel`, {_prediction(card)}, cosine schedule) of
 one-object shapes-world scenes at {card['resolution']}x{card['resolution']}, conditioned on the object's shape
 ({', '.join(CLASS_NAMES)}, plus an unconditional class trained by label dropout), and its
 noise-aware shape classifier (`classifier.safetensors`). {card['weights_bytes'] / 1e6:.1f} MB of safetensors.

@@ -149,7 +149,7 @@ def _train_classifier(out: Path, cfg: PixelTrainConfig, state: dict[str, Any], s
             step += 1
             loop.tuner.end_step()
             loop.after_step(step, cfg.classifier_steps, float(loss.detach()), lr, save)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM through the CLI
         save(step)
         log(f"stage=classifier interrupted at step {step}; checkpoint written, re-run to resume")
         raise
@@ -203,7 +203,7 @@ def _train_unet(out: Path, cfg: PixelTrainConfig, state: dict[str, Any], start: 
             loop.tuner.end_step()
             update_ema(ema, unet, step, cfg.ema_decay)
             loop.after_step(step, cfg.unet_steps, float((pred - target).pow(2).mean().detach()), lr, save)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM through the CLI
         save(step)
         log(f"stage=unet interrupted at step {step}; checkpoint written, re-run to resume")
         raise

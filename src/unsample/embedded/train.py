@@ -261,7 +261,7 @@ def _autoencoder_loop(out: Path, stage: str, vae, params: list[torch.nn.Paramete
             if time.monotonic() - last_save >= cfg.checkpoint_minutes * 60.0:
                 save(step)
                 last_save = time.monotonic()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM through the CLI
         save(step)
         log(f"stage={stage} interrupted at step {step}; checkpoint written, re-run to resume")
         raise
@@ -431,7 +431,7 @@ def _train_unet(out: Path, cfg: TrainConfig, source: SceneSource, tokenizer, sta
             if time.monotonic() - last_save >= cfg.checkpoint_minutes * 60.0:
                 save(step)
                 last_save = time.monotonic()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM through the CLI
         save(step)
         log(f"stage=unet interrupted at step {step}; checkpoint written, re-run to resume")
         raise
