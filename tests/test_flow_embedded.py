@@ -115,3 +115,19 @@ def test_the_card_measures_a_flow_model(flow_run: Path, tmp_path: Path) -> None:
     assert text.startswith("# The embedded flow model") and "the two text encoders and the SD3 transformer 3 steps" in text
     both = CliRunner().invoke(app, ["evaluate-embedded", "--model", "embedded-flow", "--model-dir", str(flow_run)])
     assert both.exit_code == 2 and "give --model or --model-dir, not both" in both.output
+
+
+def test_the_edit_bench_leaves_out_what_a_flow_model_cannot_hook() -> None:
+    from types import SimpleNamespace
+
+    from unsample.bench.edit import EditBench, runnable_on
+
+    bench = EditBench(controls=("swap", "p2p"), masks=("none", "noise", "attention"))
+    unet = SimpleNamespace(supports_attention_control=True)
+    assert runnable_on(unet, bench) == (bench, "")
+    flow = type("StableDiffusion3Model", (), {"supports_attention_control": False})()
+    kept, note = runnable_on(flow, bench)
+    assert kept.controls == ("swap",) and kept.masks == ("none", "noise")
+    assert note == "StableDiffusion3Model has no cross-attention the editor can hook: left out p2p, mask attention"
+    with pytest.raises(ValueError, match="every control or mask asked for needs it"):
+        runnable_on(flow, EditBench(controls=("p2p",), masks=("none",)))

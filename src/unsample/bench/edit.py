@@ -177,12 +177,37 @@ def autoencoder_floor(model: Any, case: EditCase) -> dict[str, float]:
     return image_metrics(floor, case.source, ~case.mask)
 
 
+ATTENTION_MASKS = ("attention", "intersect")
+
+
+def runnable_on(model: Any, bench: EditBench) -> tuple[EditBench, str]:
+    """The bench without what ``model`` cannot run (prompt-to-prompt controls and attention masks
+    on a model without hookable cross-attention, e.g. SD3 / Flux), and a sentence naming what was left out."""
+    import dataclasses
+
+    if model.supports_attention_control:
+        return bench, ""
+    controls = tuple(c for c in bench.controls if CONTROLS[c]["control"] == "none")
+    masks = tuple(m for m in bench.masks if m not in ATTENTION_MASKS)
+    left = [c for c in bench.controls if c not in controls] + [f"mask {m}" for m in bench.masks if m not in masks]
+    if not left:
+        return bench, ""
+    if not controls or not masks:
+        raise ValueError(f"{type(model).__name__} has no cross-attention the editor can hook, and every control or "
+                         f"mask asked for needs it ({', '.join(left)}); ask for swap and none / noise / exact masks")
+    return dataclasses.replace(bench, controls=controls, masks=masks), (
+        f"{type(model).__name__} has no cross-attention the editor can hook: left out {', '.join(left)}")
+
+
 def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -> dict[str, Any]:
     import unsample
     from unsample.bench.stats import decoded_uint8, image_metrics
     from unsample.editing.branches import DIRECT_METHODS
     from unsample.editing.masks import NoiseMaskConfig
 
+    bench, skipped = runnable_on(model, bench)
+    if skipped and progress:
+        print(f"note: {skipped}", flush=True)
     cases = load_cases(bench, model.resolution)
     floors = [autoencoder_floor(model, case) for case in cases]
     rows: list[dict[str, Any]] = []
@@ -232,7 +257,7 @@ def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -
                         r = rows[-1]
                         print(f"  {case.variant:<12} {method:>12} {control:<10} {mask:<9} {case.kind:<10} ok={r['success']!s:<5} "
                               f"bg_psnr={r['bg_psnr']:.1f} (floor {floor['psnr']:.1f}) ({seconds:.1f} s)", flush=True)
-    return {"per_pair": rows, "summary": summarise(rows), "gallery": shown}
+    return {"per_pair": rows, "summary": summarise(rows), "gallery": shown, "skipped": skipped}
 
 
 def _mean(values: list[float]) -> float:
@@ -335,6 +360,8 @@ def _write_report_files(result: dict[str, Any], bench: EditBench, out: Path, com
            f"{', robustness variants' if bench.robustness else ''}); " \
            f"inversion guidance {bench.inversion_cfg:g}, edit guidance {bench.edit_guidance:g}, {bench.steps} steps, " \
            f"noise-mask rule {bench.mask_rule} (smoothing {bench.mask_smooth}), mask dilation {bench.mask_dilate}, blend start {bench.blend_start:g}.\n\n"
+    if result.get("skipped"):
+        body += f"Not run: {result['skipped']}.\n\n"
     for set_ in sets:
         body += f"## {set_}: all kinds\n\n" + report_table(result["summary"], "all", set_)
         for kind in kinds:
