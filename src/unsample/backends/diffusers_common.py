@@ -38,14 +38,23 @@ PIPELINES: dict[str, str] = {
 """The pipeline classes (model_index.json's ``_class_name``) each backend loads."""
 
 
+def is_flat_unet_folder(folder: Path) -> bool:
+    """The UNet's config.json sits at the folder's root (google/ddpm-cifar10-32's layout)."""
+    config = folder / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("_class_name") == "UNet2DModel"
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return False
+
+
 def pipeline_class_name(name: str, local_files_only: bool) -> str | None:
     """``_class_name`` of a local folder's or a cached hub id's model_index.json (None: not found)."""
     folder = Path(name)
     if folder.is_dir():
         index = folder / "model_index.json"
         if not index.is_file():
-            from unsample.backends.diffusers_pixel import is_flat_unet_folder
-
             if is_flat_unet_folder(folder):
                 return "UNet2DModel"
             raise ValueError(f"{name!r} is a folder without model_index.json; give a diffusers pipeline folder")

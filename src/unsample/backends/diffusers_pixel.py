@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from unsample.backends.base import Model
-from unsample.backends.diffusers_common import fingerprint, resolve_local_files_only, resolve_variant
+from unsample.backends.diffusers_common import fingerprint, is_flat_unet_folder, resolve_local_files_only, resolve_variant
 
 
 @dataclass(frozen=True)
@@ -86,17 +86,6 @@ class PixelPipeline:
     scheduler: Any
     layout: str
     classes: ClassNames = ClassNames()
-
-
-def is_flat_unet_folder(folder: Path) -> bool:
-    """The UNet's config.json sits at the folder's root (google/ddpm-cifar10-32's layout)."""
-    config = folder / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        return json.loads(config.read_text(encoding="utf-8")).get("_class_name") == "UNet2DModel"
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return False
 
 
 class PixelDiffusionModel(Model):
