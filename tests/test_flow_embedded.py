@@ -39,14 +39,22 @@ def test_a_tiny_run_exports_an_sd3_pipeline_without_t5(flow_run: Path) -> None:
     assert type(m).__name__ == "StableDiffusion3Model" and m.max_sequence_length == 0 and m.resolution == 64
     den = m.denoiser("a large red circle on a plain gray background", guidance=3.0)
     assert den.cond.embeds.shape[1] == 16  # the CLIP tokens only: no zero T5 tokens
-    # the first text encoder started from the embedded model's (same token embeddings before training moves them)
+
+
+def test_the_first_text_encoder_starts_as_the_embedded_models() -> None:
+    """Every weight of the first CLIP slot's text model equals the embedded model's text encoder
+    before training moves it; only the projection is new."""
     from transformers import CLIPTextModel
 
-    source = CLIPTextModel.from_pretrained(str(embedded_model_path() / "text_encoder"))
-    ours = m.pipe.text_encoder.text_model.embeddings.token_embedding.weight
-    theirs = dict(source.named_parameters())
-    key = next(k for k in theirs if k.endswith("token_embedding.weight"))
-    assert ours.shape == theirs[key].shape
+    from unsample.embedded.flow_train import build_parts
+
+    parts = build_parts(FlowTrainConfig.tiny(), embedded_model_path())
+    source = CLIPTextModel.from_pretrained(str(embedded_model_path() / "text_encoder")).state_dict()
+    source = {k.removeprefix("text_model."): v for k, v in source.items()}  # key prefixes vary across transformers
+    ours = {k.removeprefix("text_model."): v for k, v in parts.text.state_dict().items()}
+    assert set(ours) - set(source) == {"text_projection.weight"} and set(source) <= set(ours)
+    for name, weight in source.items():
+        assert torch.equal(ours[name], weight), name
 
 
 def test_the_training_noising_is_diffusers_flow_matching(flow_run: Path) -> None:

@@ -173,6 +173,20 @@ def _check_guidance(value: float | None, name: str, allow_none: bool = False) ->
         )
 
 
+def _target_row_callback(bar: StepCallback | None, on_step: StepCallback | None) -> StepCallback | None:
+    """One step callback for the progress bar and the user's ``on_step``; the user's sees the last
+    row of the state (the target branch: a two-branch edit stacks source, target)."""
+    if on_step is None:
+        return bar
+
+    def step(i: int, x: torch.Tensor) -> None:
+        if bar is not None:
+            bar(i, x)
+        on_step(i, x[-1:])
+
+    return step
+
+
 @contextmanager
 def _progress(enabled: bool, total: int, desc: str) -> Iterator[StepCallback | None]:
     if not enabled:
@@ -376,6 +390,7 @@ def edit(
     output: Output = "pil",
     progress: bool = False,
     classifier_guidance: ClassifierGuidance | None = None,
+    on_step: StepCallback | None = None,
 ) -> Any:
     """Edit: resume the inversion's sampler at ``start_step`` with the target ``prompt``.
 
@@ -399,6 +414,9 @@ def edit(
     ``classifier_guidance`` steers the edit toward its class (e.g. an inversion at the source
     class edited toward the target class); it needs one branch, and the mask defaults to "none"
     (the noise mask compares two prompts, which a classifier edit may not have).
+
+    ``on_step(i, latent)`` is called after each sampling step with the target branch's state
+    ([1, C, h, w], the model's latent space), e.g. to collect the edit's trajectory.
     """
     from unsample.editing.branches import Blend, edit_latent
     from unsample.editing.tokens import changed_words
@@ -472,11 +490,12 @@ def edit(
     spec = get_method(inversion.method)
     grid = spec.config.from_options(dict(inversion.options), inversion.method).make_grid(
         model.schedule_for(_latent_size(inversion.trajectory)), inversion.steps)
-    with _progress(progress, inversion.steps - start_step, f"edit ({inversion.method})") as callback, \
+    with _progress(progress, inversion.steps - start_step, f"edit ({inversion.method})") as bar, \
             _naming_the_step(grid, "editing", inversion.method):
         res = edit_latent(
             model, inversion, prompt, source_prompt=source_prompt, start_step=start_step, guidance=guidance,
-            negative_prompt=negative_prompt, control=attention, direct=direct, blend=blend, progress=callback,
+            negative_prompt=negative_prompt, control=attention, direct=direct, blend=blend,
+            progress=_target_row_callback(bar, on_step),
             counter=counter, classifier=classifier_guidance,
         )
     sample = EditSample(

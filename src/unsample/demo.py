@@ -35,12 +35,6 @@ class DemoResult:
     model: str
 
 
-def _psnr(a: Image.Image, b: Image.Image) -> float:
-    from skimage.metrics import peak_signal_noise_ratio
-
-    return float(peak_signal_noise_ratio(np.asarray(a), np.asarray(b), data_range=255))
-
-
 def side_by_side(images: list[tuple[str, Image.Image]], min_width: int = 192) -> Image.Image:
     """Images upscaled (nearest, to at least ``min_width`` pixels) in a row, each labelled above."""
     w, h = images[0][1].size
@@ -53,6 +47,19 @@ def side_by_side(images: list[tuple[str, Image.Image]], min_width: int = 192) ->
         draw.text((x, pad // 2), label, fill="black")
         sheet.paste(img.resize((cell_w, cell_h), Image.Resampling.NEAREST), (x, pad + label_h))
     return sheet
+
+
+def write_demo_files(out: Path, shown: dict[str, Image.Image], record: dict[str, Any]) -> dict[str, Path]:
+    """Save each image as ``<name>.png`` and ``record`` as demo.json in ``out``; returns the paths
+    by role: the image's name, except "sheet" (side_by_side), "mask" (edit.mask), "record" (JSON)."""
+    roles = {"side_by_side": "sheet", "edit.mask": "mask"}
+    files: dict[str, Path] = {}
+    for name, image in shown.items():
+        path = files[roles.get(name, name)] = out / f"{name}.png"
+        image.save(path)
+    files["record"] = out / "demo.json"
+    files["record"].write_text(json.dumps(record, indent=2) + "\n")
+    return files
 
 
 def _model(model: str | None, device: str) -> tuple[Any, str]:
@@ -91,6 +98,7 @@ def run_demo(
     import unsample
     from unsample import defaults
     from unsample.editing.masks import overlay
+    from unsample import images
     from unsample.images import tensor_to_pil
 
     method = defaults.EDIT_METHOD if method is None else method
@@ -112,27 +120,14 @@ def run_demo(
     floor = tensor_to_pil(m.decode_latent(inv.image_latent))
     recon_img = tensor_to_pil(m.decode_latent(recon.latent.float()))
     edit_img = tensor_to_pil(m.decode_latent(edit.latent.float()))
-    psnr = _psnr(source, recon_img)
-    floor_psnr = _psnr(source, floor)
-    files = {
-        "source": out / "source.png",
-        "reconstruction": out / "reconstruction.png",
-        "edit": out / "edit.png",
-        "mask": out / "edit.mask.png",
-        "sheet": out / "side_by_side.png",
-        "record": out / "demo.json",
-    }
-    source.save(files["source"])
-    recon_img.save(files["reconstruction"])
-    edit_img.save(files["edit"])
+    psnr = images.psnr(source, recon_img)
+    floor_psnr = images.psnr(source, floor)
+    shown = {"source": source, "reconstruction": recon_img, "edit": edit_img}
     panels = [("source", source), (f"reconstruction {psnr:.1f} dB", recon_img), ("edit: green circle", edit_img)]
     if edit.mask is not None:
-        mask_img = overlay(floor, edit.mask, min_side=1)
-        mask_img.save(files["mask"])
-        panels.append((f"mask ({edit.mask_source})", mask_img))
-    else:
-        del files["mask"]
-    side_by_side(panels).save(files["sheet"])
+        shown["edit.mask"] = overlay(floor, edit.mask, min_side=1)
+        panels.append((f"mask ({edit.mask_source})", shown["edit.mask"]))
+    shown["side_by_side"] = side_by_side(panels)
     seconds = time.perf_counter() - begin
     record = {
         "model": label,
@@ -152,5 +147,5 @@ def run_demo(
         "seconds": {"invert": round(inv.seconds, 3), "reconstruct": round(recon.seconds, 3),
                     "edit": round(edit.seconds, 3), "total": round(seconds, 3)},
     }
-    files["record"].write_text(json.dumps(record, indent=2) + "\n")
+    files = write_demo_files(out, shown, record)
     return DemoResult(out, files, psnr, floor_psnr, seconds, label)

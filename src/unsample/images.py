@@ -137,3 +137,15 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
         image = image[0]
     arr = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
     return Image.fromarray(arr)
+
+
+def psnr(a: Image.Image | np.ndarray, b: Image.Image | np.ndarray) -> float:
+    """PSNR (dB) of two 8-bit images of one size (scikit-image's); identical images give inf."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    x, y = np.asarray(a), np.asarray(b)
+    if x.shape != y.shape:
+        raise ValueError(f"PSNR needs images of one size, got {x.shape} and {y.shape}")
+    if np.array_equal(x, y):
+        return float("inf")
+    return float(peak_signal_noise_ratio(x, y, data_range=255))

@@ -19,7 +19,7 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["EMBEDDED_MODELS", "embedded_model_path", "install_trained_model", "train_embedded", "TrainConfig"]
+__all__ = ["EMBEDDED_MODELS", "embedded_model_path", "model_folder", "model_classifier_file", "install_trained_model", "train_embedded", "TrainConfig"]
 
 EMBEDDED_MODELS: dict[str, tuple[str, str]] = {
     "embedded": ("model", "unsample train-embedded"),
@@ -34,6 +34,23 @@ def embedded_model_path(name: str = "embedded") -> Path:
     if name not in EMBEDDED_MODELS:
         raise ValueError(f"unknown embedded model {name!r}; expected one of {', '.join(EMBEDDED_MODELS)}")
     return Path(__file__).resolve().parent / EMBEDDED_MODELS[name][0]
+
+
+def model_folder(model: str | Path) -> Path:
+    """The folder behind a model name: an embedded model's package folder, or ``model`` as a path."""
+    return embedded_model_path(str(model)) if str(model) in EMBEDDED_MODELS else Path(model)
+
+
+def model_classifier_file(model: str | Path) -> Path:
+    """The noisy classifier shipped beside a pixel pipeline (``classifier.safetensors``); a
+    one-line ValueError when the folder has none."""
+    from unsample.embedded.pixel_configs import CLASSIFIER_FILE
+
+    path = model_folder(model) / CLASSIFIER_FILE
+    if not path.is_file():
+        raise ValueError(f"{model_folder(model)} has no {CLASSIFIER_FILE}: classifier guidance needs the model's "
+                         "noisy classifier beside its model_index.json (unsample train-embedded-pixel writes one)")
+    return path
 
 
 def install_trained_model(out_dir: Path, name: str = "embedded") -> Path:

@@ -57,7 +57,7 @@ def _to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).to(device)
 
 
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
+def to_uint8(x: torch.Tensor) -> np.ndarray:
     return (x.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
 
 
@@ -70,7 +70,7 @@ def _autoencoded(model: Any, scenes: list[Any], batch: int) -> Iterator[tuple[li
         chunk = scenes[i : i + batch]
         images = render_batch(chunk, size=model.resolution)
         with torch.no_grad():
-            rec = _to_uint8(model.decode_latent(model.encode_image(_to_tensor(images, model.device))))
+            rec = to_uint8(model.decode_latent(model.encode_image(_to_tensor(images, model.device))))
         yield chunk, images, rec
 
 
@@ -91,21 +91,25 @@ def _conditioning(model: Any, prompts: list[str]) -> Any:
 
 
 @torch.no_grad()
-def generate(model: Any, captions: list[str], seeds: list[int], steps: int, guidance: float) -> np.ndarray:
-    """DDIM samples for captions, noise from per-sample seeds; uint8 [B, H, W, 3]."""
+def sample_images(model: Any, cond: Any, uncond: Any, seeds: list[int], steps: int, guidance: float,
+                  latent_shape: tuple[int, int, int], classifier: Any = None) -> np.ndarray:
+    """DDIM samples from per-sample seeds' noise ([C, h, w] each), decoded; uint8 [B, H, W, 3]."""
     from unsample.core.denoiser import Denoiser
     from unsample.methods import ddim
 
+    noise = torch.stack([torch.randn(*latent_shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    schedule = model.schedule_for(latent_shape[1:])
+    den = Denoiser(model.model_fn, schedule, cond, uncond, guidance=guidance, classifier=classifier)
+    latent = ddim.sample(den, schedule.grid(steps), noise.to(model.device))
+    return to_uint8(model.decode_latent(latent))
+
+
+def generate(model: Any, captions: list[str], seeds: list[int], steps: int, guidance: float) -> np.ndarray:
+    """DDIM samples for captions, noise from per-sample seeds; uint8 [B, H, W, 3]."""
     side = model.resolution // model.vae_factor
     channels = int(model.pipe.vae.config.latent_channels)
-    noise = torch.stack([
-        torch.randn(channels, side, side, generator=torch.Generator().manual_seed(s)) for s in seeds
-    ]).to(model.device)
-    schedule = model.schedule_for((side, side))
-    den = Denoiser(model.model_fn, schedule, _conditioning(model, captions),
-                   _conditioning(model, [""] * len(captions)), guidance=guidance)
-    latent = ddim.sample(den, schedule.grid(steps), noise)
-    return _to_uint8(model.decode_latent(latent))
+    return sample_images(model, _conditioning(model, captions), _conditioning(model, [""] * len(captions)), seeds,
+                         steps, guidance, (channels, side, side))
 
 
 PARTS = ("count", "background", "colors", "shapes")
@@ -178,8 +182,8 @@ def roundtrip_ratio(model: Any, cfg: EvalConfig) -> tuple[float, float, float]:
         target = img.astype(np.float64) / 255
         inv = unsample.invert(model, Image.fromarray(img), caption(scene), method="ddim",
                               steps=cfg.roundtrip_steps, guidance=1.0)
-        rec = _to_uint8(model.decode_latent(unsample.reconstruct(model, inv, output="latent").float()))[0]
-        floor = _to_uint8(model.decode_latent(inv.image_latent))[0]
+        rec = to_uint8(model.decode_latent(unsample.reconstruct(model, inv, output="latent").float()))[0]
+        floor = to_uint8(model.decode_latent(inv.image_latent))[0]
         rec_mse.append(np.mean((rec / 255 - target) ** 2))
         floor_mse.append(np.mean((floor / 255 - target) ** 2))
     r, f = float(np.mean(rec_mse)), float(np.mean(floor_mse))
