@@ -150,7 +150,9 @@ def test_the_pixel_demo_and_card_run_offline_on_a_tiny_model(pixel_run: Path, tm
     assert demo.exit_code == 0, demo.output
     record = json.loads((tmp_path / "demo" / "demo.json").read_text())
     assert record["classifier"]["target"] == "star" and record["steps"] == 4
-    assert record["nfe"] == {"invert": 4, "reconstruct": 4, "edit": 4}
+    # the edit: 4 sampling steps plus DiffEdit's mask (10 draws x the 2 labels)
+    assert record["mask"] == "noise" and 0 < record["mask_area"] <= 1
+    assert record["nfe"] == {"invert": 4, "reconstruct": 4, "edit": 4 + record["nfe"]["of_it_mask"], "of_it_mask": 20}
     for name in ("source", "reconstruction", "edit", "inversion_trajectory", "edit_trajectory", "side_by_side"):
         assert Image.open(tmp_path / "demo" / f"{name}.png").size[0] > 0
     wrong = run(app, ["demo", "--model", str(pixel_run / "model"), "--out", str(tmp_path / "d2"), "--method", "edict"])

@@ -5,7 +5,8 @@ The classic guided-diffusion inversion demo on the embedded pixel model (32 px, 
 1. render a one-object scene with a circle and DDIM-invert it (``source_prompt``: its class);
 2. replay the inversion (the round trip, exact up to float error) as the reconstruction;
 3. sample again from the inverted noise with the target class and classifier guidance toward
-   "star", eps_hat = eps - s sqrt(1 - a_t) grad log p_phi(star | x_t);
+   "star", eps_hat = eps - s sqrt(1 - a_t) grad log p_phi(star | x_t), inside DiffEdit's noise
+   mask of the two classes (outside it the edit follows the inverted trajectory);
 4. write the "jumping prediction" grids: x_t, x0_hat and their difference along the inversion
    and along the guided edit, and ask the analytic detector what the edit shows.
 
@@ -14,7 +15,6 @@ Everything runs offline from the package's own weights.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +29,20 @@ SOURCE_CLASS = "circle"
 TARGET_CLASS = "star"
 CLASSIFIER_SCALE = 4.0
 """The demo's classifier guidance scale (measured: docs/pixel.md, `python -m unsample.bench.pixel_edit`)."""
+EDIT_MASK = "noise"
+"""The edit changes only inside DiffEdit's mask of the two labels (circle vs star); outside it the
+edit takes the inverted trajectory, so the background is the source's (docs/pixel.md)."""
 
 
 def is_pixel_demo_model(model: str) -> bool:
     """The embedded pixel model, or a folder that holds a pixel pipeline and its classifier."""
-    from unsample.embedded.pixel_configs import CLASSIFIER_FILE
+    from unsample.embedded import model_classifier_file
 
-    return model == "embedded-pixel" or (Path(model) / CLASSIFIER_FILE).is_file()
+    try:
+        model_classifier_file(model)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass
@@ -101,22 +108,17 @@ def run_pixel_demo(
     write PNGs, the two trajectory grids and ``demo.json``."""
     import unsample
     from unsample.backends.noisy_classifier import NoisyClassifier
-    from unsample.demo import _psnr, side_by_side
-    from unsample.embedded import EMBEDDED_MODELS, embedded_model_path
-    from unsample.embedded.pixel_configs import CLASSIFIER_FILE
+    from unsample.demo import side_by_side, write_demo_files
+    from unsample.embedded import model_classifier_file
+    from unsample.images import psnr as image_psnr
     from unsample.images import tensor_to_pil
-    from unsample.methods.base import MethodOutput
     from unsample.methods.registry import get_method
     from unsample.shapes import parse_caption, render, scene_from_spec
 
     begin = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    folder = embedded_model_path(model) if model in EMBEDDED_MODELS else Path(model)
+    classifier_file = model_classifier_file(model)
     m = unsample.load(model, device=device)
-    classifier_file = folder / CLASSIFIER_FILE
-    if not classifier_file.is_file():
-        raise ValueError(f"{folder} has no {CLASSIFIER_FILE}; the pixel demo needs the model's noisy classifier "
-                         "beside its model_index.json")
     classifier = NoisyClassifier.load(classifier_file, device=m.device)
     steer = classifier.guidance(target_prompt if target_prompt else TARGET_CLASS, scale)
     scene = scene_from_spec(parse_caption(PIXEL_SOURCE_CAPTION), np.random.default_rng(seed))
@@ -125,45 +127,28 @@ def run_pixel_demo(
 
     inv = unsample.invert(m, source, source_prompt, method="ddim", steps=steps, guidance=1.0, seed=seed)
     recon = unsample.reconstruct(m, inv, output="result")
-    edit = unsample.edit(m, inv, target_prompt, guidance=1.0, classifier_guidance=steer, output="result")
+    # the guided edit, its states collected for the jumping-prediction grid
+    edit_states = [inv.trajectory[0].clone()]
+    edit = unsample.edit(m, inv, target_prompt, guidance=1.0, classifier_guidance=steer, output="result",
+                         mask=EDIT_MASK if target_prompt != source_prompt else "none",
+                         on_step=lambda i, x: edit_states.append(x.detach().cpu().clone()))
     recon_img = tensor_to_pil(m.decode_latent(recon.latent.float()))
     edit_img = tensor_to_pil(m.decode_latent(edit.latent.float()))
 
-    # The jumping prediction along the inversion and along the guided edit (the same sampler run again,
-    # its states collected; its end is the edit above).
     spec = get_method("ddim")
-    config = spec.config.from_options({}, "ddim")
-    grid = config.make_grid(m.schedule_for(tuple(inv.trajectory.shape[-2:])), steps)
-    inv_den = m.denoiser(source_prompt)
-    edit_den = m.denoiser(target_prompt, classifier=steer)
-    collected = [inv.trajectory[0].clone()]
-    with torch.no_grad():
-        spec.sample(edit_den, grid, MethodOutput(inv.trajectory, inv.extras), 0, config,
-                    callback=lambda i, x: collected.append(x.clone()))
-    edit_states = torch.stack(collected)
-    inversion_grid = _grid(m, inv_den, grid, inv.trajectory, f"DDIM inversion, {steps} steps, class {source_prompt or 'none'}")
-    edit_grid = _grid(m, edit_den, grid, edit_states,
+    grid = spec.config.from_options({}, "ddim").make_grid(m.schedule_for(tuple(inv.trajectory.shape[-2:])), steps)
+    inversion_grid = _grid(m, m.denoiser(source_prompt), grid, inv.trajectory,
+                           f"DDIM inversion, {steps} steps, class {source_prompt or 'none'}")
+    edit_grid = _grid(m, m.denoiser(target_prompt, classifier=steer), grid, torch.stack(edit_states),
                       f"edit: class {target_prompt or 'none'} + classifier guidance to {TARGET_CLASS} (s={scale:g})")
 
-    psnr = _psnr(source, recon_img)
+    psnr = image_psnr(source, recon_img)
     edited = np.asarray(edit_img)
     verdict = edit_verdict(scene, edited, TARGET_CLASS)
-    files = {
-        "source": out / "source.png",
-        "reconstruction": out / "reconstruction.png",
-        "edit": out / "edit.png",
-        "inversion_trajectory": out / "inversion_trajectory.png",
-        "edit_trajectory": out / "edit_trajectory.png",
-        "sheet": out / "side_by_side.png",
-        "record": out / "demo.json",
-    }
-    source.save(files["source"])
-    recon_img.save(files["reconstruction"])
-    edit_img.save(files["edit"])
-    inversion_grid.save(files["inversion_trajectory"])
-    edit_grid.save(files["edit_trajectory"])
-    side_by_side([("source", source), (f"round trip {psnr:.1f} dB", recon_img),
-                  (f"edit: {', '.join(verdict['shapes']) or 'nothing'}", edit_img)]).save(files["sheet"])
+    shown = {"source": source, "reconstruction": recon_img, "edit": edit_img,
+             "inversion_trajectory": inversion_grid, "edit_trajectory": edit_grid,
+             "side_by_side": side_by_side([("source", source), (f"round trip {psnr:.1f} dB", recon_img),
+                                           (f"edit: {', '.join(verdict['shapes']) or 'nothing'}", edit_img)])}
     seconds = time.perf_counter() - begin
     record = {
         "model": model,
@@ -171,15 +156,17 @@ def run_pixel_demo(
         "source_prompt": source_prompt,
         "target_prompt": target_prompt,
         "classifier": {"file": str(classifier_file), "target": TARGET_CLASS, "scale": scale},
+        "mask": edit.mask_source,
+        "mask_area": None if edit.mask is None else round(float(edit.mask.float().mean()), 4),
         "steps": steps,
         "psnr_reconstruction_db": round(psnr, 3),
         # pixels in [0, 1]; the "latent" is 2 x - 1
         "round_trip_max_abs_error": float((recon.latent.float() - inv.image_latent.float()).abs().max()) / 2,
         "edit_detected": verdict,
         "edit_background_psnr_db": round(background_psnr(rendered.image, edited, rendered.masks[0]), 3),
-        "nfe": {"invert": inv.nfe, "reconstruct": recon.nfe, "edit": edit.network_evaluations},
+        "nfe": {"invert": inv.nfe, "reconstruct": recon.nfe, "edit": edit.network_evaluations, "of_it_mask": edit.mask_nfe},
         "seconds": {"invert": round(inv.seconds, 3), "reconstruct": round(recon.seconds, 3),
                     "edit": round(edit.seconds, 3), "total": round(seconds, 3)},
     }
-    files["record"].write_text(json.dumps(record, indent=2) + "\n")
+    files = write_demo_files(out, shown, record)
     return PixelDemoResult(out, files, psnr, seconds, model, verdict["shapes"], verdict["correct"])

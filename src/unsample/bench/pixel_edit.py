@@ -1,13 +1,15 @@
 """Circle -> star by classifier guidance on the embedded pixel model: which recipe, at which scale.
 
 For N held-out-split one-object scenes with a circle (random colour, background and texture),
-DDIM-invert (50 steps, guidance 1) and sample again from the inverted noise with:
+invert (``--method``, default DDIM; 50 steps, guidance 1) and sample again from the inverted
+noise with that method's sampler and:
 - ``swap``: the class label swapped (circle -> star), no classifier;
 - ``classifier``: the unconditional class both ways, classifier guidance toward star at scale s;
 - ``swap+classifier``: the label swapped and classifier guidance at s.
-The analytic detector judges each edit: "star" = one object, a star; "correct" = also the
+``--mask noise`` confines the swap recipes' change to DiffEdit's mask of the two labels (outside
+it the edit takes the inverted trajectory). The analytic detector judges each edit: "star" = one object, a star; "correct" = also the
 source's colour, background and texture. "bg PSNR" compares the edit with the source away from
-both objects. Run ``python -m unsample.bench.pixel_edit [--scenes 40] [--scales 1,2,4,8]``.
+both objects. Run ``python -m unsample.bench.pixel_edit [--scenes 40] [--scales 1,2,4,8] [--method bdia]``.
 """
 
 from __future__ import annotations
@@ -31,18 +33,17 @@ def circle_scenes(n: int, seed: int) -> list[Any]:
     return out
 
 
-def run(scenes: int, scales: list[float], steps: int, seed: int, model_name: str) -> list[dict[str, Any]]:
+def run(scenes: int, scales: list[float], steps: int, seed: int, model_name: str,
+        method: str = "ddim", mask: str = "none") -> list[dict[str, Any]]:
     import unsample
     from unsample.backends.noisy_classifier import NoisyClassifier
-    from unsample.embedded import embedded_model_path
-    from unsample.embedded.pixel_configs import CLASSIFIER_FILE
+    from unsample.embedded import model_classifier_file
     from unsample.images import tensor_to_pil
     from unsample.pixel_demo import background_psnr, edit_verdict
     from unsample.shapes import render
 
     m = unsample.load(model_name, device="cpu")
-    clf = NoisyClassifier.load(embedded_model_path("embedded-pixel") / CLASSIFIER_FILE if model_name == "embedded-pixel"
-                               else f"{model_name}/{CLASSIFIER_FILE}")
+    clf = NoisyClassifier.load(model_classifier_file(model_name))
     recipes: list[tuple[str, str, str, float]] = [("swap", "circle", "star", 0.0)]
     recipes += [("classifier", "", "", s) for s in scales]
     recipes += [("swap+classifier", "circle", "star", s) for s in scales]
@@ -52,11 +53,13 @@ def run(scenes: int, scales: list[float], steps: int, seed: int, model_name: str
     for scene in circle_scenes(scenes, seed):
         rendered = render(scene, size=m.resolution)
         for prompt in {"circle", ""}:
-            inversions[prompt] = unsample.invert(m, rendered.image, prompt, method="ddim", steps=steps)
+            inversions[prompt] = unsample.invert(m, rendered.image, prompt, method=method, steps=steps)
         for recipe, source, target, scale in recipes:
             begin = time.perf_counter()
             steer = clf.guidance("star", scale) if scale > 0 else None
-            result = unsample.edit(m, inversions[source], target, guidance=1.0, classifier_guidance=steer, output="result")
+            # the noise mask compares the two class labels: the classifier-only recipe has one, so no mask
+            result = unsample.edit(m, inversions[source], target, guidance=1.0, classifier_guidance=steer,
+                                   mask=mask if source != target else "none", output="result")
             seconds = time.perf_counter() - begin
             edited = np.asarray(tensor_to_pil(m.decode_latent(result.latent.float())))
             verdict = edit_verdict(scene, edited, "star")
@@ -76,11 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=77)
     parser.add_argument("--model", default="embedded-pixel")
+    parser.add_argument("--method", default="ddim", help="the inversion method (ddim, bdia, edict, ...)")
+    parser.add_argument("--mask", default="none", help="the edit mask of the label-swap recipes (none, noise)")
     args = parser.parse_args(argv)
     scales = [float(s) for s in args.scales.split(",")]
     begin = time.perf_counter()
-    results = run(args.scenes, scales, args.steps, args.seed, args.model)
-    print(f"circle -> star, {args.scenes} held-out scenes, DDIM {args.steps} steps, guidance 1")
+    results = run(args.scenes, scales, args.steps, args.seed, args.model, args.method, args.mask)
+    print(f"circle -> star, {args.scenes} held-out scenes, {args.method} {args.steps} steps, guidance 1, "
+          f"mask {args.mask} (swap recipes)")
     print("| recipe | classifier scale | star | correct (colour, background kept) | bg PSNR dB | s / edit |")
     print("|---|---|---|---|---|---|")
     for r in results:

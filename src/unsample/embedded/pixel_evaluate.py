@@ -6,7 +6,8 @@ Every figure is computed here, by `unsample evaluate-embedded-pixel`:
   with classifier guidance toward each class. "Correct" = the detector finds exactly one object
   and it has the class's shape;
 - the classifier's accuracy against the noise level, on held-out-split scenes noised at t;
-- the DDIM round trip (invert, replay) in float32 and float64: error in [0, 1] pixels.
+- the DDIM round trip (invert, replay) in float32 and float64, and BDIA's (an exact inversion at
+  DDIM's cost): error in [0, 1] pixels.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from unsample.embedded.pixel_configs import CLASS_NAMES, CLASSIFIER_FILE
+from unsample.embedded.pixel_configs import CLASS_NAMES
 
 CARD_MD = "MODEL_CARD.md"
 CARD_JSON = "model_card.json"
@@ -55,29 +56,21 @@ def heldout_one_object(n: int, seed: int) -> list[Any]:
     return [random_scene(rng, n_objects=1, split="heldout") for _ in range(n)]
 
 
-def _uint8(x: torch.Tensor) -> np.ndarray:
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 def generate(model: Any, labels: list[int], seeds: list[int], steps: int, guidance: float = 1.0,
              classifier: Any = None, classifier_labels: list[int] | None = None, scale: float = 0.0) -> np.ndarray:
     """DDIM samples for class indices (the null class for unconditional ones), optionally
     classifier-guided toward ``classifier_labels``; uint8 [B, H, W, 3]."""
     from unsample.backends.diffusers_pixel import ClassConditioning
     from unsample.core.classifier import ClassifierGuidance
-    from unsample.core.denoiser import Denoiser
-    from unsample.methods import ddim
+    from unsample.embedded.evaluate import sample_images
 
-    side = model.resolution
-    noise = torch.stack([torch.randn(3, side, side, generator=torch.Generator().manual_seed(s)) for s in seeds])
     cond = ClassConditioning(torch.tensor(labels, device=model.device))
     null = model.pipe.classes.unconditional
     uncond = ClassConditioning(torch.full((len(labels),), null, device=model.device)) if guidance != 1.0 else None
     steer = None
     if classifier is not None and classifier_labels is not None:
         steer = ClassifierGuidance(classifier, torch.tensor(classifier_labels), scale)
-    den = Denoiser(model.model_fn, model.schedule, cond, uncond, guidance=guidance, classifier=steer)
-    return _uint8(model.decode_latent(ddim.sample(den, model.schedule.grid(steps), noise.to(model.device))))
+    return sample_images(model, cond, uncond, seeds, steps, guidance, (3, model.resolution, model.resolution), steer)
 
 
 def shape_correct(images: np.ndarray, shapes: list[str]) -> list[bool]:
@@ -155,16 +148,17 @@ def classifier_accuracy(model: Any, classifier: Any, cfg: PixelEvalConfig) -> di
     return out
 
 
-def roundtrip(model: Any, scenes: list[Any], steps: int, precision: str = "float32") -> dict[str, float]:
-    """DDIM inversion then replay at guidance 1 with the scene's class: errors in [0, 1] pixels
-    (``precision``: the methods' state dtype; the network runs in the model's own)."""
+def roundtrip(model: Any, scenes: list[Any], steps: int, precision: str = "float32",
+              method: str = "ddim") -> dict[str, float]:
+    """Inversion by ``method`` then replay at guidance 1 with the scene's class: errors in [0, 1]
+    pixels (``precision``: the methods' state dtype; the network runs in the model's own)."""
     import unsample
     from unsample.shapes import render
 
     mse, worst = [], 0.0
     for scene in scenes:
         img = render(scene, size=model.resolution).image
-        inv = unsample.invert(model, Image.fromarray(img), scene.objects[0].shape, method="ddim", steps=steps,
+        inv = unsample.invert(model, Image.fromarray(img), scene.objects[0].shape, method=method, steps=steps,
                               precision=precision)
         rec = unsample.reconstruct(model, inv, output="latent").double()
         err = (rec - inv.image_latent.double()) / 2  # latents are 2 x - 1: half the error in pixels
@@ -184,7 +178,7 @@ def evaluate_pixel(model_dir: Path | None = None, out: Path | None = None, cfg: 
     """Run every measurement and write the card beside the weights (or into ``out``)."""
     import unsample
     from unsample.backends.noisy_classifier import NoisyClassifier
-    from unsample.embedded import embedded_model_path
+    from unsample.embedded import embedded_model_path, model_classifier_file
 
     cfg = cfg or PixelEvalConfig()
     folder = Path(model_dir) if model_dir else embedded_model_path("embedded-pixel")
@@ -200,7 +194,7 @@ def evaluate_pixel(model_dir: Path | None = None, out: Path | None = None, cfg: 
         return value
 
     model = unsample.load(str(folder), device=device)
-    classifier = NoisyClassifier.load(folder / CLASSIFIER_FILE, device=model.device)
+    classifier = NoisyClassifier.load(model_classifier_file(folder), device=model.device)
     examples: list[tuple[str, np.ndarray]] = []
     figures: dict[str, Any] = {
         "class_conditional": timed("class_conditional", sample_accuracy, model, cfg, keep=examples),
@@ -212,6 +206,8 @@ def evaluate_pixel(model_dir: Path | None = None, out: Path | None = None, cfg: 
         "roundtrip_float32": timed("roundtrip_float32", roundtrip, model,
                                    heldout_one_object(cfg.roundtrip_scenes, cfg.seed + 7), cfg.steps),
     }
+    figures["roundtrip_bdia"] = timed("roundtrip_bdia", roundtrip, model,
+                                      heldout_one_object(cfg.roundtrip_scenes, cfg.seed + 7), cfg.steps, method="bdia")
     model64 = unsample.load(str(folder), device=device, dtype="float64")
     figures["roundtrip_float64"] = timed("roundtrip_float64", roundtrip, model64,
                                          heldout_one_object(cfg.roundtrip_scenes_float64, cfg.seed + 7), cfg.steps, "float64")
@@ -248,6 +244,14 @@ def _per_class(entry: dict[str, Any]) -> str:
     return ", ".join(f"{k} {_pct(v)}" for k, v in entry["per_class"].items())
 
 
+def _exact_row(f: dict[str, Any], c: dict[str, Any]) -> str:
+    if "roundtrip_bdia" not in f:  # cards written before the row existed
+        return ""
+    r = f["roundtrip_bdia"]
+    return (f"| BDIA round trip (exact inversion, same {c['roundtrip_scenes']} scenes, {c['steps']} steps, float32): "
+            f"MSE / max abs error | {r['mse']:.2e} / {r['max_abs']:.2e} | |\n")
+
+
 def render_card(card: dict[str, Any]) -> str:
     f, c = card["figures"], card["config"]
     tr = card.get("training") or {}
@@ -282,7 +286,7 @@ class's shape. Samples: {n} per class, {c['steps']} DDIM steps.
 | unconditional + classifier guidance (scale {c['classifier_scale']:g}) toward the class: correct | {_pct(f['unconditional_classifier']['overall'])} | {_per_class(f['unconditional_classifier'])} |
 | DDIM round trip, float32 ({c['roundtrip_scenes']} held-out scenes, {c['steps']} steps, guidance 1): MSE / max abs error | {f['roundtrip_float32']['mse']:.2e} / {f['roundtrip_float32']['max_abs']:.2e} | |
 | DDIM round trip, float64 ({c['roundtrip_scenes_float64']} scenes, same protocol): MSE / max abs error | {f['roundtrip_float64']['mse']:.2e} / {f['roundtrip_float64']['max_abs']:.2e} | |
-
+{_exact_row(f, c)}
 Errors are in [0, 1] pixels. The classifier's accuracy on {c['classifier_scenes']} held-out-split scenes
 noised to x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps (chance is 20%):
 
