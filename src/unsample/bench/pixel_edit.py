@@ -34,7 +34,7 @@ def circle_scenes(n: int, seed: int) -> list[Any]:
 
 
 def run(scenes: int, scales: list[float], steps: int, seed: int, model_name: str,
-        method: str = "ddim", mask: str = "none") -> list[dict[str, Any]]:
+        method: str = "ddim", mask: str = "none", mask_dilate: int = 0) -> list[dict[str, Any]]:
     import unsample
     from unsample.backends.noisy_classifier import NoisyClassifier
     from unsample.embedded import model_classifier_file
@@ -59,7 +59,8 @@ def run(scenes: int, scales: list[float], steps: int, seed: int, model_name: str
             steer = clf.guidance("star", scale) if scale > 0 else None
             # the noise mask compares the two class labels: the classifier-only recipe has one, so no mask
             result = unsample.edit(m, inversions[source], target, guidance=1.0, classifier_guidance=steer,
-                                   mask=mask if source != target else "none", output="result")
+                                   mask=mask if source != target else "none", mask_dilate=mask_dilate,
+                                   output="result")
             seconds = time.perf_counter() - begin
             edited = np.asarray(tensor_to_pil(m.decode_latent(result.latent.float())))
             verdict = edit_verdict(scene, edited, "star")
@@ -81,12 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="embedded-pixel")
     parser.add_argument("--method", default="ddim", help="the inversion method (ddim, bdia, edict, ...)")
     parser.add_argument("--mask", default="none", help="the edit mask of the label-swap recipes (none, noise)")
+    parser.add_argument("--mask-dilate", type=int, default=0, help="grow the mask by this many pixels")
     args = parser.parse_args(argv)
     scales = [float(s) for s in args.scales.split(",")]
     begin = time.perf_counter()
-    results = run(args.scenes, scales, args.steps, args.seed, args.model, args.method, args.mask)
+    results = run(args.scenes, scales, args.steps, args.seed, args.model, args.method, args.mask, args.mask_dilate)
     print(f"circle -> star, {args.scenes} held-out scenes, {args.method} {args.steps} steps, guidance 1, "
-          f"mask {args.mask} (swap recipes)")
+          f"mask {args.mask} grown by {args.mask_dilate} (swap recipes)")
     print("| recipe | classifier scale | star | correct (colour, background kept) | bg PSNR dB | s / edit |")
     print("|---|---|---|---|---|---|")
     for r in results:
