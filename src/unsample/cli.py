@@ -21,7 +21,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Hub id, local diffusers folder, single .safetensors file "
                                              "(with --model-config) or an embedded model's name: embedded (the default), "
-                                             "embedded-pixel.")]
+                                             "embedded-pixel, embedded-flow.")]
 ModelConfigOpt = Annotated[str | None, typer.Option("--model-config", help="For a single-file --model: a local diffusers "
                                                     "folder of the same architecture that gives its configs.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto|cpu|cuda|mps")]
@@ -419,7 +419,7 @@ def methods(
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's images.")] = Path("out/demo"),
     model: Annotated[str | None, typer.Option("--model", help="embedded (the default), embedded-pixel (the "
-                                              "classifier-guidance demo), or a hub id / folder.")] = None,
+                                              "classifier-guidance demo), embedded-flow, or a hub id / folder.")] = None,
     device: DeviceOpt = "auto",
     method: Annotated[str | None, typer.Option("--method", help="Inversion method (default: the edit default).")] = None,
     steps: Annotated[int | None, typer.Option("--steps", min=1, help="Steps (default: the edit default).")] = None,

@@ -337,6 +337,9 @@ def render_card(card: dict[str, Any]) -> str:
     def mark(key: str) -> str:
         return "met" if met[key] else "**missed**"
 
+    # the "ddim" method on a flow model is the Euler step of its ODE (plain flow inversion)
+    sampler = "Euler (flow ODE)" if card.get("family") == "flow" else "DDIM"
+
     return f"""{_header(card)} {card['resolution']}x{card['resolution']}
 RGB, {card['weights_bytes'] / 1e6:.1f} MB of safetensors weights.
 
@@ -348,13 +351,13 @@ below is from the held-out split, never seen in training.
 | measurement | figure | target | |
 |---|---|---|---|
 | VAE reconstruction PSNR, {c['vae_scenes']} held-out scenes | {f['vae_psnr_db']:.2f} dB | >= {t['vae_psnr_db']} dB | {mark('vae_psnr_db')} |
-| text-to-image correct, one object ({c['t2i_samples']} samples, {c['t2i_steps']} DDIM steps, guidance {c['t2i_guidance']}) | {100 * f['t2i_one_object_accuracy']:.1f}% | >= {100 * t['t2i_one_object_accuracy']:.0f}% | {mark('t2i_one_object_accuracy')} |
+| text-to-image correct, one object ({c['t2i_samples']} samples, {c['t2i_steps']} {sampler} steps, guidance {c['t2i_guidance']}) | {100 * f['t2i_one_object_accuracy']:.1f}% | >= {100 * t['t2i_one_object_accuracy']:.0f}% | {mark('t2i_one_object_accuracy')} |
 | ... the same captions' exact renders through the VAE judged right (the autoencoder's ceiling), one / two objects | {_share(f.get('vae_ceiling_one_object'))} / {_share(f.get('vae_ceiling_two_objects'))} | reported | |
 | text-to-image correct, two objects (same protocol) | {100 * f['t2i_two_object_accuracy']:.1f}% | reported | |
 | ... also sizes and texture right, one / two objects | {100 * f['t2i_one_object_accuracy_strict']:.1f}% / {100 * f['t2i_two_object_accuracy_strict']:.1f}% | reported | |
 | ... right on each part alone, one object | {_parts(f.get('t2i_one_object_parts'))} | reported | |
 | ... right on each part alone, two objects | {_parts(f.get('t2i_two_object_parts'))} | reported | |
-| DDIM inversion round trip (guidance 1, {c['roundtrip_steps']} steps, {c['roundtrip_scenes']} scenes): MSE / VAE-floor MSE | {f['ddim_roundtrip_mse_over_floor']:.3f}x ({f['ddim_roundtrip_mse']:.2e} / {f['vae_floor_mse']:.2e}) | <= {t['ddim_roundtrip_mse_over_floor']}x | {mark('ddim_roundtrip_mse_over_floor')} |
+| {sampler} inversion round trip (guidance 1, {c['roundtrip_steps']} steps, {c['roundtrip_scenes']} scenes): MSE / VAE-floor MSE | {f['ddim_roundtrip_mse_over_floor']:.3f}x ({f['ddim_roundtrip_mse']:.2e} / {f['vae_floor_mse']:.2e}) | <= {t['ddim_roundtrip_mse_over_floor']}x | {mark('ddim_roundtrip_mse_over_floor')} |
 
 "Correct" means the analytic detector (`unsample.shapes.detect`) finds every object's shape and
 colour and the background colour of the caption. The parts say where samples fail: the number of
