@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Inversion", "Model", "available_methods", "edit", "invert", "load", "reconstruct", "replay"]
+__all__ = ["Inversion", "Model", "available_methods", "edit", "flowedit", "invert", "load", "reconstruct", "replay"]
 
 _LAZY = {
     "load": "unsample.api",
     "invert": "unsample.api",
     "reconstruct": "unsample.api",
     "edit": "unsample.api",
+    "flowedit": "unsample.api",
     "replay": "unsample.api",
     "Inversion": "unsample.inversion",
     "Model": "unsample.backends.base",

@@ -26,3 +26,11 @@ EDIT_START_FRACTION = 0.0
 BATCH_SIZE = 8
 """Jobs run through the network together by `unsample batch` (measured on the embedded model; see
 docs/batch.md): larger batches gained little more on this 2-core machine."""
+FLOWEDIT_STEPS = 50
+"""FlowEdit's steps (the paper's SD3 setting, T = 50)."""
+FLOWEDIT_START_STEP = 17
+"""Steps skipped before FlowEdit starts (the paper's n_max = 33 of 50 for SD3)."""
+FLOWEDIT_SOURCE_GUIDANCE = 3.5
+"""CFG of the source prompt's branch in FlowEdit (the paper's SD3 setting)."""
+FLOWEDIT_TARGET_GUIDANCE = 13.5
+"""CFG of the target prompt's branch in FlowEdit (the paper's SD3 setting)."""
