@@ -112,3 +112,16 @@ def test_bad_settings_are_refused_in_one_line(tiny_sd3_pipeline_dir) -> None:
         unsample.flowedit(m, img, "a cat", "a dog", steps=6, start_step=2, draws=0)
     with pytest.raises(ValueError, match=r"target_guidance=-1"):
         unsample.flowedit(m, img, "a cat", "a dog", target_guidance=-1)
+
+
+@pytest.mark.filterwarnings("ignore:prompt")  # the tiny tokenizer knows few of the shapes world's words
+def test_the_edit_bench_runs_flowedit_as_a_row(tiny_sd3_pipeline_dir) -> None:
+    from unsample.bench import edit as edit_bench
+
+    m = unsample.load(str(tiny_sd3_pipeline_dir), device="cpu")
+    bench = edit_bench.EditBench(methods=("flowedit",), controls=("swap",), masks=("none",), pairs=2, steps=6,
+                                 inversion_guidance=1.0, edit_guidance=3.0, kinds=("color",))
+    rows = edit_bench.run(m, bench, progress=False)["per_pair"]
+    assert [r["method"] for r in rows] == ["flowedit", "flowedit"]
+    # 6 steps, the paper's share skipped (round(6 * 17 / 50) = 2): 4 steps x (source 1 + target 2 CFG halves)
+    assert all(r["nfe"] == 4 * (1 + 2) and r["mask"] == "none" for r in rows)

@@ -199,6 +199,47 @@ def runnable_on(model: Any, bench: EditBench) -> tuple[EditBench, str]:
         f"{type(model).__name__} has no cross-attention the editor can hook: left out {', '.join(left)}")
 
 
+FLOWEDIT = "flowedit"
+"""Not an inversion method: `unsample.flowedit` edits without inverting. In the bench it is a row
+with the swap control and no mask, its source CFG the bench's inversion guidance, its target CFG
+the edit guidance, and the paper's share of skipped steps (17 of 50)."""
+
+
+def _flowedit_rows(model: Any, bench: EditBench, cases: list[EditCase], floors: list[dict[str, float]],
+                   shown: dict[str, list[tuple[np.ndarray, ...]]], gallery: int, progress: bool) -> list[dict[str, Any]]:
+    import unsample
+    from unsample import defaults
+    from unsample.bench.stats import decoded_uint8, image_metrics
+
+    nan = float("nan")
+    start = round(bench.steps * defaults.FLOWEDIT_START_STEP / defaults.FLOWEDIT_STEPS)
+    rows = []
+    for case, floor in zip(cases, floors):
+        t = time.perf_counter()
+        res = unsample.flowedit(model, Image.fromarray(case.source), case.source_caption, case.target_caption,
+                                steps=bench.steps, start_step=start, source_guidance=bench.inversion_cfg,
+                                target_guidance=bench.edit_guidance, seed=bench.seed, output="result")
+        seconds = time.perf_counter() - t
+        edited = decoded_uint8(model, res.latent)
+        bg = image_metrics(edited, case.source, ~case.mask)
+        rows.append({
+            "set": case.variant, "method": FLOWEDIT, "control": "swap", "mask": "none", "kind": case.kind,
+            "pair": case.name, "success": case.judge(edited) if case.judge else nan,
+            "judge_ceiling": case.judge(case.target) if case.judge and case.target is not None else nan,
+            "bg_mse": bg["mse"], "bg_psnr": bg["psnr"], "bg_ssim": bg["ssim"], "floor_psnr": floor["psnr"],
+            "target_psnr": image_metrics(edited, case.target)["psnr"] if case.target is not None else nan,
+            "mask_area": 1.0, "nfe": res.network_evaluations, "seconds": seconds, "edit_seconds": seconds,
+        })
+        key = f"{FLOWEDIT} / swap / none" + ("" if case.variant == "clean" else f" / {case.variant}")
+        if len(shown[key]) < gallery:
+            shown[key].append((case.source, edited) + ((case.target,) if case.target is not None else ()))
+        if progress:
+            print(f"  {case.variant:<12} {FLOWEDIT:>12} {'swap':<10} {'none':<9} {case.kind:<10} "
+                  f"ok={rows[-1]['success']!s:<5} bg_psnr={bg['psnr']:.1f} (floor {floor['psnr']:.1f}) ({seconds:.1f} s)",
+                  flush=True)
+    return rows
+
+
 def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -> dict[str, Any]:
     import unsample
     from unsample.bench.stats import decoded_uint8, image_metrics
@@ -214,6 +255,9 @@ def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -
     shown: dict[str, list[tuple[np.ndarray, ...]]] = defaultdict(list)
     nan = float("nan")
     for method in bench.methods:
+        if method == FLOWEDIT:
+            rows += _flowedit_rows(model, bench, cases, floors, shown, gallery, progress)
+            continue
         opts = bench.options.get(method, {})
         for case, floor in zip(cases, floors):
             t0 = time.perf_counter()
