@@ -125,3 +125,32 @@ def test_the_edit_bench_runs_flowedit_as_a_row(tiny_sd3_pipeline_dir) -> None:
     assert [r["method"] for r in rows] == ["flowedit", "flowedit"]
     # 6 steps, the paper's share skipped (round(6 * 17 / 50) = 2): 4 steps x (source 1 + target 2 CFG halves)
     assert all(r["nfe"] == 4 * (1 + 2) and r["mask"] == "none" for r in rows)
+
+
+def test_the_cli_writes_the_edit_and_its_record_and_refuses_bad_input(tiny_sd3_pipeline_dir, tmp_path) -> None:
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from unsample.cli import app
+
+    src = tmp_path / "in.png"
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(src)
+    out = tmp_path / "edit.png"
+    common = ["--model", str(tiny_sd3_pipeline_dir), "--device", "cpu", "--quiet"]
+    run = CliRunner().invoke
+    r = run(app, ["flowedit", str(src), "-o", str(out), "--source-prompt", "a red cat", "--target-prompt", "a green dog",
+                  "--steps", "5", "--start-step", "2", "--source-guidance", "1", "--target-guidance", "3", *common])
+    assert r.exit_code == 0, r.output
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["command"] == "flowedit" and record["network_evaluations"] == 3 * (1 + 2)
+    assert record["source_prompt"] == "a red cat" and record["prompt"] == "a green dog"
+    bad = tmp_path / "bad.png"
+    r = run(app, ["flowedit", str(src), "-o", str(bad), "--source-prompt", "a red cat", "--target-prompt", "a dog",
+                  "--steps", "5", "--start-step", "5", *common])
+    assert r.exit_code == 2 and "--start-step 5 leaves no step of the 5" in r.output and not bad.exists()
+    text = tmp_path / "not-an-image.png"
+    text.write_text("hello")
+    r = run(app, ["flowedit", str(text), "-o", str(bad), "--source-prompt", "a", "--target-prompt", "b", *common])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and not bad.exists()
