@@ -113,3 +113,28 @@ def test_os_errors_on_writing_are_one_line(tiny_pipeline_dir: Path, tiny_image, 
                                  "--steps", "1", "--quiet"])
     assert r.exit_code == 2 and r.output.startswith("error:") and len(r.output.strip().splitlines()) == 1, r.output
     assert "Permission denied" in r.output
+
+
+def test_bad_flags_and_values_are_one_line_on_stderr_from_the_entry_point(monkeypatch, capsys, tmp_path: Path) -> None:
+    """The console script (not CliRunner, which bypasses it): typer would draw a box under the usage."""
+    import pytest
+
+    from unsample.cli import main
+
+    cases = [
+        (["invert", "x.png", "--steps", "0", "-o", str(tmp_path / "y.safetensors")],
+         "error: Invalid value for '--steps': Input should be greater than or equal to 1 (see 'unsample invert --help')"),
+        (["invert", "--bogus"], "error: No such option: --bogus (see 'unsample invert --help')"),
+        (["edit"], "error: Missing argument 'source'. (see 'unsample edit --help')"),
+    ]
+    for argv, line in cases:
+        monkeypatch.setattr("sys.argv", ["unsample", *argv])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        out, err = capsys.readouterr()
+        assert exit_info.value.code == 2 and err.strip() == line and out == "", (argv, out, err)
+    assert not (tmp_path / "y.safetensors").exists()
+    monkeypatch.setattr("sys.argv", ["unsample", "methods"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 0 and "ddim" in capsys.readouterr().out

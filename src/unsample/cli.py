@@ -969,10 +969,32 @@ def install_signal_cleanup() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
+def _usage_error(err: Exception) -> str | None:
+    """One line for a bad flag or value (typer's click errors); None for anything else."""
+    format_message = getattr(err, "format_message", None)
+    if format_message is None or not isinstance(getattr(err, "exit_code", None), int):
+        return None
+    ctx = getattr(err, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return "error: " + " ".join(str(format_message()).split()) + where
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. Bad flags and values are one line on stderr, exit 2 (typer
+    would draw them in a box under the usage text); bare commands still print their help."""
     install_signal_cleanup()
-    app(prog_name="unsample")
+    try:
+        code = app(prog_name="unsample", standalone_mode=False)
+    except Exception as err:
+        line = _usage_error(err)
+        if line is None:
+            raise
+        if type(err).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as typer prints it
+            err.show()  # type: ignore[attr-defined]
+        else:
+            typer.echo(line, err=True)
+        sys.exit(err.exit_code)  # type: ignore[attr-defined]
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
