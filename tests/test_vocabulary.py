@@ -252,3 +252,29 @@ def test_a_prompt_longer_than_the_window_is_said(tmp_path) -> None:
         warnings.simplefilter("always")
         check_prompt_words(model, long)
     assert any("would be cut" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("fixture,window", [("tiny_sd3_pipeline_dir", None), ("tiny_flux_pipeline_dir", None),
+                                            ("tiny_sd3_no_t5_pipeline_dir", 12)])
+def test_a_t5_pipeline_reads_prompts_past_clips_window(fixture: str, window: int | None,
+                                                       request: pytest.FixtureRequest) -> None:
+    """SD3 / Flux with T5: the prompt reaches the transformer up to max_sequence_length T5 tokens,
+    so a prompt longer than CLIP's window is not refused; without T5, CLIP's window holds."""
+    import warnings
+
+    import unsample
+    from unsample.backends.vocabulary import prompt_problems
+
+    m = unsample.load(str(request.getfixturevalue(fixture)), device="cpu")
+    long = " ".join(["a red cat"] * 10)  # 30 words: past the tiny CLIP's 12 tokens
+    overflow, _, _ = prompt_problems(m, long)
+    if window is None:
+        assert overflow is None
+        m.max_sequence_length = 8  # a T5 window the prompt overflows
+        overflow, _, _ = prompt_problems(m, long)
+        assert overflow is not None and "the text encoder reads 8" in overflow
+    else:
+        assert overflow is not None and f"the text encoder reads {window}" in overflow
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert unsample.api.check_prompt_words(m, "a red cat") == []

@@ -409,6 +409,19 @@ class TransformerPipelineModel(Model):
     def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
         return vae_decode(self.pipe.vae, latent, self.device)
 
+    T5_TOKENIZER = ""
+    """The pipeline's T5 tokenizer attribute (SD3: tokenizer_3, Flux: tokenizer_2)."""
+    max_sequence_length: int = 0
+
+    def prompt_window(self, prompt: str) -> tuple[int, int]:
+        """With a T5 encoder the whole prompt reaches the transformer up to ``max_sequence_length``
+        T5 tokens (CLIP reads its first 77 tokens for the pooled vector, as the pipeline does), so
+        that is the window; without one, CLIP's."""
+        t5 = getattr(self.pipe, self.T5_TOKENIZER, None) if self.T5_TOKENIZER else None
+        if t5 is None or self.max_sequence_length <= 0:
+            return super().prompt_window(prompt)
+        return len(t5(prompt, truncation=False).input_ids), int(self.max_sequence_length)
+
     def _encode(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(per-token embeddings [1, L, D], pooled [1, P]) from the pipeline's own encode_prompt."""
         raise NotImplementedError

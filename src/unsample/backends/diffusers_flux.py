@@ -60,6 +60,7 @@ class FluxModel(TransformerPipelineModel):
 
     max_sequence_length: int = 512
     """T5 tokens of a prompt (diffusers' default for Flux)."""
+    T5_TOKENIZER = "tokenizer_2"
     distilled_guidance: float = 3.5
     """The guidance-embedding input of a guidance-distilled transformer (Flux-dev's default)."""
 

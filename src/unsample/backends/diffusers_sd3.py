@@ -65,6 +65,7 @@ class StableDiffusion3Model(TransformerPipelineModel):
 
     max_sequence_length: int = 256
     """T5 tokens of a prompt (diffusers' default for SD3; a folder's unsample.json may say otherwise)."""
+    T5_TOKENIZER = "tokenizer_3"
 
     def __init__(self, pipe: Any, name: str) -> None:
         from unsample.core.flow_schedule import FlowSchedule
