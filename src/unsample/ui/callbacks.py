@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from unsample import defaults
 from unsample.backends.base import Model
+from unsample.images import psnr
 from unsample.ui.controls import options_from_values
 from unsample.ui.session import CachedInversion, InversionKey, SessionState
 from unsample.ui.settings import DISPLAY_MIN_SIDE, MAX_IMAGE_PIXELS, MAX_STEPS
@@ -231,11 +232,6 @@ def _inversion(model: Model, state: SessionState, request: InvertRequest, progre
     return entry, False
 
 
-def _psnr(a: Image.Image, b: Image.Image) -> float:
-    err = np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2)
-    return float("inf") if err == 0 else float(10 * np.log10(255.0**2 / err))
-
-
 def _inversion_cost(inv: Any) -> str:
     return (f"{inv.method}, {inv.steps} steps, guidance {inv.guidance:g}: NFE {inv.nfe} "
             f"({inv.model_calls} model calls), {inv.seconds:.2f} s")
@@ -251,7 +247,7 @@ def invert(model: Model, state: SessionState, request: InvertRequest, progress: 
         sample = unsample.reconstruct(model, entry.inversion, output="result", progress=progress)
         entry.reconstruction = tensor_to_pil(model.decode_latent(sample.latent.float()))
         assert state.image is not None
-        entry.psnr_db = _psnr(state.image, entry.reconstruction)
+        entry.psnr_db = psnr(state.image, entry.reconstruction)
         entry.reconstruction_nfe, entry.reconstruction_seconds = sample.nfe, sample.seconds
     made = "inversion reused from this session (no new model calls); it cost " if reused else "inversion: "
     cost = (f"{made}{_inversion_cost(entry.inversion)}. Reconstruction: PSNR {entry.psnr_db:.2f} dB against the input "
