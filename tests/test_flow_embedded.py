@@ -139,3 +139,21 @@ def test_the_edit_bench_leaves_out_what_a_flow_model_cannot_hook() -> None:
     assert note == "StableDiffusion3Model has no cross-attention the editor can hook: left out p2p, mask attention"
     with pytest.raises(ValueError, match="every control or mask asked for needs it"):
         runnable_on(flow, EditBench(controls=("p2p",), masks=("none",)))
+
+
+def test_max_minutes_changes_the_cap_of_a_run_and_is_kept(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from unsample.cli import app
+    from unsample.embedded import flow_train
+
+    flow_train.train_embedded_flow(tmp_path, config=FlowTrainConfig.tiny(), max_minutes=30)
+    saved = json.loads((tmp_path / "run.json").read_text())["config"]
+    assert saved["max_minutes"] == 30.0 and saved["layers"] == 1  # the tiny config, with the new cap
+    flow_train.train_embedded_flow(tmp_path, max_minutes=45)  # a resumable change
+    assert json.loads((tmp_path / "run.json").read_text())["config"]["max_minutes"] == 45.0
+    with pytest.raises(ValueError, match="max_minutes=0 must be positive"):
+        flow_train.train_embedded_flow(tmp_path, max_minutes=0)
+    r = CliRunner().invoke(app, ["train-embedded", "--out", str(tmp_path / "sd"), "--max-minutes", "5"])
+    assert r.exit_code == 2 and "--max-minutes applies to --family flow" in r.output
+    assert not (tmp_path / "sd").exists()

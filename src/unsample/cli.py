@@ -584,6 +584,9 @@ def train_embedded_cmd(
         "--autoencoder-from", help="sd: start a new run at the UNet stage with this finished model folder's autoencoder "
         "(its training.json must match the run's autoencoder settings); flow: the model whose autoencoder and "
         "tokenizer to use (default: the installed embedded model).")] = None,
+    max_minutes: Annotated[float | None, typer.Option(
+        "--max-minutes", help="flow: the run's wall-clock cap in minutes (default 180), kept in its run.json; "
+        "the learning rate decays by it. May change on resume.")] = None,
 ) -> None:
     """Train an embedded model from scratch; resumes from checkpoints.
 
@@ -595,13 +598,16 @@ def train_embedded_cmd(
         from unsample.embedded.flow_configs import FlowTrainConfig
         from unsample.embedded.flow_train import train_embedded_flow
 
-        model_dir = train_embedded_flow(out, config=FlowTrainConfig.tiny() if tiny else None, autoencoder_from=autoencoder_from)
+        model_dir = train_embedded_flow(out, config=FlowTrainConfig.tiny() if tiny else None,
+                                        autoencoder_from=autoencoder_from, max_minutes=max_minutes)
         typer.echo(f"model written to {model_dir}")
         if install:
             typer.echo(f"installed into {install_trained_model(out, 'embedded-flow')}")
         return
     if family != "sd":
         raise UserError(f"--family {family!r} is not sd or flow")
+    if max_minutes is not None:
+        raise UserError("--max-minutes applies to --family flow; the sd run's stages have their own caps in run.json")
     from unsample.embedded.configs import TrainConfig
     from unsample.embedded.train import train_embedded
 

@@ -1,6 +1,7 @@
-"""``python -m unsample.bench.embedded_methods``: the figures tests/test_embedded_methods.py asserts.
+"""``python -m unsample.bench.embedded_methods [--model embedded-flow]``: the figures
+tests/test_embedded_methods.py (and, for the flow model, tests/test_embedded_flow_methods.py) asserts.
 
-Two checks on the embedded model, one held-out one-object scene each, pixel MSE on [0, 1]
+Two checks on an embedded model, one held-out one-object scene each, pixel MSE on [0, 1]
 against the source render (the VAE floor is the MSE of decoding the image's own latent):
 
 - ``fixed_point_vs_ddim``: DDIM and fixed-point inversion at guidance 7, 20 steps;
@@ -64,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     import unsample
 
     parser = argparse.ArgumentParser(prog="python -m unsample.bench.embedded_methods", description=__doc__.split("\n")[0])
-    parser.parse_args(argv)
-    model = unsample.load(device="cpu")
+    parser.add_argument("--model", default="embedded", choices=("embedded", "embedded-flow"),
+                        help="the embedded UNet model (default) or the embedded flow model")
+    args = parser.parse_args(argv)
+    model = unsample.load(args.model, device="cpu")
     print(f"model {model.fingerprint}")
     fp = fixed_point_vs_ddim(model)
     print(f"guidance 7, 20 steps: DDIM {fp['ddim']:.2e}, fixed-point {fp['fixed-point']:.2e}, "

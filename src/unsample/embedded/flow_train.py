@@ -212,14 +212,20 @@ def export_pipeline(out: Path, cfg: FlowTrainConfig, parts: FlowParts, final: ck
     return out / MODEL_DIR
 
 
-def train_embedded_flow(out: Path, *, config: FlowTrainConfig | None = None, autoencoder_from: Path | None = None) -> Path:
+def train_embedded_flow(out: Path, *, config: FlowTrainConfig | None = None, autoencoder_from: Path | None = None,
+                        max_minutes: float | None = None) -> Path:
     """Train (or resume) the flow model in ``out/``; return ``out/model``. ``autoencoder_from``
-    defaults to the installed embedded model."""
+    defaults to the installed embedded model; ``max_minutes`` replaces the run's wall-clock cap
+    (saved in its run.json; the learning rate's decay follows the cap)."""
     from unsample.embedded import embedded_model_path
 
+    if max_minutes is not None and not max_minutes > 0:
+        raise ValueError(f"max_minutes={max_minutes} must be positive")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = _resolve_config(out, config)
+    if max_minutes is not None and max_minutes != cfg.max_minutes:
+        cfg = _resolve_config(out, dataclasses.replace(cfg, max_minutes=float(max_minutes)))
     folder = Path(autoencoder_from) if autoencoder_from is not None else embedded_model_path("embedded")
     if not (folder / "vae").is_dir():
         raise ValueError(f"{folder} holds no autoencoder (vae/); give a finished embedded model with --autoencoder-from")
