@@ -205,13 +205,39 @@ with the swap control and no mask, its source CFG the bench's inversion guidance
 the edit guidance, and the paper's share of skipped steps (17 of 50)."""
 
 
+def _scored_row(model: Any, case: EditCase, floor: dict[str, float], latent: Any, labels: tuple[str, str, str],
+                cost: dict[str, float], shown: dict[str, list[tuple[np.ndarray, ...]]], gallery: int,
+                progress: bool) -> dict[str, Any]:
+    """One pair's row: ``latent`` decoded and scored against the case (edit success, background
+    and target figures), ``labels`` = (method, control, mask), ``cost`` = its mask_area, nfe,
+    seconds and edit_seconds; the first ``gallery`` edits of each row are kept in ``shown``."""
+    from unsample.bench.stats import decoded_uint8, image_metrics
+
+    nan = float("nan")
+    method, control, mask = labels
+    edited = decoded_uint8(model, latent)
+    bg = image_metrics(edited, case.source, ~case.mask)
+    row = {
+        "set": case.variant, "method": method, "control": control, "mask": mask, "kind": case.kind, "pair": case.name,
+        "success": case.judge(edited) if case.judge else nan,
+        "judge_ceiling": case.judge(case.target) if case.judge and case.target is not None else nan,
+        "bg_mse": bg["mse"], "bg_psnr": bg["psnr"], "bg_ssim": bg["ssim"], "floor_psnr": floor["psnr"],
+        "target_psnr": image_metrics(edited, case.target)["psnr"] if case.target is not None else nan,
+    } | cost
+    key = f"{method} / {control} / {mask}" + ("" if case.variant == "clean" else f" / {case.variant}")
+    if len(shown[key]) < gallery:
+        shown[key].append((case.source, edited) + ((case.target,) if case.target is not None else ()))
+    if progress:
+        print(f"  {case.variant:<12} {method:>12} {control:<10} {mask:<9} {case.kind:<10} ok={row['success']!s:<5} "
+              f"bg_psnr={bg['psnr']:.1f} (floor {floor['psnr']:.1f}) ({cost['edit_seconds']:.1f} s)", flush=True)
+    return row
+
+
 def _flowedit_rows(model: Any, bench: EditBench, cases: list[EditCase], floors: list[dict[str, float]],
                    shown: dict[str, list[tuple[np.ndarray, ...]]], gallery: int, progress: bool) -> list[dict[str, Any]]:
     import unsample
     from unsample import defaults
-    from unsample.bench.stats import decoded_uint8, image_metrics
 
-    nan = float("nan")
     start = round(bench.steps * defaults.FLOWEDIT_START_STEP / defaults.FLOWEDIT_STEPS)
     rows = []
     for case, floor in zip(cases, floors):
@@ -220,29 +246,13 @@ def _flowedit_rows(model: Any, bench: EditBench, cases: list[EditCase], floors: 
                                 steps=bench.steps, start_step=start, source_guidance=bench.inversion_cfg,
                                 target_guidance=bench.edit_guidance, seed=bench.seed, output="result")
         seconds = time.perf_counter() - t
-        edited = decoded_uint8(model, res.latent)
-        bg = image_metrics(edited, case.source, ~case.mask)
-        rows.append({
-            "set": case.variant, "method": FLOWEDIT, "control": "swap", "mask": "none", "kind": case.kind,
-            "pair": case.name, "success": case.judge(edited) if case.judge else nan,
-            "judge_ceiling": case.judge(case.target) if case.judge and case.target is not None else nan,
-            "bg_mse": bg["mse"], "bg_psnr": bg["psnr"], "bg_ssim": bg["ssim"], "floor_psnr": floor["psnr"],
-            "target_psnr": image_metrics(edited, case.target)["psnr"] if case.target is not None else nan,
-            "mask_area": 1.0, "nfe": res.network_evaluations, "seconds": seconds, "edit_seconds": seconds,
-        })
-        key = f"{FLOWEDIT} / swap / none" + ("" if case.variant == "clean" else f" / {case.variant}")
-        if len(shown[key]) < gallery:
-            shown[key].append((case.source, edited) + ((case.target,) if case.target is not None else ()))
-        if progress:
-            print(f"  {case.variant:<12} {FLOWEDIT:>12} {'swap':<10} {'none':<9} {case.kind:<10} "
-                  f"ok={rows[-1]['success']!s:<5} bg_psnr={bg['psnr']:.1f} (floor {floor['psnr']:.1f}) ({seconds:.1f} s)",
-                  flush=True)
+        cost = {"mask_area": 1.0, "nfe": res.network_evaluations, "seconds": seconds, "edit_seconds": seconds}
+        rows.append(_scored_row(model, case, floor, res.latent, (FLOWEDIT, "swap", "none"), cost, shown, gallery, progress))
     return rows
 
 
 def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -> dict[str, Any]:
     import unsample
-    from unsample.bench.stats import decoded_uint8, image_metrics
     from unsample.editing.branches import DIRECT_METHODS
     from unsample.editing.masks import NoiseMaskConfig
 
@@ -253,7 +263,6 @@ def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -
     floors = [autoencoder_floor(model, case) for case in cases]
     rows: list[dict[str, Any]] = []
     shown: dict[str, list[tuple[np.ndarray, ...]]] = defaultdict(list)
-    nan = float("nan")
     for method in bench.methods:
         if method == FLOWEDIT:
             rows += _flowedit_rows(model, bench, cases, floors, shown, gallery, progress)
@@ -281,26 +290,10 @@ def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -
                         noise_mask=NoiseMaskConfig(rule=bench.mask_rule, smooth=bench.mask_smooth),
                     )
                     seconds = time.perf_counter() - t
-                    edited = decoded_uint8(model, res.latent)
-                    bg = image_metrics(edited, case.source, ~case.mask)
-                    rows.append({
-                        "set": case.variant, "method": method, "control": control, "mask": mask, "kind": case.kind,
-                        "pair": case.name,
-                        "success": case.judge(edited) if case.judge else nan,
-                        "judge_ceiling": case.judge(case.target) if case.judge and case.target is not None else nan,
-                        "bg_mse": bg["mse"], "bg_psnr": bg["psnr"], "bg_ssim": bg["ssim"], "floor_psnr": floor["psnr"],
-                        "target_psnr": image_metrics(edited, case.target)["psnr"] if case.target is not None else nan,
-                        "mask_area": float(res.mask.float().mean()) if res.mask is not None else 1.0,  # no mask: all may change
-                        "nfe": inv.nfe + res.network_evaluations,
-                        "seconds": t_inv + seconds, "edit_seconds": seconds,
-                    })
-                    key = f"{method} / {control} / {mask}" + ("" if case.variant == "clean" else f" / {case.variant}")
-                    if len(shown[key]) < gallery:
-                        shown[key].append((case.source, edited) + ((case.target,) if case.target is not None else ()))
-                    if progress:
-                        r = rows[-1]
-                        print(f"  {case.variant:<12} {method:>12} {control:<10} {mask:<9} {case.kind:<10} ok={r['success']!s:<5} "
-                              f"bg_psnr={r['bg_psnr']:.1f} (floor {floor['psnr']:.1f}) ({seconds:.1f} s)", flush=True)
+                    cost = {"mask_area": float(res.mask.float().mean()) if res.mask is not None else 1.0,  # no mask: all may change
+                            "nfe": inv.nfe + res.network_evaluations, "seconds": t_inv + seconds, "edit_seconds": seconds}
+                    rows.append(_scored_row(model, case, floor, res.latent, (method, control, mask), cost, shown,
+                                            gallery, progress))
     return {"per_pair": rows, "summary": summarise(rows), "gallery": shown, "skipped": skipped}
 
 
