@@ -1,30 +1,44 @@
-"""The committed embedded model and its model card: size, loading, figures against the targets."""
+"""The committed embedded models and their model cards: size, loading, figures against the targets.
+
+Each test runs for the embedded UNet model and the embedded flow model, and skips a model whose
+weights are not installed in this checkout.
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from unsample.embedded import embedded_model_path
 from unsample.embedded.evaluate import TARGETS
 
-FOLDER = embedded_model_path()
-pytestmark = pytest.mark.skipif(
-    not (FOLDER / "model_index.json").is_file(), reason="the embedded model is not installed in this checkout"
-)
+NAMES = ("embedded", "embedded-flow")
 
 
-def test_weights_are_safetensors_within_25_mb() -> None:
-    files = list(FOLDER.rglob("*"))
+@pytest.fixture(params=NAMES)
+def name(request: pytest.FixtureRequest) -> str:
+    if not (embedded_model_path(request.param) / "model_index.json").is_file():
+        pytest.skip(f"{request.param} is not installed in this checkout")
+    return request.param
+
+
+@pytest.fixture
+def folder(name: str) -> Path:
+    return embedded_model_path(name)
+
+
+def test_weights_are_safetensors_within_25_mb(folder: Path) -> None:
+    files = list(folder.rglob("*"))
     weights = [p for p in files if p.suffix == ".safetensors"]
     assert weights and not [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
     assert sum(p.stat().st_size for p in weights) <= 25 * 1024 * 1024
 
 
-def test_model_card_matches_its_targets() -> None:
-    card = json.loads((FOLDER / "model_card.json").read_text())
-    text = (FOLDER / "MODEL_CARD.md").read_text()
+def test_model_card_matches_its_targets(folder: Path) -> None:
+    card = json.loads((folder / "model_card.json").read_text())
+    text = (folder / "MODEL_CARD.md").read_text()
     f = card["figures"]
     assert card["targets"] == TARGETS
     recomputed = {
@@ -38,23 +52,26 @@ def test_model_card_matches_its_targets() -> None:
     assert card["config"]["t2i_samples"] == 200 and card["config"]["vae_scenes"] == 500  # the issue's protocol
 
 
-def test_embedded_model_loads_offline_with_no_argument(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_embedded_model_loads_offline_by_name(name: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import unsample
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    model = unsample.load(device="cpu")
-    assert model.name == "embedded" and model.resolution == 64
-    card = json.loads((FOLDER / "model_card.json").read_text())
+    model = unsample.load(device="cpu") if name == "embedded" else unsample.load(name, device="cpu")
+    assert model.name == name and model.resolution == 64
+    card = json.loads((folder / "model_card.json").read_text())
     assert model.fingerprint == card["model_fingerprint"]
 
 
-def test_default_training_config_is_the_shipped_recipe() -> None:
-    """``unsample train-embedded`` with no options trains what is committed (budgets aside)."""
+def test_default_training_config_is_the_shipped_recipe(name: str, folder: Path) -> None:
+    """``unsample train-embedded [--family flow]`` with no options trains what is committed (budgets aside)."""
+    from unsample.embedded import flow_train, train
     from unsample.embedded.configs import TrainConfig
-    from unsample.embedded.train import RESUMABLE_CHANGES, TRAINING_JSON
+    from unsample.embedded.flow_configs import FlowTrainConfig
 
+    config, resumable = (TrainConfig, train.RESUMABLE_CHANGES) if name == "embedded" else \
+        (FlowTrainConfig, flow_train.RESUMABLE_CHANGES)
     # read as a run folder's config is read: fields newer than the run take their old behaviour
-    shipped = TrainConfig.from_json(json.loads((FOLDER / TRAINING_JSON).read_text())["config"]).to_json()
-    default = TrainConfig().to_json()
-    differ = {k for k in default if json.dumps(default[k]) != json.dumps(shipped.get(k))} - RESUMABLE_CHANGES
+    shipped = config.from_json(json.loads((folder / train.TRAINING_JSON).read_text())["config"]).to_json()
+    default = config().to_json()
+    differ = {k for k in default if json.dumps(default[k]) != json.dumps(shipped.get(k))} - resumable
     assert not differ, {k: (shipped.get(k), default[k]) for k in differ}

@@ -6,7 +6,10 @@ against the source render (the VAE floor is the MSE of decoding the image's own 
 
 - ``fixed_point_vs_ddim``: DDIM and fixed-point inversion at guidance 7, 20 steps;
 - ``null_text_vs_ddim``: null-text and DDIM inversion at guidance 7.5, 50 steps, and null-text's
-  mean number of inner optimisation steps.
+  mean number of inner optimisation steps;
+- ``exact_vs_ddim_latent``: the latent round trip (invert, then sample back; mean squared error
+  against the image's own latent, so no autoencoder in it) of DDIM, EDICT and BDIA at guidance 5,
+  10 steps: the exact methods invert their own sampler algebraically, DDIM only approximately.
 
 The tests call these same functions and assert on what they return; this command prints it.
 """
@@ -61,6 +64,19 @@ def null_text_vs_ddim(model: Any, seed: int = 1) -> dict[str, float]:
             "mean_inner_steps": float(inv.stats["mean_inner_steps"])}
 
 
+def exact_vs_ddim_latent(model: Any, seed: int = 2) -> dict[str, float]:
+    """Latent MSE of invert-then-sample for DDIM, EDICT and BDIA at guidance 5 (10 steps)."""
+    import unsample
+
+    image, cap = held_out_scene(seed)
+    errors = {}
+    for method in ("ddim", "edict", "bdia"):
+        inv = unsample.invert(model, image, cap, method=method, steps=10, guidance=5.0)
+        back = unsample.reconstruct(model, inv, output="latent")
+        errors[method] = float((back.float() - inv.image_latent.float()).pow(2).mean())
+    return errors
+
+
 def main(argv: list[str] | None = None) -> int:
     import unsample
 
@@ -76,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     nt = null_text_vs_ddim(model)
     print(f"guidance 7.5, 50 steps: null-text {nt['null-text'] / nt['floor']:.3f}x the VAE floor, "
           f"DDIM {nt['ddim'] / nt['floor']:.2f}x, {nt['mean_inner_steps']:.2f} inner steps on average")
+    ex = exact_vs_ddim_latent(model)
+    print("guidance 5, 10 steps, latent round trip (MSE): " + ", ".join(f"{k} {v:.2e}" for k, v in ex.items()))
     return 0
 
 
