@@ -213,3 +213,22 @@ def test_merge_keeps_the_first_pairs(tiny_model, tmp_path: Path) -> None:
 
     assert no_times(merged_tables([str(tmp_path / "three")], pairs=2)) == no_times(merged_tables([str(tmp_path / "two")]))
     assert merged_tables([str(tmp_path / "three")]).startswith("3 edit pairs")
+
+
+def test_side_by_side_pairs_the_rows_two_runs_share(tiny_model, tmp_path: Path) -> None:
+    from unsample.bench.side_by_side import side_by_side
+
+    for name, methods in (("a", ("ddim", "edict")), ("b", ("ddim",))):
+        rec = rec_bench.ReconstructionBench(methods=methods, steps=(2,), guidance=(1.0,), scenes=1)
+        result = rec_bench.run(tiny_model, rec, progress=False)
+        rec_bench.write_report(result, rec, tmp_path / name, "t", tiny_model)
+    table = side_by_side(str(tmp_path / "a"), str(tmp_path / "b"))
+    ddim = json.loads((tmp_path / "a" / "results.json").read_text())["rows"]
+    ratio = next(r["mse_over_floor"] for r in ddim if r["row"] == "ddim s=2 g=1")
+    lines = [line for line in table.splitlines() if line.startswith("| ddim")]
+    assert len(lines) == 1 and "edict" not in table  # only the shared row
+    assert lines[0].split(" | ")[4] == f"{ratio:.2f}" == lines[0].split(" | ")[5]  # same model: same figures
+    other = rec_bench.ReconstructionBench(methods=("ddim",), steps=(2,), guidance=(1.0,), scenes=1, seed=5)
+    rec_bench.write_report(rec_bench.run(tiny_model, other, progress=False), other, tmp_path / "c", "t", tiny_model)
+    with pytest.raises(ValueError, match="different scenes"):
+        side_by_side(str(tmp_path / "a"), str(tmp_path / "c"))
