@@ -69,7 +69,7 @@ def exact_vs_ddim_latent(model: Any, seed: int = 2) -> dict[str, float]:
     import unsample
 
     image, cap = held_out_scene(seed)
-    errors = {}
+    errors: dict[str, float] = {}
     for method in ("ddim", "edict", "bdia"):
         inv = unsample.invert(model, image, cap, method=method, steps=10, guidance=5.0)
         back = unsample.reconstruct(model, inv, output="latent")
