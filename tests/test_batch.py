@@ -4,6 +4,7 @@ SIGKILL at random moments resumes to outputs identical to an uninterrupted run."
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -132,14 +133,20 @@ def test_sigkill_at_random_moments_resumes_to_identical_outputs(tiny_pipeline_di
     print(f"batch of 12 jobs: {kills} SIGKILLs, {kills + 1} resumes, {len(_contents(out))} files compared")
 
 
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+"""Every process of these runs on one thread (`--processes 2` and accelerate give each process one
+of the two cores): torch's CPU kernels split their sums by thread count, so a 2-thread run may
+differ from a 1-thread run in the last bits on some CPUs, and the tests compare bit for bit."""
+
+
 def test_two_processes_give_the_one_process_outputs(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
     manifest = _manifest(tmp_path, 6, 4)
     common = [str(manifest), "--model", str(tiny_pipeline_dir), "--device", "cpu", "--quiet", "--out"]
     one = subprocess.run([sys.executable, "-m", "unsample.cli", "batch", *common, str(tmp_path / "one")],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=ONE_THREAD)
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "unsample.cli", "batch", *common, str(tmp_path / "two"), "--processes", "2"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=ONE_THREAD)
     assert two.returncode == 0, two.stderr
     assert "2 processes: 6 of 6 jobs done" in two.stdout
     assert sorted(p.name for p in (tmp_path / "two").glob("manifest.done*")) == [
@@ -155,11 +162,11 @@ def test_accelerate_launch_with_two_processes_gives_the_one_process_outputs(tiny
     manifest = _manifest(tmp_path, 6, 4)
     common = [str(manifest), "--model", str(tiny_pipeline_dir), "--quiet", "--out"]
     one = subprocess.run([sys.executable, "-m", "unsample.cli", "batch", *common, str(tmp_path / "one"), "--device", "cpu"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=ONE_THREAD)
     assert one.returncode == 0, one.stderr
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "unsample.cli", "batch"]
-    two = subprocess.run(launch + common + [str(tmp_path / "two")], capture_output=True, text=True, timeout=300)
+    two = subprocess.run(launch + common + [str(tmp_path / "two")], capture_output=True, text=True, timeout=300, env=ONE_THREAD)
     assert two.returncode == 0, two.stderr[-2000:]
     assert "2 processes: 6 of 6 jobs done, 0 failed" in two.stdout
     assert sorted(p.name for p in (tmp_path / "two").glob("manifest.done*")) == [
