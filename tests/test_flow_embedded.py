@@ -110,6 +110,42 @@ def test_an_interrupted_flow_run_resumes_and_a_changed_one_is_refused(tmp_path: 
         flow_train.train_embedded_flow(tmp_path, config=dataclasses.replace(FlowTrainConfig.tiny(), layers=2))
 
 
+def test_a_run_continues_a_finished_model_from_its_exported_weights(flow_run: Path, tmp_path: Path) -> None:
+    """--init-from: the new run's weights start as the finished model's (its EMA transformer), and
+    the exported training.json adds both runs up; a model of another config is refused."""
+    from diffusers import SD3Transformer2DModel
+    from typer.testing import CliRunner
+
+    from unsample.cli import app
+    from unsample.embedded.flow_train import build_parts, load_finished
+
+    finished = flow_run / "model"
+    parts = build_parts(FlowTrainConfig.tiny(), embedded_model_path())
+    load_finished(parts, finished)
+    exported = SD3Transformer2DModel.from_pretrained(str(finished / "transformer")).state_dict()
+    ours = parts.transformer.state_dict()
+    assert set(ours) == set(exported) and all(torch.equal(ours[k], exported[k]) for k in exported)
+
+    out = tmp_path / "continued"
+    r = CliRunner().invoke(app, ["train-embedded", "--family", "flow", "--tiny", "--out", str(out),
+                                 "--init-from", str(finished), "--lr", "1e-4"])
+    assert r.exit_code == 0, r.output
+    training = json.loads((out / "model" / "training.json").read_text())
+    first = json.loads((finished / "training.json").read_text())
+    assert training["steps"] == first["steps"] + 3 and [run["init"] for run in training["runs"]] == ["scratch", "continued"]
+    assert training["runs"][1]["lr"] == 1e-4 and training["autoencoder_from"].startswith("embedded")
+    assert "continuing" in (out / "train.log").read_text()
+
+    bigger = tmp_path / "bigger"
+    bigger.mkdir()
+    (bigger / "run.json").write_text(json.dumps({"config": {**FlowTrainConfig.tiny().to_json(), "layers": 2}}))
+    r = CliRunner().invoke(app, ["train-embedded", "--family", "flow", "--out", str(bigger), "--init-from", str(finished)])
+    assert r.exit_code == 2 and "does not fit this run's config" in r.output
+    r = CliRunner().invoke(app, ["train-embedded", "--family", "flow", "--out", str(tmp_path / "x"),
+                                 "--init-from", str(tmp_path)])
+    assert r.exit_code == 2 and "training.json" in r.output
+
+
 def test_the_card_measures_a_flow_model(flow_run: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -155,5 +191,5 @@ def test_max_minutes_changes_the_cap_of_a_run_and_is_kept(tmp_path: Path) -> Non
     with pytest.raises(ValueError, match="max_minutes=0 must be positive"):
         flow_train.train_embedded_flow(tmp_path, max_minutes=0)
     r = CliRunner().invoke(app, ["train-embedded", "--out", str(tmp_path / "sd"), "--max-minutes", "5"])
-    assert r.exit_code == 2 and "--max-minutes applies to --family flow" in r.output
+    assert r.exit_code == 2 and "--max-minutes, --init-from and --lr apply to --family flow" in r.output
     assert not (tmp_path / "sd").exists()

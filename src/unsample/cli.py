@@ -571,6 +571,18 @@ def train_embedded_pixel_cmd(
         typer.echo(f"installed into {install_trained_model(out, 'embedded-pixel')}")
 
 
+def _saved_flow_config(out: Path) -> Any:
+    """The flow config a run folder holds (run.json), or the default one for a new folder."""
+    import json
+
+    from unsample.embedded.flow_configs import FlowTrainConfig
+
+    path = out / "run.json"
+    if path.exists():
+        return FlowTrainConfig.from_json(json.loads(path.read_text(encoding="utf-8"))["config"])
+    return FlowTrainConfig()
+
+
 @app.command("train-embedded")
 @_friendly
 def train_embedded_cmd(
@@ -587,6 +599,11 @@ def train_embedded_cmd(
     max_minutes: Annotated[float | None, typer.Option(
         "--max-minutes", help="flow: the run's wall-clock cap in minutes (default 180), kept in its run.json; "
         "the learning rate decays by it. May change on resume.")] = None,
+    init_from: Annotated[Path | None, typer.Option(
+        "--init-from", help="flow: start a new run from this finished flow model folder's weights (a warm restart: "
+        "new optimiser and learning-rate schedule; training.json adds up both runs).")] = None,
+    lr: Annotated[float | None, typer.Option(
+        "--lr", help="flow: the new run's peak learning rate (default 3e-4); fixed for the run once started.")] = None,
 ) -> None:
     """Train an embedded model from scratch; resumes from checkpoints.
 
@@ -595,19 +612,26 @@ def train_embedded_cmd(
     from unsample.embedded import install_trained_model
 
     if family == "flow":
+        import dataclasses
+
         from unsample.embedded.flow_configs import FlowTrainConfig
         from unsample.embedded.flow_train import train_embedded_flow
 
-        model_dir = train_embedded_flow(out, config=FlowTrainConfig.tiny() if tiny else None,
-                                        autoencoder_from=autoencoder_from, max_minutes=max_minutes)
+        if lr is not None and not lr > 0:
+            raise UserError(f"--lr {lr} must be positive")
+        config = FlowTrainConfig.tiny() if tiny else None
+        if lr is not None:
+            config = dataclasses.replace(config or _saved_flow_config(out), lr=lr)
+        model_dir = train_embedded_flow(out, config=config, autoencoder_from=autoencoder_from,
+                                        max_minutes=max_minutes, init_from=init_from)
         typer.echo(f"model written to {model_dir}")
         if install:
             typer.echo(f"installed into {install_trained_model(out, 'embedded-flow')}")
         return
     if family != "sd":
         raise UserError(f"--family {family!r} is not sd or flow")
-    if max_minutes is not None:
-        raise UserError("--max-minutes applies to --family flow; the sd run's stages have their own caps in run.json")
+    if max_minutes is not None or init_from is not None or lr is not None:
+        raise UserError("--max-minutes, --init-from and --lr apply to --family flow; the sd run's settings are in run.json")
     from unsample.embedded.configs import TrainConfig
     from unsample.embedded.train import train_embedded
 

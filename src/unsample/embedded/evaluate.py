@@ -286,7 +286,8 @@ def _training_line(training: dict[str, Any] | None) -> str:
     if "--family flow" in training.get("command", ""):
         return (f"Training (`{training['command']}`, {training['config']['threads']} CPU threads): the two text encoders "
                 f"and the SD3 transformer {training['steps']} steps (batch {training['config']['batch']}) in "
-                f"{training['minutes']:g} min, on the frozen autoencoder of `{training['autoencoder_from']}`.")
+                f"{training['minutes']:g} min, on the frozen autoencoder of `{training['autoencoder_from']}`."
+                + _flow_runs(training.get("runs") or []))
     decoder = ""
     if training.get("decoder_steps"):
         decoder = f", decoder fine-tune {training['decoder_steps']} steps in {training['decoder_minutes']:g} min"
@@ -295,6 +296,16 @@ def _training_line(training: dict[str, Any] | None) -> str:
             f"in {training['vae_minutes']:g} min{decoder}, then text encoder + UNet {training['unet_steps']} steps (batch "
             f"{training['config']['unet_batch']}) in {training['unet_minutes']:g} min; {minutes:.0f} min of stage time in all."
             + _reused_autoencoder(training))
+
+
+def _flow_runs(runs: list[dict[str, Any]]) -> str:
+    """The runs behind a continued flow model, one clause each (nothing for a single run)."""
+    if len(runs) < 2:
+        return ""
+    parts = [f"{r['steps']} steps in {r['minutes']:g} min ({'from scratch' if r['init'] == 'scratch' else 'continuing it'}, "
+             f"peak learning rate {r['lr']:g}, cosine-decayed over a {r['max_minutes']:g}-minute cap)" for r in runs]
+    return (f" In {len(runs)} runs: " + "; then ".join(parts) + ". Each later run started from the one before's "
+            "exported weights (`--init-from`) with a new optimiser: a warm restart.")
 
 
 def _reused_autoencoder(training: dict[str, Any]) -> str:

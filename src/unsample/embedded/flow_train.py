@@ -10,6 +10,11 @@ training and every later use encode alike. An EMA of the transformer is what get
 The run folder holds ``run.json``, ``train.log``, ``latest.json`` + ``checkpoints/`` and, at the
 end, ``model/``: a ``StableDiffusion3Pipeline`` folder saved without T5, plus ``unsample.json``
 and ``training.json``. The same command resumes. ``unsample train-embedded --family flow --out DIR``.
+
+A run may continue a finished flow model (``--init-from MODEL_DIR``): its text encoders and its
+exported (EMA) transformer start the new run's weights and its EMA, with a new optimiser and a
+new learning-rate schedule (a warm restart); ``init.json`` in the run folder records where from,
+and the exported ``training.json`` adds the earlier runs' steps and minutes.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from unsample.embedded.train import (
 )
 
 STREAM_FLOW = STREAM_UNET + 20
+INIT_JSON = "init.json"
 RESUMABLE_CHANGES = frozenset({"steps", "max_minutes", "log_every", "checkpoint_minutes", "threads"})
 
 
@@ -94,6 +100,48 @@ def build_parts(cfg: FlowTrainConfig, autoencoder_from: Path) -> FlowParts:
     return FlowParts(pipe, vae, text, text_2, transformer)
 
 
+def load_finished(parts: FlowParts, folder: Path) -> None:
+    """Start ``parts``' trained modules from the finished flow model in ``folder`` (same architecture)."""
+    from diffusers import SD3Transformer2DModel
+    from transformers import CLIPTextModelWithProjection
+
+    for name, module, loader in (("text_encoder", parts.text, CLIPTextModelWithProjection),
+                                 ("text_encoder_2", parts.text_2, CLIPTextModelWithProjection),
+                                 ("transformer", parts.transformer, SD3Transformer2DModel)):
+        if not (folder / name).is_dir():
+            raise ValueError(f"{folder} is not a finished flow model (no {name}/); give a model/ folder of a flow run")
+        try:
+            module.load_state_dict(loader.from_pretrained(str(folder / name)).state_dict())
+        except RuntimeError as err:
+            raise ValueError(f"{folder}/{name} does not fit this run's config ({str(err).splitlines()[0]}); "
+                             "continue it with the config it was trained with") from None
+
+
+def _continuation(out: Path, init_from: Path | None) -> dict[str, Any] | None:
+    """The run's ``init.json`` record (written now for a new continuing run), or None for a run from scratch."""
+    path = out / INIT_JSON
+    if path.exists():
+        record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        if init_from is not None and Path(init_from).resolve() != Path(record["folder"]).resolve():
+            raise ValueError(f"{out} continues {record['folder']}, not {init_from}; use a new --out folder")
+        return record
+    if init_from is None:
+        return None
+    if (out / ckpt.LATEST).exists():
+        raise ValueError(f"{out} holds a run from scratch; continue {init_from} in a new --out folder")
+    folder = Path(init_from)
+    training_path = folder / TRAINING_JSON
+    if not training_path.is_file():
+        raise ValueError(f"{folder} has no {TRAINING_JSON}; give the model/ folder of a finished flow run")
+    earlier = json.loads(training_path.read_text(encoding="utf-8"))
+    record = {"folder": str(folder.resolve()), "steps": int(earlier.get("steps") or 0),
+              "minutes": float(earlier.get("minutes") or 0.0), "runs": earlier.get("runs") or [
+                  {"steps": earlier.get("steps"), "minutes": earlier.get("minutes"), "lr": earlier["config"]["lr"],
+                   "max_minutes": earlier["config"]["max_minutes"], "init": "scratch"}]}
+    ckpt.write_json_atomic(path, record)
+    return record
+
+
 def encode(parts: FlowParts, captions: list[str], cfg: FlowTrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token embeddings and pooled projections, exactly as the pipeline encodes prompts."""
     embeds, _, pooled, _ = parts.pipe.encode_prompt(
@@ -114,8 +162,12 @@ def _resolve_config(out: Path, config: FlowTrainConfig | None) -> FlowTrainConfi
     return resolve_run_config(out, config, FlowTrainConfig, RESUMABLE_CHANGES)
 
 
-def _train(out: Path, cfg: FlowTrainConfig, parts: FlowParts, start: ckpt.Checkpoint | None, log: RunLog) -> dict[str, Any]:
+def _train(out: Path, cfg: FlowTrainConfig, parts: FlowParts, start: ckpt.Checkpoint | None, log: RunLog,
+           init: dict[str, Any] | None) -> dict[str, Any]:
     state: dict[str, Any] = dict(start.state) if start is not None else {"stage": "flow", "step": 0}
+    if start is None and init is not None:
+        load_finished(parts, Path(init["folder"]))
+        log(f"continuing {init['folder']} ({init['steps']} steps, {init['minutes']:g} min): new optimiser and schedule")
     if start is not None:
         parts.text.load_state_dict(group(start.weights, "text"))
         parts.text_2.load_state_dict(group(start.weights, "text_2"))
@@ -181,8 +233,17 @@ def _train(out: Path, cfg: FlowTrainConfig, parts: FlowParts, start: ckpt.Checkp
     return {"stage": "flow", "step": step, "stage_seconds": loop.elapsed}
 
 
+def _autoencoder_name(folder: Path) -> str:
+    """How training.json names the autoencoder's model: an installed model by name, else its path."""
+    from unsample.embedded import embedded_model_path
+
+    if folder.resolve() == embedded_model_path("embedded").resolve():
+        return "embedded (the installed embedded model)"
+    return str(folder)
+
+
 def export_pipeline(out: Path, cfg: FlowTrainConfig, parts: FlowParts, final: ckpt.Checkpoint,
-                    autoencoder_from: Path) -> Path:
+                    autoencoder_from: Path, init: dict[str, Any] | None = None) -> Path:
     """Write ``out/model/``: the SD3 pipeline (EMA transformer) without T5, unsample.json, training.json."""
     parts.text.load_state_dict(group(final.weights, "text"))
     parts.text_2.load_state_dict(group(final.weights, "text_2"))
@@ -198,11 +259,17 @@ def export_pipeline(out: Path, cfg: FlowTrainConfig, parts: FlowParts, final: ck
 
     portable_model_index(tmp)
     (tmp / UNSAMPLE_JSON).write_text(json.dumps({"max_sequence_length": cfg.t5_tokens}, indent=2) + "\n")
+    steps = int(final.state.get("step") or 0)
+    minutes = round(float(final.state.get("stage_seconds", 0.0)) / 60, 1)
+    this_run = {"steps": steps, "minutes": minutes, "lr": cfg.lr, "max_minutes": cfg.max_minutes,
+                "init": "scratch" if init is None else "continued"}
+    runs = [*(init["runs"] if init else []), this_run]
     training = {
         "command": "unsample train-embedded --family flow",
-        "steps": final.state.get("step"),
-        "minutes": round(float(final.state.get("stage_seconds", 0.0)) / 60, 1),
-        "autoencoder_from": str(autoencoder_from),
+        "steps": sum(int(r["steps"] or 0) for r in runs),
+        "minutes": round(sum(float(r["minutes"] or 0.0) for r in runs), 1),
+        "runs": runs,
+        "autoencoder_from": _autoencoder_name(autoencoder_from),
         "threads": cfg.threads,
         "torch": torch.__version__,
         "config": cfg.to_json(),
@@ -213,10 +280,11 @@ def export_pipeline(out: Path, cfg: FlowTrainConfig, parts: FlowParts, final: ck
 
 
 def train_embedded_flow(out: Path, *, config: FlowTrainConfig | None = None, autoencoder_from: Path | None = None,
-                        max_minutes: float | None = None) -> Path:
+                        max_minutes: float | None = None, init_from: Path | None = None) -> Path:
     """Train (or resume) the flow model in ``out/``; return ``out/model``. ``autoencoder_from``
     defaults to the installed embedded model; ``max_minutes`` replaces the run's wall-clock cap
-    (saved in its run.json; the learning rate's decay follows the cap)."""
+    (saved in its run.json; the learning rate's decay follows the cap); ``init_from`` (a finished
+    flow model folder) starts a new run from that model's weights instead of from scratch."""
     from unsample.embedded import embedded_model_path
 
     if max_minutes is not None and not max_minutes > 0:
@@ -229,15 +297,16 @@ def train_embedded_flow(out: Path, *, config: FlowTrainConfig | None = None, aut
     folder = Path(autoencoder_from) if autoencoder_from is not None else embedded_model_path("embedded")
     if not (folder / "vae").is_dir():
         raise ValueError(f"{folder} holds no autoencoder (vae/); give a finished embedded model with --autoencoder-from")
+    init = _continuation(out, init_from)
     log = RunLog(out / LOG_NAME, echo=False)
     torch.set_num_threads(cfg.threads)
     parts = build_parts(cfg, folder)
     start = ckpt.read_latest(out)
     log(f"run start: stage=flow step={start.state['step'] if start else 0} "
         f"config={json.dumps(cfg.to_json(), sort_keys=True)}")
-    _train(out, cfg, parts, start, log)
+    _train(out, cfg, parts, start, log, init)
     final = ckpt.read_latest(out)
     assert final is not None
-    model = export_pipeline(out, cfg, parts, final, folder)
+    model = export_pipeline(out, cfg, parts, final, folder, init)
     log(f"exported {model} ({folder_megabytes(model):.2f} MB of safetensors)")
     return model
