@@ -43,9 +43,8 @@ def test_fixed_point_beats_ddim_at_guidance_7(model) -> None:
 def test_null_text_at_guidance_7_5_approaches_the_vae_floor(model) -> None:
     """Measured (model c61c76f6): null-text with learning rate 0.03 1.034x the VAE floor, plain
     inversion 1.46x, 9.82 inner steps on average. With the paper's 1e-2 (the method's default, the
-    UNet model's test) it lands at 1.61x, worse than plain inversion: this model's text embeddings
-    are 2.5x larger (RMS 2.4 against 0.94) and ten Adam steps of 1e-2 do not move them far enough
-    (its inner loss stays ~1e-3 to 2e-2 against the early-stop 1e-5)."""
+    UNet model's test) it lands at 1.61x, worse than plain inversion; this model's "" embedding
+    has RMS 2.40 against the UNet model's 0.94 (docs/benchmarks.md)."""
     errors = figures.null_text_vs_ddim(model, lr=figures.NULL_TEXT_LR)
     assert errors["null-text"] < errors["ddim"], errors
     assert errors["null-text"] <= NULL_TEXT_FLOOR_RATIO * errors["floor"], errors
