@@ -36,7 +36,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench-closed-form: $(STAMP)
-	$(BIN)/python -m unsample.bench.closed_form
+	$(BIN)/python -m unsample_lab.bench.closed_form
 
 # Benchmarks on the embedded model (docs/benchmarks.md). Each "full" bench runs as single-threaded
 # processes, two at a time (one per core); docs/benchmarks.md lists every run behind its tables.

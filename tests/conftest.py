@@ -22,7 +22,7 @@ SD_SCHEDULER_CONFIG = {
 
 
 def _build(tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs: object) -> Path:
-    from unsample.testing.tiny_pipeline import build_tiny_pipeline
+    from unsample_lab.testing.tiny_pipeline import build_tiny_pipeline
 
     return build_tiny_pipeline(tmp_path_factory.mktemp(name) / "pipe", **kwargs)  # type: ignore[arg-type]
 
@@ -39,7 +39,7 @@ def tiny_v_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_sd3_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from unsample.testing.tiny_pipeline import build_tiny_sd3_pipeline
+    from unsample_lab.testing.tiny_pipeline import build_tiny_sd3_pipeline
 
     return build_tiny_sd3_pipeline(tmp_path_factory.mktemp("tiny-sd3") / "pipe")
 
@@ -47,21 +47,21 @@ def tiny_sd3_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_sd3_no_t5_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """SD3 without T5: diffusers loads it only when given ``text_encoder_3=None, tokenizer_3=None``."""
-    from unsample.testing.tiny_pipeline import build_tiny_sd3_pipeline
+    from unsample_lab.testing.tiny_pipeline import build_tiny_sd3_pipeline
 
     return build_tiny_sd3_pipeline(tmp_path_factory.mktemp("tiny-sd3-no-t5") / "pipe", with_t5=False, seed=1)
 
 
 @pytest.fixture(scope="session")
 def tiny_flux_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from unsample.testing.tiny_pipeline import build_tiny_flux_pipeline
+    from unsample_lab.testing.tiny_pipeline import build_tiny_flux_pipeline
 
     return build_tiny_flux_pipeline(tmp_path_factory.mktemp("tiny-flux") / "pipe")
 
 
 @pytest.fixture(scope="session")
 def tiny_sdxl_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from unsample.testing.tiny_pipeline import build_tiny_sdxl_pipeline
+    from unsample_lab.testing.tiny_pipeline import build_tiny_sdxl_pipeline
 
     return build_tiny_sdxl_pipeline(tmp_path_factory.mktemp("tiny-sdxl") / "pipe")
 
@@ -69,7 +69,7 @@ def tiny_sdxl_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_ddpm_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Unconditional pixel-space DDPM (3x16x16), saved by ``DDPMPipeline.save_pretrained``."""
-    from unsample.testing.tiny_pipeline import build_tiny_ddpm_pipeline
+    from unsample_lab.testing.tiny_pipeline import build_tiny_ddpm_pipeline
 
     return build_tiny_ddpm_pipeline(tmp_path_factory.mktemp("tiny-ddpm") / "pipe")
 
@@ -77,7 +77,7 @@ def tiny_ddpm_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_ddpm_flat_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same kind of DDPM in google/ddpm-cifar10-32's flat layout (UNet and scheduler at the root)."""
-    from unsample.testing.tiny_pipeline import build_tiny_ddpm_pipeline
+    from unsample_lab.testing.tiny_pipeline import build_tiny_ddpm_pipeline
 
     return build_tiny_ddpm_pipeline(tmp_path_factory.mktemp("tiny-ddpm-flat") / "pipe", layout="flat", seed=1)
 
@@ -89,7 +89,7 @@ def tiny_ddpm_class_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     As DiT's checkpoints: the scheduler (DDIM) says nothing about the variance channels, so a
     sampler must split them off by channel count; ``DDIMPipeline`` cannot run it (no class labels).
     """
-    from unsample.testing.tiny_pipeline import build_tiny_ddpm_pipeline
+    from unsample_lab.testing.tiny_pipeline import build_tiny_ddpm_pipeline
 
     return build_tiny_ddpm_pipeline(
         tmp_path_factory.mktemp("tiny-ddpm-class") / "pipe",

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from unsample.bench import edit as edit_bench
-from unsample.bench import reconstruction as rec_bench
+from unsample_lab.bench import edit as edit_bench
+from unsample_lab.bench import reconstruction as rec_bench
 
 
 def _without_timings(rows: list[dict]) -> list[dict]:
@@ -129,7 +129,7 @@ def test_bench_option_reaches_the_method(tiny_pipeline_dir: Path, tmp_path: Path
 
 
 def test_merge_runs_of_different_methods(tiny_model, tmp_path: Path) -> None:
-    from unsample.bench.merge import merged_tables
+    from unsample_lab.bench.merge import merged_tables
 
     common = dict(controls=("swap",), pairs=2, kinds=("color",), steps=2)
     for method in ("ddim", "edict"):
@@ -159,7 +159,7 @@ def test_edit_bench_robustness_set_runs_every_variant(tiny_model) -> None:
 
 
 def test_report_folder_is_written_in_full_or_not_at_all(tmp_path: Path) -> None:
-    from unsample.bench.report import report_folder
+    from unsample_lab.bench.report import report_folder
 
     out = tmp_path / "rep"
     with report_folder(out) as tmp:
@@ -186,7 +186,7 @@ def test_sigterm_while_writing_leaves_no_temp_folder(tmp_path: Path) -> None:
         "import sys, time\n"
         "from pathlib import Path\n"
         "from unsample.cli import install_signal_cleanup\n"
-        "from unsample.bench.report import report_folder\n"
+        "from unsample_lab.bench.report import report_folder\n"
         "install_signal_cleanup()\n"
         "with report_folder(Path(sys.argv[1])) as tmp:\n"
         "    (tmp / 'results.json').write_text('{}')\n"
@@ -202,7 +202,7 @@ def test_sigterm_while_writing_leaves_no_temp_folder(tmp_path: Path) -> None:
 
 
 def test_merge_keeps_the_first_pairs(tiny_model, tmp_path: Path) -> None:
-    from unsample.bench.merge import merged_tables
+    from unsample_lab.bench.merge import merged_tables
 
     bench = edit_bench.EditBench(methods=("ddim",), controls=("swap",), pairs=3, kinds=("color",), steps=2)
     edit_bench.write_report(edit_bench.run(tiny_model, bench, progress=False), bench, tmp_path / "three", "t", tiny_model)
@@ -216,7 +216,7 @@ def test_merge_keeps_the_first_pairs(tiny_model, tmp_path: Path) -> None:
 
 
 def test_side_by_side_pairs_the_rows_two_runs_share(tiny_model, tmp_path: Path) -> None:
-    from unsample.bench.side_by_side import side_by_side
+    from unsample_lab.bench.side_by_side import side_by_side
 
     for name, methods in (("a", ("ddim", "edict")), ("b", ("ddim",))):
         rec = rec_bench.ReconstructionBench(methods=methods, steps=(2,), guidance=(1.0,), scenes=1)

@@ -280,7 +280,7 @@ def test_missing_variant_is_one_line(tiny_pipeline_dir: Path, tmp_path: Path) ->
 
 @pytest.fixture(scope="module")
 def ldm_file(tmp_path_factory: pytest.TempPathFactory, tiny_pipeline_dir: Path) -> Path:
-    from unsample.testing.ldm_checkpoint import save_ldm_checkpoint
+    from unsample_lab.testing.ldm_checkpoint import save_ldm_checkpoint
 
     return save_ldm_checkpoint(tiny_pipeline_dir, tmp_path_factory.mktemp("ldm") / "model.safetensors")
 

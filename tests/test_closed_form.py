@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unsample.bench.closed_form import round_trip
+from unsample_lab.bench.closed_form import round_trip
 from unsample.core.analytic import GaussianDenoiserModel, MeanConditioning
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import NoiseSchedule
-from unsample.bench.closed_form import SCHEDULER
+from unsample_lab.bench.closed_form import SCHEDULER
 from unsample.methods import ddim, euler
 
 STEPS = (10, 50, 200, 1000)

@@ -138,7 +138,7 @@ def test_cli_edit_with_a_user_mask_png(tiny_pipeline_dir: Path, tiny_image, tmp_
 
 def test_demo_runs_the_edit_defaults_and_shows_the_mask(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
     from unsample import defaults
-    from unsample.demo import run_demo
+    from unsample_lab.demo import run_demo
 
     res = run_demo(tmp_path / "demo", model=str(tiny_pipeline_dir), device="cpu", steps=3)
     record = json.loads(res.files["record"].read_text())

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import unsample
-from unsample.bench import edit as edit_bench
+from unsample_lab.bench import edit as edit_bench
 from unsample.embedded import embedded_model_path
 
 pytestmark = pytest.mark.skipif(

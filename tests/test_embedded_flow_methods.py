@@ -3,7 +3,7 @@
 The flow counterparts of tests/test_embedded_methods.py and tests/test_embedded_editing.py: the
 same functions, run through the same core on a flow model. Skipped when the flow weights are not
 installed. The figures in the docstrings are printed by
-``python -m unsample.bench.embedded_methods --model embedded-flow`` and by ``unsample bench edit
+``python -m unsample_lab.bench.embedded_methods --model embedded-flow`` and by ``unsample bench edit
 --model embedded-flow --methods ddim,flowedit --controls swap --masks none,noise --pairs 8 --steps 20
 --inversion-guidance 1``; margins leave room for float differences across machines.
 """
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import unsample
-from unsample.bench import edit as edit_bench
-from unsample.bench import embedded_methods as figures
+from unsample_lab.bench import edit as edit_bench
+from unsample_lab.bench import embedded_methods as figures
 from unsample.embedded import embedded_model_path
 
 pytestmark = pytest.mark.skipif(

@@ -1,7 +1,7 @@
 """Methods and editing on the embedded model (a model that has learned something).
 
 Skipped when the embedded weights are not installed. The figures in the docstrings are printed by
-``python -m unsample.bench.embedded_methods``, which runs the same functions the tests assert on;
+``python -m unsample_lab.bench.embedded_methods``, which runs the same functions the tests assert on;
 margins leave room for float differences across machines.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 import unsample
-from unsample.bench import embedded_methods as figures
+from unsample_lab.bench import embedded_methods as figures
 from unsample.embedded import embedded_model_path
 
 pytestmark = pytest.mark.skipif(

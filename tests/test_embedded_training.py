@@ -11,16 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from unsample.embedded import checkpoint as ckpt
-from unsample.embedded import embedded_model_path, install_trained_model
-from unsample.embedded.configs import TrainConfig
-from unsample.embedded.train import train_embedded
+from unsample_lab.embedded import checkpoint as ckpt
+from unsample.embedded import embedded_model_path
+from unsample_lab.embedded import install_trained_model
+from unsample_lab.embedded.configs import TrainConfig
+from unsample_lab.embedded.train import train_embedded
 
 COLORS = {"red": (220, 30, 30), "blue": (30, 60, 230), "green": (40, 180, 60)}
 
 
 class StubSource:
-    """A two-word world: a coloured square on black; independent of `unsample.shapes`."""
+    """A two-word world: a coloured square on black; independent of `unsample_lab.shapes`."""
 
     vocabulary = ("a", "square", "on", "black", "background", *COLORS)
 
@@ -144,7 +145,7 @@ def test_install_trained_model_refuses_a_folder_without_a_pipeline(tmp_path: Pat
 def test_install_trained_model_copies_the_pipeline(
     tiny_run: tuple[Path, TrainConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import unsample.embedded as embedded
+    import unsample_lab.embedded as embedded
 
     target = tmp_path / "package" / "model"
     target.parent.mkdir()
@@ -157,7 +158,7 @@ def test_install_trained_model_copies_the_pipeline(
 
 
 def test_thread_tuner_settles_on_the_faster_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
-    from unsample.embedded import threads
+    from unsample_lab.embedded import threads
 
     clock = [0.0]
     monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
@@ -180,8 +181,8 @@ def test_decoder_stage_leaves_the_latents_alone(tmp_path: Path) -> None:
     """The decoder fine-tune changes the decoder and nothing the UNet's latents depend on."""
     from safetensors.torch import load_file
 
-    from unsample.embedded.configs import build_vae
-    from unsample.embedded.train import RUN_JSON
+    from unsample_lab.embedded.configs import build_vae
+    from unsample_lab.embedded.train import RUN_JSON
 
     config = dataclasses.replace(TrainConfig.tiny(), decoder_steps=3, unet_steps=0)
     torch.manual_seed(1)
@@ -203,7 +204,7 @@ def test_decoder_stage_leaves_the_latents_alone(tmp_path: Path) -> None:
 
 def test_min_snr_weights() -> None:
     """min(SNR, gamma) / SNR, with SNR = alpha_bar / (1 - alpha_bar); gamma 0 means no weighting."""
-    from unsample.embedded.train import snr_weight
+    from unsample_lab.embedded.train import snr_weight
 
     alpha_bar = torch.tensor([0.5, 0.8, 5 / 6, 0.99])  # SNR 1, 4, 5, 99
     expected = torch.tensor([1.0, 1.0, 1.0, 5 / 99])
@@ -213,7 +214,7 @@ def test_min_snr_weights() -> None:
 
 def test_unet_attention_sits_on_the_named_levels_only() -> None:
     """Blocks of the named levels (0 = full latent resolution) attend; the others are plain."""
-    from unsample.embedded.configs import build_unet, unet_config
+    from unsample_lab.embedded.configs import build_unet, unet_config
 
     cfg = dataclasses.replace(TrainConfig.tiny(), unet_channels=(16, 16, 32), unet_attention_levels=(1,))
     config = unet_config(cfg)
@@ -232,7 +233,7 @@ def test_vae_mid_attention_switches_both_mid_blocks(tmp_path: Path, mid_attentio
     from diffusers import AutoencoderKL
     from diffusers.models.attention_processor import Attention
 
-    from unsample.embedded.configs import build_vae
+    from unsample_lab.embedded.configs import build_vae
 
     cfg = dataclasses.replace(TrainConfig.tiny(), vae_mid_attention=mid_attention)
     build_vae(cfg).save_pretrained(tmp_path)
@@ -248,7 +249,7 @@ def test_runs_from_before_attention_levels_resume_with_their_layout() -> None:
 
 
 def test_object_weights_mark_the_dilated_objects_and_their_latent_cells() -> None:
-    from unsample.embedded.train import object_weights
+    from unsample_lab.embedded.train import object_weights
 
     objects = torch.zeros(1, 1, 8, 8)
     objects[0, 0, 5, 5] = 1.0
@@ -263,8 +264,8 @@ def test_object_weights_mark_the_dilated_objects_and_their_latent_cells() -> Non
 
 
 def test_shapes_source_masks_are_the_union_of_the_rendered_object_masks() -> None:
-    from unsample.embedded.data import ShapesSource
-    from unsample.shapes import random_scene, render
+    from unsample_lab.embedded.data import ShapesSource
+    from unsample_lab.shapes import random_scene, render
 
     captions, images, objects = ShapesSource().sample(np.random.default_rng(3), 6, 64)
     rng = np.random.default_rng(3)
@@ -285,7 +286,7 @@ def test_unit_weights_give_the_unweighted_reconstruction_loss() -> None:
     """Weight 0 (every pixel 1) is the loss the recipe trained with before object weighting (model
     b26912d1): L1 + MSE + edge weight times the L1 between the reconstruction's and the image's
     finite differences."""
-    from unsample.embedded.train import _recon_loss
+    from unsample_lab.embedded.train import _recon_loss
 
     g = torch.Generator().manual_seed(0)
     x, recon = torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 8, 8, generator=g)
@@ -301,7 +302,7 @@ def test_unit_weights_give_the_unweighted_reconstruction_loss() -> None:
 
 def test_signal_gate_fades_the_unet_object_weight_with_alpha_bar() -> None:
     """Extra weight ``w * g(t)`` per sample: g = alpha_bar_t for "signal", 1 for "constant"."""
-    from unsample.embedded.train import object_weight_gate, object_weights
+    from unsample_lab.embedded.train import object_weight_gate, object_weights
 
     alpha_bar = torch.tensor([0.0, 0.25, 1.0])
     assert torch.equal(object_weight_gate(alpha_bar, "signal"), alpha_bar)
@@ -325,7 +326,7 @@ def test_a_run_started_from_a_models_autoencoder_keeps_it_and_skips_its_stages(
 ) -> None:
     from diffusers import AutoencoderKL
 
-    from unsample.embedded.train import start_from_autoencoder
+    from unsample_lab.embedded.train import start_from_autoencoder
 
     out, config = tiny_run
     source_model = out / "model"
@@ -354,7 +355,7 @@ def test_a_run_started_from_a_models_autoencoder_keeps_it_and_skips_its_stages(
 def test_starting_from_an_autoencoder_refuses_other_settings_and_other_runs(
     tiny_run: tuple[Path, TrainConfig], tmp_path: Path
 ) -> None:
-    from unsample.embedded.train import start_from_autoencoder
+    from unsample_lab.embedded.train import start_from_autoencoder
 
     out, config = tiny_run
     with pytest.raises(ValueError, match=r"other settings \(vae_kl_weight\)"):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from unsample.embedded.evaluate import PARTS, caption_parts
-from unsample.shapes import caption, detect, random_scene, render
+from unsample_lab.embedded.evaluate import PARTS, caption_parts
+from unsample_lab.shapes import caption, detect, random_scene, render
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def test_an_exact_render_is_right_on_every_part(scene) -> None:
 
 @pytest.mark.parametrize("part", ["background", "colors", "shapes"])
 def test_one_wrong_word_fails_that_part_only(scene, part: str) -> None:
-    from unsample.shapes.vocabulary import BACKGROUND_COLORS, OBJECT_COLORS, SHAPES
+    from unsample_lab.shapes.vocabulary import BACKGROUND_COLORS, OBJECT_COLORS, SHAPES
 
     obj = scene.objects[0]
     if part == "background":
@@ -41,7 +41,7 @@ def test_one_wrong_word_fails_that_part_only(scene, part: str) -> None:
 
 
 def test_a_missing_object_fails_the_count(scene) -> None:
-    from unsample.shapes.detect import Detection
+    from unsample_lab.shapes.detect import Detection
 
     empty = Detection(background=scene.background, texture=scene.texture, objects=())
     parts = caption_parts(empty, caption(scene))
@@ -66,7 +66,7 @@ class _PixelModel:
 
 
 def test_the_vae_ceiling_is_one_for_a_lossless_autoencoder_and_drops_for_a_blurring_one() -> None:
-    from unsample.embedded.evaluate import EvalConfig, vae_ceiling
+    from unsample_lab.embedded.evaluate import EvalConfig, vae_ceiling
 
     cfg = dataclasses.replace(EvalConfig.quick(), t2i_samples=20)
     assert vae_ceiling(_PixelModel(1), cfg, 1) == 1.0
@@ -75,7 +75,7 @@ def test_the_vae_ceiling_is_one_for_a_lossless_autoencoder_and_drops_for_a_blurr
 
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # PSNR of identical images
 def test_vae_psnr_is_infinite_for_a_lossless_autoencoder_and_falls_with_blur() -> None:
-    from unsample.embedded.evaluate import EvalConfig, vae_psnr
+    from unsample_lab.embedded.evaluate import EvalConfig, vae_psnr
 
     cfg = dataclasses.replace(EvalConfig.quick(), vae_scenes=12)
     assert vae_psnr(_PixelModel(1), cfg) == float("inf")
@@ -83,7 +83,7 @@ def test_vae_psnr_is_infinite_for_a_lossless_autoencoder_and_falls_with_blur() -
 
 
 def test_the_card_says_when_the_autoencoder_came_from_another_model() -> None:
-    from unsample.embedded.evaluate import _training_line
+    from unsample_lab.embedded.evaluate import _training_line
 
     training = {"command": "unsample train-embedded", "config": {"threads": 2, "unet_batch": 32},
                 "vae_steps": 3928, "vae_minutes": 45.0, "decoder_steps": 1560, "decoder_minutes": 12.0,

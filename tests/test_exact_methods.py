@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import unsample
-from unsample.bench.closed_form import round_trip
+from unsample_lab.bench.closed_form import round_trip
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -12,7 +12,7 @@ import torch
 
 import unsample
 from unsample.embedded import embedded_model_path
-from unsample.embedded.flow_configs import FlowTrainConfig
+from unsample_lab.embedded.flow_configs import FlowTrainConfig
 
 pytestmark = pytest.mark.skipif(not (embedded_model_path() / "vae").is_dir(),
                                 reason="the flow trainer reuses the installed embedded model's autoencoder")
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not (embedded_model_path() / "vae").is_dir(),
 
 @pytest.fixture(scope="module")
 def flow_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from unsample.embedded.flow_train import train_embedded_flow
+    from unsample_lab.embedded.flow_train import train_embedded_flow
 
     out = tmp_path_factory.mktemp("flow-run")
     train_embedded_flow(out, config=FlowTrainConfig.tiny())
@@ -46,7 +46,7 @@ def test_the_first_text_encoder_starts_as_the_embedded_models() -> None:
     before training moves it; only the projection is new."""
     from transformers import CLIPTextModel
 
-    from unsample.embedded.flow_train import build_parts
+    from unsample_lab.embedded.flow_train import build_parts
 
     parts = build_parts(FlowTrainConfig.tiny(), embedded_model_path())
     source = CLIPTextModel.from_pretrained(str(embedded_model_path() / "text_encoder")).state_dict()
@@ -60,7 +60,7 @@ def test_the_first_text_encoder_starts_as_the_embedded_models() -> None:
 def test_the_training_noising_is_diffusers_flow_matching(flow_run: Path) -> None:
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from unsample.embedded.flow_configs import build_scheduler
+    from unsample_lab.embedded.flow_configs import build_scheduler
 
     sched = build_scheduler(FlowTrainConfig())
     assert isinstance(sched, FlowMatchEulerDiscreteScheduler) and sched.config.shift == 1.0
@@ -72,7 +72,7 @@ def test_the_training_noising_is_diffusers_flow_matching(flow_run: Path) -> None
 
 
 def test_sigmas_are_logit_normal_or_uniform() -> None:
-    from unsample.embedded.flow_train import sample_sigmas
+    from unsample_lab.embedded.flow_train import sample_sigmas
 
     g = torch.Generator().manual_seed(0)
     s = sample_sigmas(FlowTrainConfig(), 20000, g)
@@ -87,7 +87,7 @@ def test_sigmas_are_logit_normal_or_uniform() -> None:
 def test_an_interrupted_flow_run_resumes_and_a_changed_one_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
-    from unsample.embedded import flow_train
+    from unsample_lab.embedded import flow_train
 
     real = flow_train.draw_batch
     calls = {"n": 0}
@@ -117,7 +117,7 @@ def test_a_run_continues_a_finished_model_from_its_exported_weights(flow_run: Pa
     from typer.testing import CliRunner
 
     from unsample.cli import app
-    from unsample.embedded.flow_train import build_parts, load_finished
+    from unsample_lab.embedded.flow_train import build_parts, load_finished
 
     finished = flow_run / "model"
     parts = build_parts(FlowTrainConfig.tiny(), embedded_model_path())
@@ -164,7 +164,7 @@ def test_the_card_measures_a_flow_model(flow_run: Path, tmp_path: Path) -> None:
 def test_the_edit_bench_leaves_out_what_a_flow_model_cannot_hook() -> None:
     from types import SimpleNamespace
 
-    from unsample.bench.edit import EditBench, runnable_on
+    from unsample_lab.bench.edit import EditBench, runnable_on
 
     bench = EditBench(controls=("swap", "p2p"), masks=("none", "noise", "attention"))
     unet = SimpleNamespace(supports_attention_control=True)
@@ -181,7 +181,7 @@ def test_max_minutes_changes_the_cap_of_a_run_and_is_kept(tmp_path: Path) -> Non
     from typer.testing import CliRunner
 
     from unsample.cli import app
-    from unsample.embedded import flow_train
+    from unsample_lab.embedded import flow_train
 
     flow_train.train_embedded_flow(tmp_path, config=FlowTrainConfig.tiny(), max_minutes=30)
     saved = json.loads((tmp_path / "run.json").read_text())["config"]

@@ -1,8 +1,8 @@
 """The rectified-flow methods (rf-solver, fireflow, rf-inversion) against exact flows.
 
 The closed-form Gaussian flow (`GaussianFlowModel`, exact map `exact_flow_transport`) and the
-nonlinear v = x^2 cos(s) (`unsample.bench.flow_orders`) make every error an error of the solver.
-``pytest -s`` prints the order tables; ``python -m unsample.bench.flow_orders`` prints them all.
+nonlinear v = x^2 cos(s) (`unsample_lab.bench.flow_orders`) make every error an error of the solver.
+``pytest -s`` prints the order tables; ``python -m unsample_lab.bench.flow_orders`` prints them all.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import torch
 
-from unsample.bench import flow_orders
-from unsample.bench.closed_form import SCHEDULER
+from unsample_lab.bench import flow_orders
+from unsample_lab.bench.closed_form import SCHEDULER
 from unsample.core.analytic import GaussianFlowModel, MeanConditioning, exact_flow_transport
 from unsample.core.denoiser import Denoiser
 from unsample.core.flow_schedule import FlowSchedule
@@ -105,7 +105,7 @@ def _table(field: str, shift: float) -> dict[str, dict[str, Any]]:
 
 # (lo, hi) bands of the fitted order over N = 16 ... 128. One way, Euler (ddim) is first order and
 # the midpoint methods second; on the Gaussian flow the midpoint rule's h^3 local error term vanishes
-# (see unsample.bench.flow_orders), so RF-Solver is third order there. A round trip cancels the
+# (see unsample_lab.bench.flow_orders), so RF-Solver is third order there. A round trip cancels the
 # leading error of an even-order method, so the second-order methods' round trips are third order.
 SAMPLING_BANDS = {
     ("gaussian", "ddim"): (0.8, 1.2), ("gaussian", "rf-solver"): (2.7, 3.3), ("gaussian", "fireflow"): (1.7, 2.5),

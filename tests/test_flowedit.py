@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import unsample
-from unsample.bench.closed_form import SCHEDULER
+from unsample_lab.bench.closed_form import SCHEDULER
 from unsample.core.analytic import GaussianDenoiserModel, GaussianFlowModel, MeanConditioning
 from unsample.core.denoiser import Denoiser
 from unsample.core.flow_schedule import FlowSchedule
@@ -124,7 +124,7 @@ def test_bad_settings_are_refused_in_one_line(tiny_sd3_pipeline_dir) -> None:
 
 @pytest.mark.filterwarnings("ignore:prompt")  # the tiny tokenizer knows few of the shapes world's words
 def test_the_edit_bench_runs_flowedit_as_a_row(tiny_sd3_pipeline_dir) -> None:
-    from unsample.bench import edit as edit_bench
+    from unsample_lab.bench import edit as edit_bench
 
     m = unsample.load(str(tiny_sd3_pipeline_dir), device="cpu")
     bench = edit_bench.EditBench(methods=("flowedit",), controls=("swap",), masks=("none",), pairs=2, steps=6,

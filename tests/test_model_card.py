@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from unsample.embedded import embedded_model_path
-from unsample.embedded.evaluate import TARGETS
+from unsample_lab.embedded.evaluate import TARGETS
 
 NAMES = ("embedded", "embedded-flow")
 
@@ -64,9 +64,9 @@ def test_embedded_model_loads_offline_by_name(name: str, folder: Path, monkeypat
 
 def test_default_training_config_is_the_shipped_recipe(name: str, folder: Path) -> None:
     """``unsample train-embedded [--family flow]`` with no options trains what is committed (budgets aside)."""
-    from unsample.embedded import flow_train, train
-    from unsample.embedded.configs import TrainConfig
-    from unsample.embedded.flow_configs import FlowTrainConfig
+    from unsample_lab.embedded import flow_train, train
+    from unsample_lab.embedded.configs import TrainConfig
+    from unsample_lab.embedded.flow_configs import FlowTrainConfig
 
     config, resumable = (TrainConfig, train.RESUMABLE_CHANGES) if name == "embedded" else \
         (FlowTrainConfig, flow_train.RESUMABLE_CHANGES)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import unsample
-from unsample.bench.closed_form import SCHEDULER
+from unsample_lab.bench.closed_form import SCHEDULER
 from unsample.core.analytic import GaussianDenoiserModel, MeanConditioning
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import NoiseSchedule

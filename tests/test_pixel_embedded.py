@@ -15,12 +15,12 @@ from typer.testing import CliRunner
 
 import unsample
 from unsample.cli import app
-from unsample.embedded.pixel_configs import CLASS_NAMES, UNCONDITIONAL, PixelTrainConfig
+from unsample_lab.embedded.pixel_configs import CLASS_NAMES, UNCONDITIONAL, PixelTrainConfig
 
 
 @pytest.fixture(scope="module")
 def pixel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from unsample.embedded.pixel_train import train_embedded_pixel
+    from unsample_lab.embedded.pixel_train import train_embedded_pixel
 
     out = tmp_path_factory.mktemp("pixel-run")
     train_embedded_pixel(out, config=PixelTrainConfig.tiny())
@@ -28,7 +28,7 @@ def pixel_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_batches_are_a_pure_function_of_seed_stream_and_step() -> None:
-    from unsample.embedded.pixel_train import one_object_batch
+    from unsample_lab.embedded.pixel_train import one_object_batch
 
     a = one_object_batch(0, 11, 5, 4, 16)
     b = one_object_batch(0, 11, 5, 4, 16)
@@ -58,7 +58,7 @@ def test_a_finished_run_resumes_to_the_same_weights_and_refuses_a_changed_model(
 
     from safetensors.torch import load_file
 
-    from unsample.embedded.pixel_train import train_embedded_pixel
+    from unsample_lab.embedded.pixel_train import train_embedded_pixel
 
     weights = pixel_run / "model" / "unet" / "diffusion_pytorch_model.safetensors"
     before = load_file(str(weights))
@@ -75,7 +75,7 @@ def test_a_finished_run_resumes_to_the_same_weights_and_refuses_a_changed_model(
 
 
 def test_an_interrupted_unet_stage_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from unsample.embedded import pixel_train
+    from unsample_lab.embedded import pixel_train
 
     cfg = PixelTrainConfig.tiny()
     calls = {"n": 0}
@@ -102,8 +102,8 @@ def test_an_interrupted_unet_stage_resumes_where_it_stopped(tmp_path: Path, monk
 def test_the_classifier_may_change_until_its_stage_starts(tmp_path: Path) -> None:
     import dataclasses
 
-    from unsample.embedded import checkpoint as ckpt
-    from unsample.embedded.pixel_train import _resolve_config
+    from unsample_lab.embedded import checkpoint as ckpt
+    from unsample_lab.embedded.pixel_train import _resolve_config
 
     cfg = PixelTrainConfig.tiny()
     _resolve_config(tmp_path, cfg)
@@ -199,8 +199,8 @@ def test_the_embedded_pixel_name_says_how_to_train_it_when_absent(monkeypatch: p
 def test_the_v_target_is_diffusers_velocity_and_old_runs_read_as_epsilon() -> None:
     import dataclasses
 
-    from unsample.embedded.pixel_configs import build_scheduler
-    from unsample.embedded.pixel_train import training_target
+    from unsample_lab.embedded.pixel_configs import build_scheduler
+    from unsample_lab.embedded.pixel_train import training_target
 
     cfg = PixelTrainConfig()
     assert cfg.prediction_type == "v_prediction" and build_scheduler(cfg).config.prediction_type == "v_prediction"

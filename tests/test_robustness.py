@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_dilation
 
-from unsample.shapes.edits import EditPair, make_edit_pair, random_edit_pairs
-from unsample.shapes.render import BackgroundStyle, background_image, render
-from unsample.shapes.robustness import (
+from unsample_lab.shapes.edits import EditPair, make_edit_pair, random_edit_pairs
+from unsample_lab.shapes.render import BackgroundStyle, background_image, render
+from unsample_lab.shapes.robustness import (
     ANGLE_RANGES,
     ROBUSTNESS_VARIANTS,
     SCALE_RANGES,
@@ -17,9 +17,9 @@ from unsample.shapes.robustness import (
     perturb_pair,
     robustness_pairs,
 )
-from unsample.shapes.sampling import random_scene
-from unsample.shapes.scene import Scene, SceneObject
-from unsample.shapes.vocabulary import BACKGROUND_COLORS, BACKGROUND_RGB, OBJECT_RGB, TEXTURES
+from unsample_lab.shapes.sampling import random_scene
+from unsample_lab.shapes.scene import Scene, SceneObject
+from unsample_lab.shapes.vocabulary import BACKGROUND_COLORS, BACKGROUND_RGB, OBJECT_RGB, TEXTURES
 
 
 def _pair(texture: str, background: str = "gray", kind: str = "color", seed: int = 0) -> EditPair:

@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-import unsample.shapes as S
-from unsample.shapes.geometry import UNIT_AREA, inside, radial_profile
-from unsample.shapes.render import object_coverage
-from unsample.shapes.scene import EDGE_MARGIN, OBJECT_GAP
+import unsample_lab.shapes as S
+from unsample_lab.shapes.geometry import UNIT_AREA, inside, radial_profile
+from unsample_lab.shapes.render import object_coverage
+from unsample_lab.shapes.scene import EDGE_MARGIN, OBJECT_GAP
 
 DEMO_CAPTIONS = (
     "a large red circle on a striped blue background",

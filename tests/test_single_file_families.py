@@ -1,7 +1,7 @@
 """Single-file checkpoints of SDXL, SD3 and Flux, loaded offline with ``config=FOLDER``.
 
 Each file is written from a tiny diffusers folder by inverting diffusers' own renaming
-(`unsample.testing.sdxl_checkpoint`, `.sd3_checkpoint`, `.flux_checkpoint`) and read back by
+(`unsample_lab.testing.sdxl_checkpoint`, `.sd3_checkpoint`, `.flux_checkpoint`) and read back by
 ``from_single_file`` through `unsample.load`: every weight equal to the source folder's, tensor
 for tensor, the parts the file lacks taken from the config folder, and inversion and
 reconstruction giving the same latents as the folder.
@@ -100,7 +100,7 @@ def _assert_same_latents(got: Any, want: Any) -> None:
 
 @pytest.fixture(scope="module")
 def sdxl_file(tmp_path_factory: pytest.TempPathFactory, tiny_sdxl_pipeline_dir: Path) -> Path:
-    from unsample.testing.sdxl_checkpoint import save_sdxl_checkpoint
+    from unsample_lab.testing.sdxl_checkpoint import save_sdxl_checkpoint
 
     return save_sdxl_checkpoint(tiny_sdxl_pipeline_dir, tmp_path_factory.mktemp("sgm") / "sdxl.safetensors")
 
@@ -152,7 +152,7 @@ def test_mmdit_layout_round_trips_through_diffusers_converter(options: dict[str,
     from diffusers import SD3Transformer2DModel
     from diffusers.loaders.single_file_utils import convert_sd3_transformer_checkpoint_to_diffusers
 
-    from unsample.testing.sd3_checkpoint import sd3_transformer_to_original
+    from unsample_lab.testing.sd3_checkpoint import sd3_transformer_to_original
 
     torch.manual_seed(0)
     state = SD3Transformer2DModel(
@@ -170,7 +170,7 @@ def test_mmdit_layout_round_trips_through_diffusers_converter(options: dict[str,
 def sd3_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The folder the SD3 files are written from: its CLIP-L projection is the identity, as diffusers
     reads an SD3 file's CLIP-L (seed 2: unlike the config folders' weights)."""
-    from unsample.testing.tiny_pipeline import build_tiny_sd3_pipeline
+    from unsample_lab.testing.tiny_pipeline import build_tiny_sd3_pipeline
 
     folder = tmp_path_factory.mktemp("sd3-source") / "pipe"
     return build_tiny_sd3_pipeline(folder, seed=2, identity_clip_l_projection=True)
@@ -178,7 +178,7 @@ def sd3_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def sd3_files(tmp_path_factory: pytest.TempPathFactory, sd3_source: Path) -> dict[str, Path]:
-    from unsample.testing.sd3_checkpoint import save_sd3_checkpoint
+    from unsample_lab.testing.sd3_checkpoint import save_sd3_checkpoint
 
     out = tmp_path_factory.mktemp("sd3-files")
     kinds: dict[str, dict[str, bool]] = {
@@ -295,7 +295,7 @@ def test_a_weight_diffusers_leaves_unloaded_is_one_line(sd3_files: dict[str, Pat
 
 def test_sd3_builder_refuses_a_clip_l_diffusers_would_not_read_back(tiny_sd3_pipeline_dir: Path,
                                                                     tmp_path: Path) -> None:
-    from unsample.testing.sd3_checkpoint import save_sd3_checkpoint
+    from unsample_lab.testing.sd3_checkpoint import save_sd3_checkpoint
 
     with pytest.raises(ValueError, match="^diffusers loads an SD3 file's CLIP-L with an identity text_projection"):
         save_sd3_checkpoint(tiny_sd3_pipeline_dir, tmp_path / "x.safetensors", with_clips=True)
@@ -327,7 +327,7 @@ def test_flux_bfl_layout_round_trips_through_diffusers_converter(tiny_flux_pipel
         infer_diffusers_model_type,
     )
 
-    from unsample.testing.flux_checkpoint import flux_transformer_to_bfl
+    from unsample_lab.testing.flux_checkpoint import flux_transformer_to_bfl
 
     tiny = FluxTransformer2DModel.from_pretrained(tiny_flux_pipeline_dir / "transformer")
     state = _flux_state_at_flux1_width(tiny.state_dict())
@@ -341,7 +341,7 @@ def test_flux_bfl_layout_round_trips_through_diffusers_converter(tiny_flux_pipel
 
 def test_flux_transformer_file_loads_with_the_rest_from_the_config(tiny_flux_pipeline_dir: Path, tmp_path: Path,
                                                                    offline: None) -> None:
-    from unsample.testing.flux_checkpoint import save_flux_checkpoint
+    from unsample_lab.testing.flux_checkpoint import save_flux_checkpoint
 
     flux = _load(tiny_flux_pipeline_dir)
     file = save_flux_checkpoint(tiny_flux_pipeline_dir, tmp_path / "flux.safetensors", layout="diffusers")
@@ -353,7 +353,7 @@ def test_flux_transformer_file_loads_with_the_rest_from_the_config(tiny_flux_pip
 
 def test_a_flux_bfl_file_diffusers_cannot_convert_is_refused(tiny_flux_pipeline_dir: Path, tmp_path: Path,
                                                              offline: None) -> None:
-    from unsample.testing.flux_checkpoint import save_flux_checkpoint
+    from unsample_lab.testing.flux_checkpoint import save_flux_checkpoint
 
     file = str(save_flux_checkpoint(tiny_flux_pipeline_dir, tmp_path / "flux1-tiny.safetensors"))
     with pytest.raises(ValueError) as err:

@@ -150,7 +150,7 @@ def test_t5_tokenizer_loads_as_t5(tiny_sd3_pipeline_dir: Path) -> None:
 def test_builders_are_seeded(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from unsample.testing.tiny_pipeline import build_tiny_flux_pipeline
+    from unsample_lab.testing.tiny_pipeline import build_tiny_flux_pipeline
 
     def weights(folder: Path) -> dict[str, torch.Tensor]:
         return load_file(next((folder / "transformer").glob("*.safetensors")))

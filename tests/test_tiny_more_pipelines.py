@@ -107,7 +107,7 @@ def test_sdxl_add_time_ids(sdxl_pipe) -> None:
 
 
 def test_sdxl_without_forced_zeros_encodes_the_empty_negative(tmp_path: Path) -> None:
-    from unsample.testing.tiny_pipeline import build_tiny_sdxl_pipeline
+    from unsample_lab.testing.tiny_pipeline import build_tiny_sdxl_pipeline
 
     folder = build_tiny_sdxl_pipeline(tmp_path / "pipe", force_zeros_for_empty_prompt=False, seed=1)
     assert json.loads((folder / "model_index.json").read_text())["force_zeros_for_empty_prompt"] is False
@@ -135,7 +135,7 @@ def test_ddpm_pipeline_layout_runs(tiny_ddpm_pipeline_dir: Path) -> None:
 
 @pytest.mark.parametrize("scheduler", ["ddpm", "ddim"])
 def test_pipeline_layout_variants_run(tmp_path: Path, scheduler: str) -> None:
-    from unsample.testing.tiny_pipeline import build_tiny_ddpm_pipeline
+    from unsample_lab.testing.tiny_pipeline import build_tiny_ddpm_pipeline
 
     learned = scheduler == "ddpm"  # DDPMScheduler's learned_range splits the 6 channels itself
     folder = build_tiny_ddpm_pipeline(

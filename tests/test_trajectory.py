@@ -13,7 +13,7 @@ from unsample.cli import app
 
 
 def test_last_step_prediction_equals_final_latent(tmp_path_factory, tiny_image) -> None:
-    from unsample.testing.tiny_pipeline import build_tiny_pipeline
+    from unsample_lab.testing.tiny_pipeline import build_tiny_pipeline
 
     # with set_alpha_to_one the last DDIM step lands exactly on its x0 prediction
     folder = build_tiny_pipeline(tmp_path_factory.mktemp("one") / "p", set_alpha_to_one=True)

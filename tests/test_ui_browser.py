@@ -74,7 +74,7 @@ def page(browser: Any, server: str) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def red_circle_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in scene, centred: the circle covers the image's centre."""
-    from unsample.shapes import Scene, SceneObject, render
+    from unsample_lab.shapes import Scene, SceneObject, render
 
     scene = Scene((SceneObject("large", "red", "circle", 0.5, 0.5),), "gray", "plain")
     path = tmp_path_factory.mktemp("scene") / "red-circle.png"

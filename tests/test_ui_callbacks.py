@@ -62,7 +62,7 @@ def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path: Path
 
 
 def test_the_built_in_scenes_are_offered_their_own_caption(embedded_model, state: SessionState) -> None:
-    from unsample.shapes import is_held_out
+    from unsample_lab.shapes import is_held_out
 
     for caption in SCENE_CAPTIONS:
         assert not is_held_out(caption), caption  # training captions: the model knows them

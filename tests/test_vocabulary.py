@@ -21,7 +21,7 @@ from unsample.backends.vocabulary import (
 )
 from unsample.cli import app
 from unsample.embedded import embedded_model_path
-from unsample.shapes.vocabulary import VOCABULARY
+from unsample_lab.shapes.vocabulary import VOCABULARY
 
 needs_embedded = pytest.mark.skipif(
     not (embedded_model_path() / "model_index.json").is_file(), reason="the embedded model is not installed"
@@ -126,7 +126,7 @@ def test_clip_bpe_reports_a_word_whose_byte_is_missing() -> None:
 
 def test_tiny_pipeline_tokenizer_is_word_level(tiny_model: unsample.Model) -> None:
     # The tests' tiny SD pipeline uses the word-level tokenizer, not CLIP BPE.
-    from unsample.testing.tiny_pipeline import TINY_WORDS
+    from unsample_lab.testing.tiny_pipeline import TINY_WORDS
 
     assert tiny_model.vocabulary() == sorted(set(TINY_WORDS))
     assert tiny_model.unknown_words("a photo of the zebra") == ["zebra"]
@@ -211,7 +211,7 @@ def test_cli_vocabulary_lists_the_embedded_words() -> None:
 
 
 def test_cli_vocabulary_on_a_model_folder(tiny_pipeline_dir: Path) -> None:
-    from unsample.testing.tiny_pipeline import TINY_WORDS
+    from unsample_lab.testing.tiny_pipeline import TINY_WORDS
 
     r = CliRunner().invoke(app, ["vocabulary", "--model", str(tiny_pipeline_dir), "--device", "cpu"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
@@ -240,7 +240,7 @@ def test_a_prompt_longer_than_the_window_is_said(tmp_path) -> None:
 
     import unsample
     from unsample.api import check_prompt_words
-    from unsample.testing.tiny_pipeline import build_tiny_pipeline
+    from unsample_lab.testing.tiny_pipeline import build_tiny_pipeline
 
     model = unsample.load(str(build_tiny_pipeline(tmp_path / "tiny")), device="cpu")
     count, window = model.prompt_window("a red cat")

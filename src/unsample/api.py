@@ -23,6 +23,7 @@ from unsample.core.classifier import ClassifierGuidance
 from unsample.core.denoiser import CallCounter
 from unsample.editing.masks import MASK_SOURCES as MASK_KINDS
 from unsample.editing.masks import NoiseMaskConfig
+from unsample.errors import InputError
 from unsample.images import Fit, fit_image, load_image, tensor_to_pil
 from unsample.inversion import Inversion
 from unsample.methods.base import MethodOutput, StepCallback
@@ -105,7 +106,6 @@ def load(
         resolve_local_files_only,
         single_file_family,
     )
-
     from unsample.embedded import EMBEDDED_MODELS
 
     if model is None or model in EMBEDDED_MODELS:
@@ -116,16 +116,16 @@ def load(
     if single:
         config = check_single_file(model, config)
     elif config is not None:
-        raise ValueError(f"config={config!r} is for a single-file checkpoint; {model!r} is a folder or hub id, give it alone")
+        raise InputError(f"config={config!r} is for a single-file checkpoint; {model!r} is a folder or hub id, give it alone")
     source = config if single and config is not None else model
     class_name = pipeline_class_name(source, resolve_local_files_only(source, local_files_only))
     backend = backend_for(class_name)
     if single and backend == "pixel":
-        raise ValueError(f"single-file checkpoints load for Stable Diffusion, SDXL, SD3 and Flux; {config!r} is a pixel-space UNet")
+        raise InputError(f"single-file checkpoints load for Stable Diffusion, SDXL, SD3 and Flux; {config!r} is a pixel-space UNet")
     if single:
         found = single_file_family(model)
         if found is not None and found[0] != backend:
-            raise ValueError(
+            raise InputError(
                 f"{model!r} holds {FAMILY_NAMES[found[0]]} weights (keys starting {found[1]!r}) but the config folder "
                 f"{config!r} is {class_name} ({FAMILY_NAMES[backend]}); give a config folder of the same family"
             )
@@ -151,7 +151,7 @@ def _load_embedded(name: str, device: str, dtype: str | torch.dtype | None) -> M
 
     folder = embedded_model_path(name)
     if not (folder / "model_index.json").is_file():
-        raise ValueError(f"the {name} model is not installed in {folder}; pass a model (hub id or folder) "
+        raise InputError(f"the {name} model is not installed in {folder}; pass a model (hub id or folder) "
                          f"or train it with '{EMBEDDED_MODELS[name][1]}'")
     loaded = load(str(folder), device=device, dtype=dtype, local_files_only=True)
     loaded.name = name
@@ -168,7 +168,7 @@ def _check_guidance(value: float | None, name: str, allow_none: bool = False) ->
     import math
 
     if not isinstance(value, (int, float)) or not math.isfinite(float(value)) or not 0 <= value <= MAX_GUIDANCE:
-        raise ValueError(
+        raise InputError(
             f"{name}={value} must be a finite number in [0, {MAX_GUIDANCE:g}] (1 means no classifier-free guidance)"
         )
 
@@ -211,7 +211,7 @@ def _check_classifier(inversion: Inversion, guidance: ClassifierGuidance | None,
     """An inversion made with classifier guidance replays exactly only with a classifier again."""
     made = inversion.stats.get("classifier_guidance")
     if made and guidance is None:
-        raise ValueError(
+        raise InputError(
             f"this inversion was made with classifier guidance (scale {made['scale']:g}, labels {made['labels']}); "
             f"pass classifier_guidance to {what} (the file holds no classifier)"
         )
@@ -350,7 +350,7 @@ def _present(model: Model, sample: Sample, output: Output) -> Image.Image | torc
         return sample
     if output == "pil":
         return tensor_to_pil(model.decode_latent(sample.latent.float()))
-    raise ValueError(f"output={output!r} is not supported; use pil, latent or result")
+    raise InputError(f"output={output!r} is not supported; use pil, latent or result")
 
 
 def reconstruct(model: Model, inversion: Inversion, *, output: Output = "pil", progress: bool = False,
@@ -422,29 +422,29 @@ def edit(
     from unsample.editing.tokens import changed_words
 
     if control not in ("none", "replace", "refine", "reweight"):
-        raise ValueError(f"control={control!r} is not one of none, replace, refine, reweight")
+        raise InputError(f"control={control!r} is not one of none, replace, refine, reweight")
     if control == "reweight" and not reweight:
-        raise ValueError("control='reweight' needs reweight={word: scale}")
+        raise InputError("control='reweight' needs reweight={word: scale}")
     if not isinstance(prompt, str) or (not prompt.strip() and classifier_guidance is None):
-        raise ValueError("edit needs the target prompt (a non-empty string); to replay the source use reconstruct()")
+        raise InputError("edit needs the target prompt (a non-empty string); to replay the source use reconstruct()")
     _check_guidance(guidance, "guidance", allow_none=True)
     for text in (prompt, source_prompt):
         if text is not None:
             check_prompt_words(model, text)
     inversion.check_model(model)
     if not isinstance(start_step, int) or not 0 <= start_step <= inversion.steps:
-        raise ValueError(f"start_step={start_step} is outside 0..{inversion.steps} for this {inversion.steps}-step inversion")
+        raise InputError(f"start_step={start_step} is outside 0..{inversion.steps} for this {inversion.steps}-step inversion")
     source = inversion.prompt if source_prompt is None else source_prompt
     if mask is None:
         mask = "attention" if blend_words else "none" if classifier_guidance is not None else defaults.EDIT_MASK
     kind = mask if isinstance(mask, str) and mask in MASK_KINDS else "user"
     if kind == "user" and isinstance(mask, str) and not Path(mask).suffix:
-        raise ValueError(f"mask={mask!r} is not one of {', '.join(MASK_KINDS)} nor an image file (PNG)")
+        raise InputError(f"mask={mask!r} is not one of {', '.join(MASK_KINDS)} nor an image file (PNG)")
     words = tuple(blend_words) or tuple(dict.fromkeys(sum(changed_words(source, prompt), [])))
     if kind in ("attention", "intersect") and not words:
-        raise ValueError("an attention mask needs words that differ between the prompts, or blend_words")
+        raise InputError("an attention mask needs words that differ between the prompts, or blend_words")
     if (control != "none" or kind in ("attention", "intersect") or reweight) and not model.supports_attention_control:
-        raise ValueError(
+        raise InputError(
             f"prompt-to-prompt control and attention masks need a UNet's cross-attention; {type(model).__name__} "
             "has none the editor can hook yet: use mask='noise' (the default) or a mask image, and control='none'"
         )
@@ -535,12 +535,12 @@ def flowedit(
         _check_guidance(value, name)
     for text in (source_prompt, target_prompt):
         if not isinstance(text, str):
-            raise ValueError("flowedit needs a source and a target prompt (strings)")
+            raise InputError("flowedit needs a source and a target prompt (strings)")
         check_prompt_words(model, text)
     if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps={steps} must be a whole number >= 1")
+        raise InputError(f"steps={steps} must be a whole number >= 1")
     if not isinstance(start_step, int) or not 0 <= start_step < steps:
-        raise ValueError(f"start_step={start_step} is outside 0..{steps - 1} for {steps} steps (FlowEdit's n_max = "
+        raise InputError(f"start_step={start_step} is outside 0..{steps - 1} for {steps} steps (FlowEdit's n_max = "
                          "steps - start_step)")
     pixels = prepare_image(model, image, fit)
     counter = CallCounter()
@@ -578,6 +578,6 @@ def check_prompt_words(model: Model, prompt: str, *, allow: bool = True) -> list
     for message in (overflow, unknown):
         if message is not None:
             if not allow:
-                raise ValueError(message)
+                raise InputError(message)
             warnings.warn(message, UnknownWordsWarning, stacklevel=2)
     return words

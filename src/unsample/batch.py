@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from unsample import defaults
+from unsample.errors import InputError
 
 DONE_FILE = "manifest.done.jsonl"
 _JOB_ERRORS = (ValueError, OSError, UserWarning)
@@ -53,9 +54,9 @@ def shard_from_env() -> tuple[int, int]:
         n = int(os.environ.get("WORLD_SIZE", "1"))
         k = int(os.environ.get("RANK", "0"))
     except ValueError:
-        raise ValueError("RANK and WORLD_SIZE must be whole numbers (as torchrun or accelerate set them)") from None
+        raise InputError("RANK and WORLD_SIZE must be whole numbers (as torchrun or accelerate set them)") from None
     if n < 1 or not 0 <= k < n:
-        raise ValueError(f"RANK={k} and WORLD_SIZE={n} do not name a shard; need 0 <= RANK < WORLD_SIZE")
+        raise InputError(f"RANK={k} and WORLD_SIZE={n} do not name a shard; need 0 <= RANK < WORLD_SIZE")
     return k, n
 
 
@@ -118,24 +119,24 @@ class Job:
 
 def _job_from(item: Any, where: str) -> Job:
     if not isinstance(item, dict):
-        raise ValueError(f"{where}: a job is a JSON object, got {type(item).__name__}")
+        raise InputError(f"{where}: a job is a JSON object, got {type(item).__name__}")
     unknown = sorted(set(item) - _KEYS)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; a job takes {', '.join(sorted(_KEYS))}")
+        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}; a job takes {', '.join(sorted(_KEYS))}")
     kind = item.get("job")
     if kind not in JOBS:
-        raise ValueError(f"{where}: 'job' must be one of {', '.join(JOBS)}, got {kind!r}")
+        raise InputError(f"{where}: 'job' must be one of {', '.join(JOBS)}, got {kind!r}")
     job_id = item.get("id")
     if not isinstance(job_id, str) or not job_id or "/" in job_id or job_id.startswith(".") or job_id != job_id.strip():
-        raise ValueError(f"{where}: 'id' must be a file-name-safe string (no '/', not starting with '.'), got {job_id!r}")
+        raise InputError(f"{where}: 'id' must be a file-name-safe string (no '/', not starting with '.'), got {job_id!r}")
     if not isinstance(item.get("image"), str):
-        raise ValueError(f"{where}: 'image' must be the path of an image (relative to the manifest), got {item.get('image')!r}")
+        raise InputError(f"{where}: 'image' must be the path of an image (relative to the manifest), got {item.get('image')!r}")
     prompt = item.get("source_prompt", item.get("prompt", ""))
     if not isinstance(prompt, str):
-        raise ValueError(f"{where}: the prompt must be a string")
+        raise InputError(f"{where}: the prompt must be a string")
     target = item.get("target_prompt")
     if kind == "edit" and (not isinstance(target, str) or not target.strip()):
-        raise ValueError(f"{where}: an edit job needs 'target_prompt' (a non-empty string)")
+        raise InputError(f"{where}: an edit job needs 'target_prompt' (a non-empty string)")
     edit = kind == "edit"
     values: dict[str, Any] = {
         "method": item.get("method", defaults.EDIT_METHOD if edit else "ddim"),
@@ -149,9 +150,9 @@ def _job_from(item: Any, where: str) -> Job:
     for name, kinds in (("method", (str,)), ("steps", (int,)), ("guidance", (int, float)), ("edit_guidance", (int, float)),
                         ("mask", (str,)), ("options", (dict,)), ("seed", (int,))):
         if isinstance(values[name], bool) or not isinstance(values[name], kinds):
-            raise ValueError(f"{where}: {name!r} must be {' or '.join(k.__name__ for k in kinds)}, got {values[name]!r}")
+            raise InputError(f"{where}: {name!r} must be {' or '.join(k.__name__ for k in kinds)}, got {values[name]!r}")
     if values["steps"] < 1:
-        raise ValueError(f"{where}: 'steps' must be >= 1")
+        raise InputError(f"{where}: 'steps' must be >= 1")
     return Job(id=job_id, job=kind, image=item["image"], prompt=prompt, target_prompt=target, **values)
 
 
@@ -159,7 +160,7 @@ def read_manifest(path: str | Path) -> list[Job]:
     """The jobs of a manifest, checked line by line (a one-line error names the line and what is wrong)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"manifest {str(path)!r} does not exist; give a JSONL file with one job per line")
+        raise InputError(f"manifest {str(path)!r} does not exist; give a JSONL file with one job per line")
     jobs: list[Job] = []
     seen: set[str] = set()
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -169,14 +170,14 @@ def read_manifest(path: str | Path) -> list[Job]:
         try:
             item = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
+            raise InputError(f"{where}: not valid JSON ({err.msg})") from None
         job = _job_from(item, where)
         if job.id in seen:
-            raise ValueError(f"{where}: the id {job.id!r} is used twice; every job needs its own id")
+            raise InputError(f"{where}: the id {job.id!r} is used twice; every job needs its own id")
         seen.add(job.id)
         jobs.append(job)
     if not jobs:
-        raise ValueError(f"manifest {str(path)!r} lists no jobs")
+        raise InputError(f"manifest {str(path)!r} lists no jobs")
     return jobs
 
 
@@ -271,7 +272,7 @@ def chunks(jobs: list[Job], batch_size: int) -> list[list[int]]:
     so every process count and every resume batches each job with the same companions.
     """
     if batch_size < 1:
-        raise ValueError(f"batch size {batch_size} must be >= 1")
+        raise InputError(f"batch size {batch_size} must be >= 1")
     groups: dict[Any, list[int]] = {}
     for i, job in enumerate(jobs):
         key: Any = ("alone", i) if runs_alone(job) else (
@@ -327,7 +328,7 @@ def run_batch(
     jobs = [every[i] for g in groups for i in g]
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} is a file; give a folder for the batch's outputs")
+        raise InputError(f"--out {str(out)!r} is a file; give a folder for the batch's outputs")
     out.mkdir(parents=True, exist_ok=True)
     _clean_temp_files(out, jobs)
     done = recorded(out)
@@ -373,7 +374,7 @@ def run_batch(
                 if bar is not None:
                     bar.update(1)
             if fail_fast and first_failure is not None:
-                raise ValueError(f"job {first_failure[0]!r} failed: {first_failure[1]}") from None
+                raise InputError(f"job {first_failure[0]!r} failed: {first_failure[1]}") from None
     finally:
         if bar is not None:
             bar.close()

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from unsample.errors import InputError
+
 Fit = Literal["model", "multiple"]
 
 
@@ -40,7 +42,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         arr = np.asarray(image, dtype=np.float64)
         if mode == "F":
             if not np.isfinite(arr).all():
-                raise ValueError("the image holds NaN or infinite values; give an image with finite pixels")
+                raise InputError("the image holds NaN or infinite values; give an image with finite pixels")
             peak = 1.0 if arr.max(initial=0.0) <= 1.0 and arr.min(initial=0.0) >= 0.0 else 255.0
         else:
             peak = 65535.0 if arr.max(initial=0.0) > 255 or mode.startswith("I;16") else 255.0
@@ -59,23 +61,23 @@ def _from_array(source: object) -> Image.Image:
         if t.dim() == 4 and t.shape[0] == 1:
             t = t[0]
         if t.dim() != 3 or t.shape[0] != 3:
-            raise ValueError(f"an image tensor must be [3, H, W] or [1, 3, H, W] in [0, 1], got shape {tuple(source.shape)}")
+            raise InputError(f"an image tensor must be [3, H, W] or [1, 3, H, W] in [0, 1], got shape {tuple(source.shape)}")
         arr = t.permute(1, 2, 0).double().numpy()
         if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
-            raise ValueError("an image tensor must hold finite values in [0, 1]")
+            raise InputError("an image tensor must hold finite values in [0, 1]")
         return Image.fromarray(np.rint(arr * 255).astype(np.uint8))
     arr = np.asarray(source)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
-        raise ValueError(f"an image array must be H x W x 3 (or 4, or H x W), got shape {arr.shape}")
+        raise InputError(f"an image array must be H x W x 3 (or 4, or H x W), got shape {arr.shape}")
     if arr.dtype == np.uint8:
         return _to_rgb(Image.fromarray(arr))
     if np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
-            raise ValueError("a float image array must hold finite values in [0, 1]")
+            raise InputError("a float image array must hold finite values in [0, 1]")
         return _to_rgb(Image.fromarray(np.rint(arr * 255).astype(np.uint8)))
-    raise ValueError(f"an image array must be uint8 or float in [0, 1], got dtype {arr.dtype}")
+    raise InputError(f"an image array must be uint8 or float in [0, 1], got dtype {arr.dtype}")
 
 
 def load_image(source: str | Path | Image.Image | np.ndarray | torch.Tensor) -> Image.Image:
@@ -87,11 +89,11 @@ def load_image(source: str | Path | Image.Image | np.ndarray | torch.Tensor) -> 
     elif isinstance(source, (str, Path)):
         path = Path(source)
         if path.is_dir():
-            raise ValueError(f"{str(path)!r} is a folder, not an image; give the path of a PNG or JPEG")
+            raise InputError(f"{str(path)!r} is a folder, not an image; give the path of a PNG or JPEG")
         if not path.exists():
-            raise ValueError(f"image file {str(path)!r} does not exist; give the path of a PNG or JPEG")
+            raise InputError(f"image file {str(path)!r} does not exist; give the path of a PNG or JPEG")
         if not path.is_file():
-            raise ValueError(f"{str(path)!r} is not a regular file (a device or pipe?); give the path of a PNG or JPEG")
+            raise InputError(f"{str(path)!r} is not a regular file (a device or pipe?); give the path of a PNG or JPEG")
         import warnings
 
         try:
@@ -99,17 +101,17 @@ def load_image(source: str | Path | Image.Image | np.ndarray | torch.Tensor) -> 
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 image = Image.open(path)
                 if image.width * image.height > MAX_PIXELS:
-                    raise ValueError(
+                    raise InputError(
                         f"{str(path)!r} declares {image.width} x {image.height} pixels, more than the {MAX_PIXELS:,} "
                         "this tool reads; downscale it first"
                     )
                 image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            raise ValueError(f"{str(path)!r} declares too many pixels to read safely ({err}); downscale it first") from None
+            raise InputError(f"{str(path)!r} declares too many pixels to read safely ({err}); downscale it first") from None
         except (UnidentifiedImageError, OSError, SyntaxError) as err:
-            raise ValueError(f"{str(path)!r} is not an image PIL can read ({err}); give a PNG or JPEG") from err
+            raise InputError(f"{str(path)!r} is not an image PIL can read ({err}); give a PNG or JPEG") from err
     else:
-        raise ValueError(f"an image must be {ACCEPTED}; got {type(source).__name__}")
+        raise InputError(f"an image must be {ACCEPTED}; got {type(source).__name__}")
     return _to_rgb(ImageOps.exif_transpose(image))
 
 
@@ -126,14 +128,14 @@ def fit_image(image: Image.Image, resolution: int, multiple: int, fit: Fit = "mo
     if fit == "multiple":
         nw, nh = max(multiple, w // multiple * multiple), max(multiple, h // multiple * multiple)
         return image if (nw, nh) == (w, h) else image.resize((nw, nh), Image.Resampling.LANCZOS)
-    raise ValueError(f"fit={fit!r} is not supported; use model or multiple")
+    raise InputError(f"fit={fit!r} is not supported; use model or multiple")
 
 
 def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     """[1, 3, H, W] or [3, H, W] in [0, 1] -> an 8-bit RGB image."""
     if image.dim() == 4:
         if image.shape[0] != 1:
-            raise ValueError(f"expected one image, got a batch of {image.shape[0]}")
+            raise InputError(f"expected one image, got a batch of {image.shape[0]}")
         image = image[0]
     arr = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
     return Image.fromarray(arr)
@@ -145,7 +147,7 @@ def psnr(a: Image.Image | np.ndarray, b: Image.Image | np.ndarray) -> float:
 
     x, y = np.asarray(a), np.asarray(b)
     if x.shape != y.shape:
-        raise ValueError(f"PSNR needs images of one size, got {x.shape} and {y.shape}")
+        raise InputError(f"PSNR needs images of one size, got {x.shape} and {y.shape}")
     if np.array_equal(x, y):
         return float("inf")
     return float(peak_signal_noise_ratio(x, y, data_range=255))

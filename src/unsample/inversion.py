@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from unsample.errors import InputError
+
 FORMAT = "unsample.inversion"
 FORMAT_VERSION = 2
 """2: the digest covers the metadata too (version 1 covered the tensors only)."""
@@ -66,12 +68,12 @@ class Inversion:
         """Refuse a model other than the one this inversion was made with."""
         if model.fingerprint != self.model_fingerprint:
             if model.name == self.model_name:
-                raise ValueError(
+                raise InputError(
                     f"this inversion was made with model {self.model_name!r} at fingerprint {self.model_fingerprint}; the "
                     f"{model.name!r} loaded now has fingerprint {model.fingerprint} (other weights, or another --dtype: "
                     "the fingerprint covers both); load it as it was when inverting, or invert again"
                 )
-            raise ValueError(
+            raise InputError(
                 f"this inversion was made with model {self.model_name!r} (fingerprint {self.model_fingerprint}), "
                 f"not with {model.name!r} (fingerprint {model.fingerprint}); load that model or invert again"
             )
@@ -87,9 +89,9 @@ class Inversion:
 
         path = Path(path)
         if path.suffix != ".safetensors":
-            raise ValueError(f"{str(path)!r}: an inversion file must end in .safetensors")
+            raise InputError(f"{str(path)!r}: an inversion file must end in .safetensors")
         if not path.parent.is_dir():
-            raise ValueError(f"folder {str(path.parent)!r} does not exist; create it first")
+            raise InputError(f"folder {str(path.parent)!r} does not exist; create it first")
         tensors = self._tensors()
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.metadata()}
         header = {**meta, "sha256": _digest(tensors, meta)}
@@ -110,45 +112,45 @@ class Inversion:
 
         path = Path(path)
         if not path.is_file():
-            raise ValueError(f"inversion file {str(path)!r} does not exist")
+            raise InputError(f"inversion file {str(path)!r} does not exist")
         try:
             with safe_open(str(path), framework="pt") as f:
                 raw = (f.metadata() or {}).get("unsample")
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as err:  # safetensors raises its own error types for damaged headers
-            raise ValueError(f"{str(path)!r} is not a readable safetensors file ({err}); give a file made by 'unsample invert'") from err
+            raise InputError(f"{str(path)!r} is not a readable safetensors file ({err}); give a file made by 'unsample invert'") from err
         if raw is None:
-            raise ValueError(f"{str(path)!r} is a safetensors file but not an unsample inversion (no 'unsample' metadata)")
+            raise InputError(f"{str(path)!r} is a safetensors file but not an unsample inversion (no 'unsample' metadata)")
         try:
             header = json.loads(raw)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{str(path)!r}: its unsample metadata is not valid JSON ({err}); the file is damaged") from err
+            raise InputError(f"{str(path)!r}: its unsample metadata is not valid JSON ({err}); the file is damaged") from err
         if header.get("format") != FORMAT:
-            raise ValueError(f"{str(path)!r} is not an unsample inversion (format {header.get('format')!r})")
+            raise InputError(f"{str(path)!r} is not an unsample inversion (format {header.get('format')!r})")
         version = header.get("format_version")
         if version != FORMAT_VERSION:
-            raise ValueError(
+            raise InputError(
                 f"{str(path)!r} has inversion format version {version}, this unsample reads version {FORMAT_VERSION}; "
                 "invert the image again with this version"
             )
         meta = {k: v for k, v in header.items() if k != "sha256"}
         if header.get("sha256") != _digest(tensors, meta):
-            raise ValueError(
+            raise InputError(
                 f"{str(path)!r}: its tensors or metadata do not match their recorded digest; the file was changed or damaged"
             )
         for name in ("trajectory", "image_latent"):
             if name not in tensors:
-                raise ValueError(f"{str(path)!r}: the tensor {name!r} is missing; the file is damaged")
+                raise InputError(f"{str(path)!r}: the tensor {name!r} is missing; the file is damaged")
         extras = {k.removeprefix("extra."): v for k, v in tensors.items() if k.startswith("extra.")}
         try:
             fields_ = {k: header[k] for k in _META_FIELDS}
         except KeyError as err:
-            raise ValueError(f"{str(path)!r}: its metadata lacks the field {err}; the file is damaged") from err
+            raise InputError(f"{str(path)!r}: its metadata lacks the field {err}; the file is damaged") from err
         _check_field_types(fields_, path)
         fields_["image_size"] = tuple(fields_["image_size"])
         inv = cls(trajectory=tensors["trajectory"], image_latent=tensors["image_latent"], extras=extras, **fields_)
         if inv.trajectory.shape[0] != inv.steps + 1:
-            raise ValueError(f"{str(path)!r}: trajectory has {inv.trajectory.shape[0]} states for {inv.steps} steps; damaged file")
+            raise InputError(f"{str(path)!r}: trajectory has {inv.trajectory.shape[0]} states for {inv.steps} steps; damaged file")
         return inv
 
 
@@ -169,13 +171,13 @@ def _check_field_types(fields_: dict[str, Any], path: Path) -> None:
     for name, kinds in _FIELD_TYPES.items():
         value = fields_[name]
         if isinstance(value, bool) or not isinstance(value, kinds):
-            raise ValueError(
+            raise InputError(
                 f"{str(path)!r}: its metadata field {name!r} is {type(value).__name__}, not "
                 f"{' or '.join(k.__name__ for k in kinds)}; the file is damaged"
             )
     size = fields_["image_size"]
     if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
-        raise ValueError(f"{str(path)!r}: its metadata field 'image_size' is {size!r}, not [height, width]; the file is damaged")
+        raise InputError(f"{str(path)!r}: its metadata field 'image_size' is {size!r}, not [height, width]; the file is damaged")
 
 
 def _digest(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:

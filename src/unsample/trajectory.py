@@ -17,6 +17,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from unsample.core.schedule import TimestepGrid
+from unsample.errors import InputError
 
 
 @dataclass
@@ -40,7 +41,7 @@ def panels(denoiser: Any, grid: TimestepGrid, states: torch.Tensor, steps: list[
     with torch.no_grad():
         for i in steps:
             if not 0 <= i < len(grid):
-                raise ValueError(f"step {i} is outside 0..{len(grid) - 1}")
+                raise InputError(f"step {i} is outside 0..{len(grid) - 1}")
             x = states[i]
             out.append(Panel(i, x, denoiser.x0(x, grid.timesteps[i])))
     return out

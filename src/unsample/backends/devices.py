@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from unsample.errors import InputError
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
@@ -13,10 +15,10 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda:") and device[5:].isdigit():
         count = torch.cuda.device_count()
         if int(device[5:]) >= count:
-            raise ValueError(f"device {device!r} was asked for but this machine has {count} CUDA GPU(s); use --device auto")
+            raise InputError(f"device {device!r} was asked for but this machine has {count} CUDA GPU(s); use --device auto")
         return torch.device(device)
     if device not in DEVICES:
-        raise ValueError(f"device {device!r} is not one of {', '.join(DEVICES)}")
+        raise InputError(f"device {device!r} is not one of {', '.join(DEVICES)}")
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -24,9 +26,9 @@ def resolve_device(device: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
+        raise InputError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
     if device == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device 'mps' was asked for but MPS is not available; use --device cpu or auto")
+        raise InputError("device 'mps' was asked for but MPS is not available; use --device cpu or auto")
     return torch.device(device)
 
 
@@ -36,8 +38,8 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         return torch.float16 if device.type in ("cuda", "mps") else torch.float32
     if isinstance(dtype, torch.dtype):
         if dtype not in DTYPES.values():
-            raise ValueError(f"model dtype {dtype} is not supported; use one of {', '.join(DTYPES)}")
+            raise InputError(f"model dtype {dtype} is not supported; use one of {', '.join(DTYPES)}")
         return dtype
     if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        raise InputError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     return DTYPES[dtype]

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from unsample.backends.base import Model
+from unsample.errors import InputError, ModelLoadError
 
 PIPELINES: dict[str, str] = {
     "StableDiffusionPipeline": "sd",
@@ -57,11 +58,11 @@ def pipeline_class_name(name: str, local_files_only: bool) -> str | None:
         if not index.is_file():
             if is_flat_unet_folder(folder):
                 return "UNet2DModel"
-            raise ValueError(f"{name!r} is a folder without model_index.json; give a diffusers pipeline folder")
+            raise InputError(f"{name!r} is a folder without model_index.json; give a diffusers pipeline folder")
         try:
             return str(json.loads(index.read_text(encoding="utf-8")).get("_class_name"))
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            raise ValueError(f"{index} is not valid JSON; give a diffusers pipeline folder") from None
+            raise InputError(f"{index} is not valid JSON; give a diffusers pipeline folder") from None
     try:
         from diffusers import DiffusionPipeline
 
@@ -76,7 +77,7 @@ def backend_for(class_name: str | None) -> str:
         return "sd"  # a hub id not in the cache: the SD loader says what is missing
     backend = PIPELINES.get(class_name)
     if backend is None:
-        raise ValueError(
+        raise InputError(
             f"pipeline class {class_name!r} is not supported; unsample loads {', '.join(sorted(PIPELINES))}"
         )
     return backend
@@ -88,10 +89,8 @@ def resolve_local_files_only(name: str, local_files_only: bool | None) -> bool:
     return os.path.isdir(name) or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
 
 
-class LoadError(ValueError):
-    """A loading error whose message already says what to do (load_pipeline passes it on as is)."""
-
-    unsample_message = True
+LoadError = ModelLoadError
+"""A loading error whose message already says what to do (load_pipeline passes it on as is)."""
 
 
 _WEIGHT_FILE = re.compile(
@@ -178,11 +177,11 @@ def load_pipeline(pipeline_cls: Any, name: str, *, device: torch.device, dtype: 
     except (OSError, ValueError, EnvironmentError, SingleFileComponentError, RuntimeError) as err:
         if isinstance(err, RuntimeError) and not single:
             raise
-        if getattr(err, "unsample_message", False):
+        if isinstance(err, ModelLoadError):
             raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         what = "a single-file checkpoint with config=" + repr(config) if single else "a local diffusers folder or a hub id that is in the local cache"
-        raise ValueError(f"could not load a {family} pipeline from {name!r} ({first}); give {what}") from err
+        raise ModelLoadError(f"could not load a {family} pipeline from {name!r} ({first}); give {what}") from err
     if single:
         unloaded = [f"{part}.{key}" for part, module in pipe.components.items() if isinstance(module, torch.nn.Module)
                     for key, tensor in module.state_dict().items() if tensor.is_meta]
@@ -429,7 +428,7 @@ class TransformerPipelineModel(Model):
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> PooledTextConditioning:
         if not isinstance(prompt, str):
-            raise ValueError(f"a prompt must be a string, got {type(prompt).__name__}")
+            raise InputError(f"a prompt must be a string, got {type(prompt).__name__}")
         cached = self._prompt_cache.get(prompt)
         if cached is None:
             embeds, pooled = self._encode(prompt)

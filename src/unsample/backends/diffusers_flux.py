@@ -34,7 +34,6 @@ from unsample.backends.diffusers_common import (
 )
 from unsample.core.schedule import Schedule
 
-
 BFL_WIDTH = 3072
 """The transformer width diffusers' BFL-layout converter assumes (Flux.1 dev and schnell)."""
 

@@ -31,6 +31,7 @@ import torch
 
 from unsample.backends.base import Model
 from unsample.backends.diffusers_common import fingerprint, is_flat_unet_folder, resolve_local_files_only, resolve_variant
+from unsample.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -70,11 +71,11 @@ class ClassNames:
             names = tuple(str(n) for n in raw.get("names", ()))
             null = raw.get("unconditional")
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError):
-            raise ValueError(f"{path} is not a JSON object with 'names' and 'unconditional'; fix or remove it") from None
+            raise InputError(f"{path} is not a JSON object with 'names' and 'unconditional'; fix or remove it") from None
         if null is not None and (not isinstance(null, int) or not 0 <= null < num_class_embeds):
-            raise ValueError(f"{path}: unconditional={null!r} is not a class index 0..{num_class_embeds - 1}")
+            raise InputError(f"{path}: unconditional={null!r} is not a class index 0..{num_class_embeds - 1}")
         if len(names) > num_class_embeds:
-            raise ValueError(f"{path} names {len(names)} classes but the UNet has {num_class_embeds}")
+            raise InputError(f"{path} names {len(names)} classes but the UNet has {num_class_embeds}")
         return cls(names, null)
 
 
@@ -119,7 +120,7 @@ class PixelDiffusionModel(Model):
                 pipe = PixelPipeline(loaded.unet, loaded.scheduler, "pipeline")
         except (OSError, ValueError, EnvironmentError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(
+            raise InputError(
                 f"could not load a pixel-space UNet2DModel from {name!r} ({first}); give a DDPM/DDIM pipeline "
                 "folder or a folder with the UNet's config.json and weights at its root"
             ) from err
@@ -158,7 +159,7 @@ class PixelDiffusionModel(Model):
         if text in self.class_names:
             return self.class_names.index(text)
         named = f" or one of {', '.join(self.class_names)}" if self.class_names else ""
-        raise ValueError(f"this pixel-space model is conditioned on a class: give its index 0..{(n or 1) - 1}{named} "
+        raise InputError(f"this pixel-space model is conditioned on a class: give its index 0..{(n or 1) - 1}{named} "
                          f"as the prompt, not {label!r}")
 
     @cached_property
@@ -174,12 +175,12 @@ class PixelDiffusionModel(Model):
 
     def encode_prompt(self, prompt: str) -> ClassConditioning:
         if not isinstance(prompt, str):
-            raise ValueError(f"a prompt must be a string, got {type(prompt).__name__}")
+            raise InputError(f"a prompt must be a string, got {type(prompt).__name__}")
         text = prompt.strip()
         n = self.num_classes
         if n is None:
             if text:
-                raise ValueError(f"this pixel-space model is unconditional: give the empty prompt, not {prompt!r}")
+                raise InputError(f"this pixel-space model is unconditional: give the empty prompt, not {prompt!r}")
             return ClassConditioning(torch.tensor([-1], device=self.device))
         null = self.pipe.classes.unconditional
         if not text and null is not None:
@@ -189,7 +190,7 @@ class PixelDiffusionModel(Model):
     def encode_negative(self, prompt: str) -> ClassConditioning:
         if self.pipe.classes.unconditional is not None:
             return self.encode_prompt(prompt)
-        raise ValueError(
+        raise InputError(
             "this pixel-space UNet has no unconditional branch, so classifier-free guidance cannot run on it; "
             "use guidance 1"
         )

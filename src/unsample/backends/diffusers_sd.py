@@ -16,6 +16,7 @@ import torch
 
 from unsample.backends.base import Model
 from unsample.backends.diffusers_common import fingerprint, load_pipeline, vae_decode, vae_encode
+from unsample.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class StableDiffusionModel(Model):
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> TextConditioning:
         if not isinstance(prompt, str):
-            raise ValueError(f"a prompt must be a string, got {type(prompt).__name__}")
+            raise InputError(f"a prompt must be a string, got {type(prompt).__name__}")
         cached = self._prompt_cache.get(prompt)
         if cached is not None:
             return cached

@@ -27,6 +27,7 @@ from unsample.backends.diffusers_common import (
     load_pipeline,
     single_file_shapes,
 )
+from unsample.errors import InputError
 
 
 def _saved_without(name: str, part: str) -> bool:
@@ -54,9 +55,9 @@ def _saved_sequence_length(folder: Path, default: int) -> int:
     try:
         value = json.loads(path.read_text(encoding="utf-8")).get("max_sequence_length", default)
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        raise ValueError(f"{path} is not a JSON object; fix or remove it") from None
+        raise InputError(f"{path} is not a JSON object; fix or remove it") from None
     if not isinstance(value, int) or not 0 <= value <= 512:
-        raise ValueError(f"{path}: max_sequence_length={value!r} must be an integer in 0..512")
+        raise InputError(f"{path}: max_sequence_length={value!r} must be an integer in 0..512")
     return value
 
 

@@ -28,6 +28,7 @@ import torch
 
 from unsample.backends.diffusers_common import fingerprint, load_pipeline
 from unsample.backends.diffusers_sd import StableDiffusionModel
+from unsample.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class StableDiffusionXLModel(StableDiffusionModel):
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> XLConditioning:  # type: ignore[override]
         if not isinstance(prompt, str):
-            raise ValueError(f"a prompt must be a string, got {type(prompt).__name__}")
+            raise InputError(f"a prompt must be a string, got {type(prompt).__name__}")
         cached = self._prompt_cache.get(prompt)
         if cached is None:
             embeds, _, pooled, _ = self.pipe.encode_prompt(

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from unsample.core.classifier import ClassifierGuidance
+from unsample.errors import InputError
 
 FORMAT = "unsample-noisy-classifier/1"
 POOLS = ("mean", "mean+max")
@@ -44,13 +45,13 @@ class ClassifierConfig:
 
     def __post_init__(self) -> None:
         if self.in_channels < 1 or self.num_classes < 2 or not self.block_out_channels:
-            raise ValueError("a classifier needs in_channels >= 1, num_classes >= 2 and at least one down stage")
+            raise InputError("a classifier needs in_channels >= 1, num_classes >= 2 and at least one down stage")
         if self.pool not in POOLS:
-            raise ValueError(f"pool={self.pool!r} is not one of {', '.join(POOLS)}")
+            raise InputError(f"pool={self.pool!r} is not one of {', '.join(POOLS)}")
         if self.class_names and len(self.class_names) != self.num_classes:
-            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+            raise InputError(f"{len(self.class_names)} class names for {self.num_classes} classes")
         if any(c % self.norm_num_groups for c in self.block_out_channels):
-            raise ValueError(f"every stage width must be a multiple of norm_num_groups={self.norm_num_groups}")
+            raise InputError(f"every stage width must be a multiple of norm_num_groups={self.norm_num_groups}")
 
 
 class NoisyClassifier(torch.nn.Module):
@@ -97,7 +98,7 @@ class NoisyClassifier(torch.nn.Module):
         if text in names:
             return names.index(text)
         named = f" or one of {', '.join(names)}" if names else ""
-        raise ValueError(f"class label {label!r} is not a class of this classifier; give 0..{self.config.num_classes - 1}{named}")
+        raise InputError(f"class label {label!r} is not a class of this classifier; give 0..{self.config.num_classes - 1}{named}")
 
     def guidance(self, labels: torch.Tensor | int | str, scale: float = 1.0) -> ClassifierGuidance:
         """Classifier guidance toward ``labels`` (indices, or one class name) at ``scale``
@@ -106,7 +107,7 @@ class NoisyClassifier(torch.nn.Module):
             labels = self.class_index(labels)
         labels = torch.as_tensor(labels).reshape(-1).long()
         if bool((labels < 0).any() or (labels >= self.config.num_classes).any()):
-            raise ValueError(f"class labels {labels.tolist()} must be in 0..{self.config.num_classes - 1}")
+            raise InputError(f"class labels {labels.tolist()} must be in 0..{self.config.num_classes - 1}")
         return ClassifierGuidance(self, labels, scale)
 
     def save(self, path: str | Path) -> Path:
@@ -115,7 +116,7 @@ class NoisyClassifier(torch.nn.Module):
 
         path = Path(path)
         if path.suffix != ".safetensors":
-            raise ValueError(f"classifier file {str(path)!r} must end in .safetensors")
+            raise InputError(f"classifier file {str(path)!r} must end in .safetensors")
         meta = {"format": FORMAT, "config": json.dumps(asdict(self.config))}
         save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(path), metadata=meta)
         return path
@@ -127,19 +128,19 @@ class NoisyClassifier(torch.nn.Module):
 
         path = Path(path)
         if not path.is_file():
-            raise ValueError(f"classifier file {str(path)!r} does not exist")
+            raise InputError(f"classifier file {str(path)!r} does not exist")
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except Exception:  # noqa: BLE001 - safetensors raises several kinds for a foreign file
-            raise ValueError(f"{str(path)!r} is not a readable safetensors file; give a classifier saved by unsample") from None
+            raise InputError(f"{str(path)!r} is not a readable safetensors file; give a classifier saved by unsample") from None
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{str(path)!r} is not an unsample noisy classifier (format {meta.get('format')!r})")
+            raise InputError(f"{str(path)!r} is not an unsample noisy classifier (format {meta.get('format')!r})")
         raw = json.loads(meta["config"])
         model = cls(ClassifierConfig(**{**raw, "block_out_channels": tuple(raw["block_out_channels"]),
                                          "class_names": tuple(raw.get("class_names", ()))}))
         missing, unexpected = model.load_state_dict(tensors, strict=False)
         if missing or unexpected:
-            raise ValueError(f"{str(path)!r} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise InputError(f"{str(path)!r} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
         return model.to(device).eval().requires_grad_(False)

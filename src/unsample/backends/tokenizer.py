@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from unsample.errors import InputError
+
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
 UNK = "<|unk|>"
@@ -33,10 +35,10 @@ def build_word_tokenizer(words: Iterable[str], *, max_length: int = 16):  # -> P
     for word in words:
         word = word.lower()
         if not word or any(ch.isspace() for ch in word):
-            raise ValueError(f"tokenizer word {word!r} is empty or has white space; give single words")
+            raise InputError(f"tokenizer word {word!r} is empty or has white space; give single words")
         vocab.setdefault(word, len(vocab))
     if max_length < 3:
-        raise ValueError(f"max_length={max_length} leaves no room for words; use 3 or more")
+        raise InputError(f"max_length={max_length} leaves no room for words; use 3 or more")
 
     core = Tokenizer(WordLevel(vocab=vocab, unk_token=UNK))
     core.normalizer = normalizers.Lowercase()

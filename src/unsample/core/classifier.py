@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
+from unsample.errors import InputError
+
 ClassifierFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -41,14 +43,14 @@ class ClassifierGuidance:
         import math
 
         if not math.isfinite(float(self.scale)) or self.scale < 0:
-            raise ValueError(f"classifier guidance scale={self.scale} must be a finite number >= 0")
+            raise InputError(f"classifier guidance scale={self.scale} must be a finite number >= 0")
 
     def log_prob_gradient(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """grad_x log p_phi(labels | x_t), per batch row, in float32 at least."""
         work = torch.float64 if x.dtype == torch.float64 else torch.float32
         labels = self.labels.to(x.device).long().expand(x.shape[0]) if self.labels.numel() == 1 else self.labels.to(x.device).long()
         if labels.shape[0] != x.shape[0]:
-            raise ValueError(f"classifier guidance has {labels.shape[0]} labels for a batch of {x.shape[0]}")
+            raise InputError(f"classifier guidance has {labels.shape[0]} labels for a batch of {x.shape[0]}")
         with torch.enable_grad():
             xx = x.detach().to(work).requires_grad_(True)
             logits = self.classifier(xx, t).to(work)

@@ -26,6 +26,7 @@ import torch
 from unsample.core.classifier import ClassifierGuidance
 from unsample.core.predictions import linear_maps, to_eps_from, to_x0
 from unsample.core.schedule import Schedule
+from unsample.errors import InputError, NonFiniteError
 
 CFG_LAYOUT: tuple[str, str] = ("uncond", "cond")
 
@@ -55,16 +56,6 @@ def broadcast_conditioning(cond: Any, like: Any) -> Any:
     batch = next(iter(like.tensors().values())).shape[0]
     tensors = {k: v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 else v for k, v in cond.tensors().items()}
     return type(cond).from_tensors(tensors)
-
-
-class NonFiniteError(ValueError):
-    """A NaN or infinity appeared in a latent or a model output (an fp16 overflow, typically).
-
-    ``time_label`` is the model time of the call; the API turns it into the step of its grid."""
-
-    def __init__(self, message: str, time_label: float | None = None) -> None:
-        super().__init__(message)
-        self.time_label = time_label
 
 
 def _check_finite(tensor: torch.Tensor, what: str, t: torch.Tensor) -> None:
@@ -105,9 +96,9 @@ class Denoiser:
 
     def __post_init__(self) -> None:
         if self.guidance != 1.0 and self.uncond is None:
-            raise ValueError(f"guidance={self.guidance} needs an unconditional conditioning; pass uncond")
+            raise InputError(f"guidance={self.guidance} needs an unconditional conditioning; pass uncond")
         if self.dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"working dtype {self.dtype} is too coarse for inversion; use float32 or float64")
+            raise InputError(f"working dtype {self.dtype} is too coarse for inversion; use float32 or float64")
 
     @property
     def guided(self) -> bool:

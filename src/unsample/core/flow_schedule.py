@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from unsample.errors import InputError
+
 if TYPE_CHECKING:
     from unsample.core.schedule import TimestepGrid
 
@@ -106,9 +108,9 @@ def _positive_int(value: Any, name: str) -> int:
             raise TypeError
         n = operator.index(value)
     except TypeError:
-        raise ValueError(f"{name}={value!r} must be a positive integer") from None
+        raise InputError(f"{name}={value!r} must be a positive integer") from None
     if n < 1:
-        raise ValueError(f"{name}={n} must be a positive integer")
+        raise InputError(f"{name}={n} must be a positive integer")
     return n
 
 
@@ -136,25 +138,25 @@ class FlowSchedule:
 
     def __post_init__(self) -> None:
         if isinstance(self.num_train_timesteps, bool) or not isinstance(self.num_train_timesteps, int):
-            raise ValueError(f"num_train_timesteps={self.num_train_timesteps!r} must be an integer")
+            raise InputError(f"num_train_timesteps={self.num_train_timesteps!r} must be an integer")
         if self.num_train_timesteps < 1:
-            raise ValueError(f"num_train_timesteps={self.num_train_timesteps} must be at least 1")
+            raise InputError(f"num_train_timesteps={self.num_train_timesteps} must be at least 1")
         if not self.shift > 0:
-            raise ValueError(f"shift={self.shift} must be positive")
+            raise InputError(f"shift={self.shift} must be positive")
         if self.time_shift_type not in TIME_SHIFT_TYPES:
-            raise ValueError(
+            raise InputError(
                 f"time_shift_type {self.time_shift_type!r} is not supported; use one of {', '.join(TIME_SHIFT_TYPES)}"
             )
         if self.pipeline_sigmas not in PIPELINE_SIGMAS:
-            raise ValueError(
+            raise InputError(
                 f"pipeline_sigmas {self.pipeline_sigmas!r} is not supported; use 'timesteps' (SD3) or 'linspace' (Flux)"
             )
         if self.shift_terminal is not None and not 0 < self.shift_terminal < 1:
-            raise ValueError(f"shift_terminal={self.shift_terminal} must be between 0 and 1 (or None for no stretching)")
+            raise InputError(f"shift_terminal={self.shift_terminal} must be between 0 and 1 (or None for no stretching)")
         if self.prediction_type != "flow":
-            raise ValueError(f"prediction_type {self.prediction_type!r} is not supported; flow schedules predict 'flow'")
+            raise InputError(f"prediction_type {self.prediction_type!r} is not supported; flow schedules predict 'flow'")
         if self.use_dynamic_shifting and self.max_image_seq_len == self.base_image_seq_len:
-            raise ValueError(
+            raise InputError(
                 f"base_image_seq_len and max_image_seq_len are both {self.base_image_seq_len}; "
                 "dynamic shifting needs two different sequence lengths"
             )
@@ -184,25 +186,25 @@ class FlowSchedule:
         """
         class_name = config.get("_class_name")
         if class_name is not None and class_name != "FlowMatchEulerDiscreteScheduler":
-            raise ValueError(
+            raise InputError(
                 f"the scheduler config is for {class_name}; FlowSchedule reproduces FlowMatchEulerDiscreteScheduler "
                 "only (use NoiseSchedule for DDPM-family schedulers)"
             )
         ddpm = [k for k in _DDPM_KEYS if k in config]
         if ddpm:
-            raise ValueError(
+            raise InputError(
                 f"the scheduler config has DDPM keys ({', '.join(ddpm)}); use NoiseSchedule.from_config for it"
             )
         for key, what in _REFUSED_FLAGS.items():
             if config.get(key):
-                raise ValueError(f"{key}=True ({what}) is not supported; set {key} to False in the scheduler config")
+                raise InputError(f"{key}=True ({what}) is not supported; set {key} to False in the scheduler config")
         prediction = config.get("prediction_type")
         if prediction is not None and prediction not in _FLOW_PREDICTIONS:
-            raise ValueError(f"prediction_type {prediction!r} is not supported; a flow-matching config predicts 'flow'")
+            raise InputError(f"prediction_type {prediction!r} is not supported; a flow-matching config predicts 'flow'")
         known = set(_SUPPORTED_KEYS) | set(_REFUSED_FLAGS) | {"prediction_type"}
         unknown = sorted(k for k in config if not str(k).startswith("_") and k not in known)
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"unknown scheduler config keys {unknown}; FlowSchedule knows diffusers 0.42's "
                 "FlowMatchEulerDiscreteScheduler keys only (remove them if they do not change the schedule)"
             )
@@ -210,7 +212,7 @@ class FlowSchedule:
         base_shift = config.get("base_shift", 0.5)
         max_shift = config.get("max_shift", 1.15)
         if dynamic and (base_shift is None or max_shift is None):
-            raise ValueError("use_dynamic_shifting needs base_shift and max_shift; set both in the scheduler config")
+            raise InputError("use_dynamic_shifting needs base_shift and max_shift; set both in the scheduler config")
         terminal = config.get("shift_terminal")
         return cls(
             num_train_timesteps=int(config.get("num_train_timesteps", 1000)),
@@ -247,7 +249,7 @@ class FlowSchedule:
         if image_seq_len is None:
             image_seq_len = self.image_seq_len
         if image_seq_len is None:
-            raise ValueError(
+            raise InputError(
                 "this schedule shifts with the image size (use_dynamic_shifting); pass image_seq_len, "
                 "the number of latent tokens the transformer sees"
             )
@@ -283,7 +285,7 @@ class FlowSchedule:
         n = self._check_steps(steps)
         mu = self._mu(image_seq_len)
         if self.shift_terminal is not None and n == 1:
-            raise ValueError(
+            raise InputError(
                 "shift_terminal with steps=1 gives a NaN sigma in diffusers (the stretch divides 0 by 0); use steps >= 2"
             )
         s = self._shifted(self._unshifted(n), mu)
@@ -299,7 +301,7 @@ class FlowSchedule:
         float32 ``timesteps`` (which rounds the product once, in float32).
         """
         if sigmas.ndim != 1 or sigmas.shape[0] < 2:
-            raise ValueError(f"timesteps_for needs a 1-d tensor of N + 1 >= 2 sigmas, got shape {tuple(sigmas.shape)}")
+            raise InputError(f"timesteps_for needs a 1-d tensor of N + 1 >= 2 sigmas, got shape {tuple(sigmas.shape)}")
         return sigmas[:-1].to(torch.float64) * self.num_train_timesteps
 
     def grid(self, steps: int, *, image_seq_len: int | None = None) -> TimestepGrid:

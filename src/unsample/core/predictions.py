@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from unsample.errors import InputError
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "flow")
 
@@ -37,7 +38,7 @@ def linear_maps(prediction_type: str, alpha: Coefficient, sigma: Coefficient) ->
         return alpha, -sigma, sigma, alpha
     if prediction_type == "flow":
         return 1.0, -sigma, 1.0, alpha
-    raise ValueError(f"prediction_type {prediction_type!r} is not supported; use one of {', '.join(PREDICTION_TYPES)}")
+    raise InputError(f"prediction_type {prediction_type!r} is not supported; use one of {', '.join(PREDICTION_TYPES)}")
 
 
 def ddim_coefficients(

@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 import torch
 
+from unsample.errors import InputError
+
 SPACINGS = ("leading", "trailing", "linspace")
 
 
@@ -63,7 +65,7 @@ class TimestepGrid:
         n = self.timesteps.shape[0]
         for name in ("alphas", "alpha", "sigma"):
             if getattr(self, name).shape[0] != n + 1:
-                raise ValueError(f"a grid of {n} steps needs {n + 1} values of {name}, got {getattr(self, name).shape[0]}")
+                raise InputError(f"a grid of {n} steps needs {n + 1} values of {name}, got {getattr(self, name).shape[0]}")
 
     @classmethod
     def variance_preserving(cls, timesteps: torch.Tensor, alphas: torch.Tensor) -> TimestepGrid:
@@ -89,7 +91,7 @@ class TimestepGrid:
 
     def check_start(self, start_step: int) -> None:
         if not 0 <= start_step <= len(self):
-            raise ValueError(f"start_step={start_step} is outside 0..{len(self)} for a grid of {len(self)} steps")
+            raise InputError(f"start_step={start_step} is outside 0..{len(self)} for a grid of {len(self)} steps")
 
 
 def alpha_to_sigma(alpha: torch.Tensor) -> torch.Tensor:
@@ -108,7 +110,7 @@ def _betas(config: Mapping[str, Any], n: int) -> torch.Tensor:
     start = float(config.get("beta_start", 0.0001))
     end = float(config.get("beta_end", 0.02))
     if config.get("rescale_betas_zero_snr"):
-        raise ValueError("rescale_betas_zero_snr schedules (zero terminal SNR) are not supported yet")
+        raise InputError("rescale_betas_zero_snr schedules (zero terminal SNR) are not supported yet")
     if config.get("trained_betas") is not None:
         return torch.tensor(config["trained_betas"], dtype=torch.float32)
     if kind == "linear":
@@ -119,7 +121,7 @@ def _betas(config: Mapping[str, Any], n: int) -> torch.Tensor:
         def f(t: float) -> float:
             return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
         return torch.tensor([min(1 - f((i + 1) / n) / f(i / n), 0.999) for i in range(n)], dtype=torch.float32)
-    raise ValueError(f"beta_schedule {kind!r} is not supported; use linear, scaled_linear or squaredcos_cap_v2")
+    raise InputError(f"beta_schedule {kind!r} is not supported; use linear, scaled_linear or squaredcos_cap_v2")
 
 
 SAMPLER_ONLY_KEYS = frozenset({
@@ -136,18 +138,18 @@ def check_supported(config: Mapping[str, Any]) -> None:
     """Refuse, in one line, a scheduler config whose noise schedule `NoiseSchedule` would misread."""
     name = str(config.get("_class_name") or "")
     if name.startswith(("EDM", "FlowMatch")) or config.get("use_flow_sigmas"):
-        raise ValueError(
+        raise InputError(
             f"scheduler {name or 'config'} (EDM sigmas or flow matching) has no DDPM beta schedule; "
             "unsample reads DDPM-family configs (DDIM, PNDM, Euler, LMS, DPM-Solver) here and flow models via their own backend"
         )
     if config.get("rescale_betas_zero_snr"):
-        raise ValueError(
+        raise InputError(
             "rescale_betas_zero_snr schedules (zero terminal SNR) are not supported yet; "
             "use a checkpoint trained on the plain schedule"
         )
     kind = config.get("timestep_type")
     if kind not in (None, "discrete"):
-        raise ValueError(
+        raise InputError(
             f"timestep_type={kind!r} (continuous time labels) is not supported; unsample needs discrete timesteps"
         )
 
@@ -188,10 +190,10 @@ class NoiseSchedule:
         set_one = bool(config.get("set_alpha_to_one", False))
         spacing = str(config.get("timestep_spacing", "leading"))
         if spacing not in SPACINGS:
-            raise ValueError(f"timestep_spacing {spacing!r} is not supported; use one of {', '.join(SPACINGS)}")
+            raise InputError(f"timestep_spacing {spacing!r} is not supported; use one of {', '.join(SPACINGS)}")
         prediction = str(config.get("prediction_type", "epsilon"))
         if prediction not in ("epsilon", "v_prediction", "sample"):
-            raise ValueError(f"prediction_type {prediction!r} is not supported; use epsilon, v_prediction or sample")
+            raise InputError(f"prediction_type {prediction!r} is not supported; use epsilon, v_prediction or sample")
         return cls(
             alphas_cumprod=alphas_cumprod,
             final_alpha_cumprod=1.0 if set_one else float(alphas_cumprod[0]),
@@ -208,7 +210,7 @@ class NoiseSchedule:
         """The descending integer time labels of an N-step run (diffusers' ``set_timesteps``)."""
         n_train = self.num_train_timesteps
         if not 1 <= steps <= n_train:
-            raise ValueError(f"steps={steps} must be between 1 and the model's {n_train} training timesteps")
+            raise InputError(f"steps={steps} must be between 1 and the model's {n_train} training timesteps")
         if self.timestep_spacing == "leading":
             ratio = n_train // steps
             t = torch.arange(steps, dtype=torch.float64) * ratio + self.steps_offset
@@ -219,7 +221,7 @@ class NoiseSchedule:
             t = torch.round(torch.linspace(0, n_train - 1, steps, dtype=torch.float64))
         t = t.flip(0).to(torch.int64)
         if int(t.max()) >= n_train or int(t.min()) < 0:
-            raise ValueError(
+            raise InputError(
                 f"steps={steps} with {self.timestep_spacing} spacing and steps_offset={self.steps_offset} gives "
                 f"time label {int(t.max())}, outside 0..{n_train - 1}; use fewer steps or trailing spacing"
             )
@@ -270,7 +272,7 @@ class NoiseSchedule:
         (= sigma_min), so no step is of zero length.
         """
         if steps < 1:
-            raise ValueError(f"steps={steps} must be at least 1")
+            raise InputError(f"steps={steps} must be at least 1")
         final = torch.tensor([self.final_alpha_cumprod], dtype=torch.float64)
         hi = self.sigma_max ** (1 / rho)
         if self.final_alpha_cumprod >= 1.0:

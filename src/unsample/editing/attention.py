@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from unsample.core.denoiser import CFG_LAYOUT, ModelFn
 from unsample.editing.processor import CallPlan, ControlledAttnProcessor
 from unsample.editing.tokens import prompt_words, refine_alignment, replace_alignment, word_positions
+from unsample.errors import InputError
 
 Mode = Literal["replace", "refine", "reweight"]
 MODES: tuple[str, ...] = ("replace", "refine", "reweight")
@@ -82,24 +83,24 @@ class AttentionControl:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"mode={self.mode!r} is not one of {', '.join(MODES)}")
+            raise InputError(f"mode={self.mode!r} is not one of {', '.join(MODES)}")
         for name in ("cross_steps", "self_steps", "self_max_side"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name}={value} must be a fraction in [0, 1]")
+                raise InputError(f"{name}={value} must be a fraction in [0, 1]")
         if self.blend_map_side < 1:
-            raise ValueError(f"blend_map_side={self.blend_map_side} must be a positive number of cells")
+            raise InputError(f"blend_map_side={self.blend_map_side} must be a positive number of cells")
         if not 0.0 < self.blend_threshold < 1.0:
-            raise ValueError(f"blend_threshold={self.blend_threshold} must be in (0, 1) (maps are scaled to max 1)")
+            raise InputError(f"blend_threshold={self.blend_threshold} must be in (0, 1) (maps are scaled to max 1)")
         for word, scale in self.reweight.items():
             if not isinstance(word, str) or not word.strip():
-                raise ValueError(f"reweight keys must be words of the target prompt, got {word!r}")
+                raise InputError(f"reweight keys must be words of the target prompt, got {word!r}")
             if not math.isfinite(float(scale)):
-                raise ValueError(f"reweight[{word!r}]={scale} must be a finite number")
+                raise InputError(f"reweight[{word!r}]={scale} must be a finite number")
         if self.mode == "reweight" and not self.reweight:
-            raise ValueError("mode='reweight' needs reweight={word: scale} with at least one word of the target prompt")
+            raise InputError("mode='reweight' needs reweight={word: scale} with at least one word of the target prompt")
         if isinstance(self.blend_words, str):
-            raise ValueError(f"blend_words must be a tuple of words, got the string {self.blend_words!r}")
+            raise InputError(f"blend_words must be a tuple of words, got the string {self.blend_words!r}")
 
 
 class PromptToPrompt:
@@ -120,14 +121,14 @@ class PromptToPrompt:
         cfg_layout: tuple[str, str] = CFG_LAYOUT,
     ) -> None:
         if sorted(cfg_layout) != ["cond", "uncond"]:
-            raise ValueError(f"cfg_layout={cfg_layout!r} must order the two halves 'uncond' and 'cond'")
+            raise InputError(f"cfg_layout={cfg_layout!r} must order the two halves 'uncond' and 'cond'")
         self.model = model
         self.control = control
         self.source_prompt = source_prompt
         self.target_prompt = target_prompt
         self.timesteps = torch.as_tensor(timesteps).detach().to("cpu", torch.float64).flatten()
         if self.timesteps.numel() == 0:
-            raise ValueError("timesteps is empty; pass the grid's time labels")
+            raise InputError("timesteps is empty; pass the grid's time labels")
         self.guided = bool(guided)
         self.cfg_layout = tuple(cfg_layout)
         self.batch = 4 if self.guided else 2
@@ -144,7 +145,7 @@ class PromptToPrompt:
         for word, factor in control.reweight.items():
             positions = word_positions(tokenizer, target_prompt, word)
             if not positions:
-                raise ValueError(
+                raise InputError(
                     f"reweight word {word!r} is not in the target prompt {target_prompt!r} "
                     f"(its words: {prompt_words(tokenizer, target_prompt)})"
                 )
@@ -157,7 +158,7 @@ class PromptToPrompt:
         )
         for word in control.blend_words:
             if not word_positions(tokenizer, source_prompt, word) and not word_positions(tokenizer, target_prompt, word):
-                raise ValueError(
+                raise InputError(
                     f"blend word {word!r} is in neither prompt (source words: {prompt_words(tokenizer, source_prompt)}, "
                     f"target words: {prompt_words(tokenizer, target_prompt)})"
                 )
@@ -185,7 +186,7 @@ class PromptToPrompt:
 
         def controlled(x: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
             if x.shape[0] != self.batch:
-                raise ValueError(
+                raise InputError(
                     f"prompt-to-prompt expects a batch of {self.batch} ([source, target]"
                     f"{' per CFG half' if self.guided else ''}), got {x.shape[0]}; guided={self.guided} "
                     "must match the Denoiser's guidance"
@@ -219,7 +220,7 @@ class PromptToPrompt:
                 "PromptToPrompt.wrap_model_fn(model_fn)"
             )
         if batch != self.batch:
-            raise ValueError(f"prompt-to-prompt expects a UNet batch of {self.batch}, got {batch}")
+            raise InputError(f"prompt-to-prompt expects a UNet batch of {self.batch}, got {batch}")
         f = self.fraction(self._step)
         c = self.control
         if is_cross:
@@ -244,7 +245,7 @@ class PromptToPrompt:
         if not is_cross:
             return source
         if target.shape[-1] != self.token_count:
-            raise ValueError(
+            raise InputError(
                 f"the cross-attention has {target.shape[-1]} key tokens but the prompts were aligned over "
                 f"{self.token_count}; this backend's text conditioning does not match its tokenizer"
             )
@@ -307,7 +308,7 @@ class PromptToPrompt:
             if hl * wl == n:
                 shapes[n] = (hl, wl)
         if not shapes:
-            raise ValueError(f"no recorded attention map size {sorted(self.blend_maps)} fits a {h} x {w} latent")
+            raise InputError(f"no recorded attention map size {sorted(self.blend_maps)} fits a {h} x {w} latent")
         # The map size whose side is nearest (in log scale) to the wanted side; ties -> finer.
         latent_side = math.sqrt(h * w)
         side = max(latent_side / 4.0, min(float(self.control.blend_map_side), latent_side))

@@ -33,6 +33,7 @@ import torch
 
 from unsample.core.denoiser import CallCounter, Denoiser
 from unsample.editing.masks import dilate
+from unsample.errors import InputError
 from unsample.methods.base import MethodOutput, StepCallback
 from unsample.methods.registry import get_method
 
@@ -58,11 +59,11 @@ class Blend:
 
     def __post_init__(self) -> None:
         if self.mask is None and not self.attention:
-            raise ValueError("a blend needs a mask or attention maps to read one from")
+            raise InputError("a blend needs a mask or attention maps to read one from")
         if not 0.0 <= self.start <= 1.0:
-            raise ValueError(f"blend start={self.start} must be a fraction of the steps in [0, 1]")
+            raise InputError(f"blend start={self.start} must be a fraction of the steps in [0, 1]")
         if not isinstance(self.dilate, int) or self.dilate < 0:
-            raise ValueError(f"mask dilation {self.dilate} must be a whole number of latent cells >= 0")
+            raise InputError(f"mask dilation {self.dilate} must be a whole number of latent cells >= 0")
 
 
 @dataclass
@@ -111,7 +112,7 @@ def edit_latent(
     grid = config.make_grid(model.schedule_for(tuple(inversion.trajectory.shape[-2:])), inversion.steps)
     grid.check_start(start_step)
     if direct and inversion.method not in DIRECT_METHODS:
-        raise ValueError(
+        raise InputError(
             f"Direct Inversion needs a method whose trajectory is its sampler's path ({', '.join(DIRECT_METHODS)}); "
             f"{inversion.method!r} reconstructs exactly already, edit it without --direct"
         )
@@ -140,10 +141,10 @@ def edit_latent(
         controller = PromptToPrompt(model, source_prompt, target_prompt, control, grid.timesteps, guided=guidance != 1.0)
         model_fn = controller.wrap_model_fn(model_fn)
     elif attention_blend:
-        raise ValueError("an attention mask needs attention control to read the maps; pass control")
+        raise InputError("an attention mask needs attention control to read the maps; pass control")
     counter = counter if counter is not None else CallCounter()
     if classifier is not None and rows != 1:
-        raise ValueError("classifier guidance steers one branch; it cannot run with prompt-to-prompt control, "
+        raise InputError("classifier guidance steers one branch; it cannot run with prompt-to-prompt control, "
                          "attention masks or Direct Inversion")
     den = Denoiser(model_fn, model.schedule, cond, uncond, guidance=guidance, dtype=config.dtype, counter=counter,
                    classifier=classifier)

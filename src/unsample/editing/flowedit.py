@@ -35,6 +35,7 @@ import torch
 
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import TimestepGrid
+from unsample.errors import InputError
 from unsample.methods.base import StepCallback
 from unsample.methods.ddim import sample_step
 
@@ -53,7 +54,7 @@ def flowedit_latent(
     """The FlowEdit path from ``image_latent`` (X^src) over grid positions ``start_step`` .. N;
     returns Z^FE_0, the edited image latent. ``draws`` noise draws per step (n_avg)."""
     if not isinstance(draws, int) or draws < 1:
-        raise ValueError(f"draws={draws} must be a whole number >= 1 (FlowEdit's n_avg)")
+        raise InputError(f"draws={draws} must be a whole number >= 1 (FlowEdit's n_avg)")
     grid.check_start(start_step)
     dtype = source.dtype
     x_src = image_latent.to(dtype)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from unsample.core.denoiser import CallCounter
+from unsample.errors import InputError
 from unsample.methods import ddim
 
 
@@ -30,11 +31,11 @@ def img2img(
 ) -> dict[str, Any]:
     """Noise the image latent to ``strength`` and sample it back with ``prompt``."""
     if not 0 < strength <= 1:
-        raise ValueError(f"strength={strength} must be in (0, 1]; 1 discards the image entirely")
+        raise InputError(f"strength={strength} must be in (0, 1]; 1 discards the image entirely")
     grid = model.schedule.grid(steps)
     start = steps - round(strength * steps)
     if start >= steps:
-        raise ValueError(f"strength={strength} is below one step of {steps}; raise it or use more steps")
+        raise InputError(f"strength={strength} is below one step of {steps}; raise it or use more steps")
     counter = CallCounter()
     den = model.denoiser(prompt, guidance=guidance, negative_prompt=negative_prompt, counter=counter)
     z = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float32).to(latent.device)

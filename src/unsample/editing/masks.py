@@ -38,6 +38,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unsample.errors import InputError
+
 MASK_SOURCES: tuple[str, ...] = ("none", "noise", "attention", "intersect")
 
 
@@ -58,17 +60,17 @@ class NoiseMaskConfig:
 
     def __post_init__(self) -> None:
         if self.rule not in ("diffedit", "otsu"):
-            raise ValueError(f"mask rule={self.rule!r} is not diffedit or otsu")
+            raise InputError(f"mask rule={self.rule!r} is not diffedit or otsu")
         if not isinstance(self.smooth, int) or self.smooth < 0:
-            raise ValueError(f"mask smooth={self.smooth} must be a whole number of latent cells >= 0")
+            raise InputError(f"mask smooth={self.smooth} must be a whole number of latent cells >= 0")
         if not (math.isfinite(self.strength) and 0.0 < self.strength < 1.0):
-            raise ValueError(f"mask strength={self.strength} must be a fraction in (0, 1) (DiffEdit: 0.5)")
+            raise InputError(f"mask strength={self.strength} must be a fraction in (0, 1) (DiffEdit: 0.5)")
         if not isinstance(self.draws, int) or self.draws < 1:
-            raise ValueError(f"mask draws={self.draws} must be a positive whole number (DiffEdit: 10)")
+            raise InputError(f"mask draws={self.draws} must be a positive whole number (DiffEdit: 10)")
         if not (math.isfinite(self.ratio) and self.ratio > 0):
-            raise ValueError(f"mask ratio={self.ratio} must be a positive number (DiffEdit: 3)")
+            raise InputError(f"mask ratio={self.ratio} must be a positive number (DiffEdit: 3)")
         if not (math.isfinite(self.threshold) and 0.0 < self.threshold < 1.0):
-            raise ValueError(f"mask threshold={self.threshold} must be in (0, 1) (DiffEdit: 0.5)")
+            raise InputError(f"mask threshold={self.threshold} must be in (0, 1) (DiffEdit: 0.5)")
 
 
 def repeat_conditioning(cond: Any, times: int) -> Any:
@@ -86,7 +88,7 @@ def noise_map(
     matching unconditional pair when guided); ``latent`` is the image latent [1, C, H, W].
     """
     if latent.shape[0] != 1:
-        raise ValueError(f"noise_map takes one image latent [1, C, H, W], got batch {latent.shape[0]}")
+        raise InputError(f"noise_map takes one image latent [1, C, H, W], got batch {latent.shape[0]}")
     schedule = denoiser.schedule
     steps = int(schedule.num_train_timesteps)
     t = torch.tensor(float(round(config.strength * (steps - 1))), dtype=torch.float64)
@@ -137,7 +139,7 @@ def noise_mask(denoiser: Any, latent: torch.Tensor, config: NoiseMaskConfig = No
 def dilate(mask: torch.Tensor, cells: int) -> torch.Tensor:
     """``mask`` [H, W] grown by ``cells`` latent cells in every direction (square neighbourhood)."""
     if cells < 0:
-        raise ValueError(f"mask dilation {cells} must be >= 0 latent cells")
+        raise InputError(f"mask dilation {cells} must be >= 0 latent cells")
     if cells == 0:
         return mask.bool()
     grown = F.max_pool2d(mask.float()[None, None], kernel_size=2 * cells + 1, stride=1, padding=cells)
@@ -149,7 +151,7 @@ def pool_to_latent(pixels: np.ndarray | torch.Tensor, latent_hw: tuple[int, int]
     m = torch.as_tensor(np.asarray(pixels, dtype=bool))
     h, w = latent_hw
     if m.ndim != 2 or m.shape[0] % h or m.shape[1] % w:
-        raise ValueError(f"a mask of {tuple(m.shape)} pixels does not tile a {h} x {w} latent; give the image's size")
+        raise InputError(f"a mask of {tuple(m.shape)} pixels does not tile a {h} x {w} latent; give the image's size")
     fh, fw = m.shape[0] // h, m.shape[1] // w
     return m.reshape(h, fh, w, fw).any(dim=3).any(dim=1)
 
@@ -178,16 +180,16 @@ def user_mask(
     arr = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
     arr = np.squeeze(arr)
     if arr.ndim != 2:
-        raise ValueError(f"a mask array must be 2-D (H, W), got shape {arr.shape}")
+        raise InputError(f"a mask array must be 2-D (H, W), got shape {arr.shape}")
     if arr.dtype != bool:
         if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
-            raise ValueError("a mask array must be bool or hold values in [0, 1] (1 = may change)")
+            raise InputError("a mask array must be bool or hold values in [0, 1] (1 = may change)")
         arr = arr >= 0.5
     if tuple(arr.shape) == tuple(latent_hw):
         return torch.from_numpy(arr.copy())
     if tuple(arr.shape) == tuple(image_hw):
         return pool_to_latent(arr, latent_hw)
-    raise ValueError(f"a mask of shape {arr.shape} fits neither the image {image_hw} nor the latent {latent_hw}")
+    raise InputError(f"a mask of shape {arr.shape} fits neither the image {image_hw} nor the latent {latent_hw}")
 
 
 def overlay(

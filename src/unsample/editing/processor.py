@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 import torch
 
+from unsample.errors import InputError
+
 
 @dataclass(frozen=True)
 class CallPlan:
@@ -151,7 +153,7 @@ def _rows_of_mask(
         return mask[index]
     if mask.shape[0] == 1:
         return mask
-    raise ValueError(
+    raise InputError(
         f"attention mask of shape {tuple(attention_mask.shape)} does not split into the batch of {batch} "
         f"with {heads} heads; prompt-to-prompt control supports per-sample masks or none"
     )

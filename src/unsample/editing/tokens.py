@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from unsample.errors import InputError
+
 
 def prompt_ids(tokenizer: Any, prompt: str) -> tuple[list[int], int]:
     """The padded ids the text encoder sees for ``prompt``, and how many of them are not padding."""
@@ -39,7 +41,7 @@ def replace_alignment(tokenizer: Any, source: str, target: str) -> torch.Tensor:
     src_ids, n_src = prompt_ids(tokenizer, source)
     tgt_ids, n_tgt = prompt_ids(tokenizer, target)
     if n_src != n_tgt:
-        raise ValueError(
+        raise InputError(
             f"mode='replace' swaps words token for token, but the source prompt {source!r} has {n_src} tokens "
             f"{_tokens(tokenizer, src_ids[:n_src])} and the target {target!r} has {n_tgt} "
             f"{_tokens(tokenizer, tgt_ids[:n_tgt])}; use mode='refine' when words are added or removed"
@@ -64,7 +66,7 @@ def word_positions(tokenizer: Any, prompt: str, word: str) -> list[int]:
     ids, n = prompt_ids(tokenizer, prompt)
     word_ids = [int(i) for i in tokenizer(word, add_special_tokens=False).input_ids]
     if not word_ids:
-        raise ValueError(f"the word {word!r} has no tokens; give a word of the prompt")
+        raise InputError(f"the word {word!r} has no tokens; give a word of the prompt")
     found: list[int] = []
     k = len(word_ids)
     for start in range(n - k + 1):

@@ -19,6 +19,7 @@ import torch
 
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import TimestepGrid
+from unsample.errors import InputError
 
 _WHAT_IT_PREDICTS = {
     "epsilon": "epsilon (the noise)",
@@ -40,7 +41,7 @@ def check_velocity(denoiser: Denoiser, method: str) -> None:
     """Raise ValueError when ``denoiser``'s model is no flow-velocity model (direct calls bypass the registry)."""
     reason = refuses_unless_velocity(denoiser.schedule)
     if reason:
-        raise ValueError(f"method {method!r} cannot run on this model: {reason}")
+        raise InputError(f"method {method!r} cannot run on this model: {reason}")
 
 
 def label_at(denoiser: Denoiser, sigma: torch.Tensor | float) -> torch.Tensor:

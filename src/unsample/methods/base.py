@@ -11,6 +11,7 @@ import torch
 
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import Schedule, TimestepGrid
+from unsample.errors import InputError
 
 Precision = Literal["float32", "float64"]
 StepCallback = Callable[[int, torch.Tensor], None]
@@ -97,7 +98,7 @@ class Bounds:
         number = not isinstance(value, bool) and isinstance(value, int if self.integer else (int, float))
         what = "an integer " if self.integer else "" if number else "a number "
         if not number or not self.contains(value):
-            raise ValueError(f"{name}={value!r} must be {what}{self.text()}{f' ({self.note})' if self.note else ''}")
+            raise InputError(f"{name}={value!r} must be {what}{self.text()}{f' ({self.note})' if self.note else ''}")
 
 
 BOUNDS_KEY = "bounds"
@@ -138,11 +139,11 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         if self.precision not in ("float32", "float64"):
-            raise ValueError(f"precision={self.precision!r} is not supported; use float32 or float64")
+            raise InputError(f"precision={self.precision!r} is not supported; use float32 or float64")
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"{f.name}={value} must be a finite number")
+                raise InputError(f"{f.name}={value} must be a finite number")
             bounds = bounds_of(f)
             if bounds is not None:
                 bounds.check(f.name, value)
@@ -152,7 +153,7 @@ class MethodConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"method {method!r} has no option(s) {', '.join(unknown)}; its options are {', '.join(sorted(known))}"
             )
         return cls(**options)
@@ -254,4 +255,4 @@ class Method:
         """Raise ValueError naming why this method cannot run on ``schedule``, if it cannot."""
         reason = self.refuses(schedule) if self.refuses is not None else None
         if reason:
-            raise ValueError(f"method {self.name!r} cannot run on this model: {reason}")
+            raise InputError(f"method {self.name!r} cannot run on this model: {reason}")

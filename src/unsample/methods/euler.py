@@ -31,6 +31,7 @@ import torch
 
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import TimestepGrid
+from unsample.errors import InputError
 from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback, bounded, replay_from_trajectory
 
 
@@ -111,7 +112,7 @@ class EulerConfig(MethodConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.sigmas not in ("karras", "timesteps"):
-            raise ValueError(f"sigmas={self.sigmas!r} is not supported; use karras or timesteps")
+            raise InputError(f"sigmas={self.sigmas!r} is not supported; use karras or timesteps")
 
     def make_grid(self, schedule: Any, steps: int) -> TimestepGrid:
         if self.sigmas == "karras":

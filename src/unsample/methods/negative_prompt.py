@@ -29,6 +29,7 @@ import torch
 
 from unsample.core.denoiser import Denoiser, broadcast_conditioning
 from unsample.core.schedule import TimestepGrid
+from unsample.errors import InputError
 from unsample.methods import ddim
 from unsample.methods.base import Method, MethodConfig, MethodOutput, StateHook, StepCallback, with_state_hook
 
@@ -67,7 +68,7 @@ def _sample(
     grid.check_start(start_step)
     source = {k.removeprefix(SOURCE_PREFIX): v for k, v in inverted.extras.items() if k.startswith(SOURCE_PREFIX)}
     if not source:
-        raise ValueError(
+        raise InputError(
             "this negative-prompt inversion holds no source conditioning (extras 'source.*'); "
             "the file is not from this method or is damaged; invert the image again"
         )

@@ -55,6 +55,7 @@ import torch
 
 from unsample.core.denoiser import Denoiser, broadcast_conditioning
 from unsample.core.schedule import TimestepGrid
+from unsample.errors import InputError
 from unsample.methods import ddim
 from unsample.methods.base import Method, MethodConfig, MethodOutput, StateHook, StepCallback, bounded, with_state_hook
 
@@ -126,7 +127,7 @@ def _invert(
     # (1) the pivot: DDIM inversion without guidance, source prompt
     pivot = ddim.invert(unguided, grid, latent)
     if denoiser.uncond is None:
-        raise ValueError("null-text inversion with guidance needs an unconditional conditioning on the denoiser")
+        raise InputError("null-text inversion with guidance needs an unconditional conditioning on the denoiser")
     null, params = _trainable(denoiser.uncond.tensors())
     cond_type = type(denoiser.uncond)
     g = denoiser.guidance
@@ -188,7 +189,7 @@ def _null_steps(extras: dict[str, torch.Tensor], steps: int) -> dict[str, torch.
         return None
     for key, value in found.items():
         if value.shape[0] != steps:
-            raise ValueError(
+            raise InputError(
                 f"the inversion holds null embeddings '{key}' for {value.shape[0]} steps but the grid has {steps}; "
                 "replay it with the steps it was inverted with"
             )

@@ -6,6 +6,7 @@ import typing
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, get_args, get_origin
 
+from unsample.errors import InputError
 from unsample.methods.base import Bounds, MethodConfig, bounds_of
 
 
@@ -16,18 +17,18 @@ def _convert(raw: str, hint: Any, key: str) -> Any:
         for choice in choices:
             if str(choice) == raw:
                 return choice
-        raise ValueError(f"option {key}={raw!r} is not one of {', '.join(map(str, choices))}")
+        raise InputError(f"option {key}={raw!r} is not one of {', '.join(map(str, choices))}")
     if hint is bool:
         if raw.lower() in ("1", "true", "yes", "on"):
             return True
         if raw.lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"option {key}={raw!r} is not a yes/no value; use true or false")
+        raise InputError(f"option {key}={raw!r} is not a yes/no value; use true or false")
     if hint in (int, float):
         try:
             return hint(raw)
         except ValueError:
-            raise ValueError(f"option {key}={raw!r} is not a {hint.__name__}") from None
+            raise InputError(f"option {key}={raw!r} is not a {hint.__name__}") from None
     if hint is str:
         return raw
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
@@ -35,7 +36,7 @@ def _convert(raw: str, hint: Any, key: str) -> Any:
         if raw.lower() == "none" and len(args) < len(get_args(hint)):
             return None
         return _convert(raw, args[0], key)
-    raise ValueError(f"option {key} has a type the command line cannot set")
+    raise InputError(f"option {key} has a type the command line cannot set")
 
 
 def parse_options(config: type[MethodConfig], pairs: list[str], method: str) -> dict[str, Any]:
@@ -47,9 +48,9 @@ def parse_options(config: type[MethodConfig], pairs: list[str], method: str) -> 
         key, sep, raw = pair.partition("=")
         key = key.strip().replace("-", "_")
         if not sep:
-            raise ValueError(f"option {pair!r} is not KEY=VALUE")
+            raise InputError(f"option {pair!r} is not KEY=VALUE")
         if key not in known:
-            raise ValueError(f"method {method!r} has no option {key!r}; its options are {', '.join(sorted(known))}")
+            raise InputError(f"method {method!r} has no option {key!r}; its options are {', '.join(sorted(known))}")
         out[key] = _convert(raw.strip(), hints[key], key)
     return out
 

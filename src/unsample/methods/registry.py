@@ -10,6 +10,7 @@ import importlib
 import pkgutil
 from functools import cache
 
+from unsample.errors import InputError
 from unsample.methods.base import Method
 
 
@@ -40,4 +41,4 @@ def get_method(name: str) -> Method:
     try:
         return _registry()[name]
     except KeyError:
-        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(available_methods())}") from None
+        raise InputError(f"unknown method {name!r}; choose one of {', '.join(available_methods())}") from None

@@ -67,6 +67,7 @@ import torch
 
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import TimestepGrid
+from unsample.errors import InputError
 from unsample.methods._flow import check_velocity, position_label, refuses_unless_velocity
 from unsample.methods.base import Method, MethodConfig, MethodOutput, StateHook, StepCallback, bounded, with_state_hook
 
@@ -177,12 +178,12 @@ class RFInversionConfig(MethodConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.eta_start <= self.eta_stop:
-            raise ValueError(f"eta_stop={self.eta_stop} must be a fraction of the steps in [eta_start={self.eta_start}, 1]")
+            raise InputError(f"eta_stop={self.eta_stop} must be a fraction of the steps in [eta_start={self.eta_start}, 1]")
 
 
 def _draw_y1(latent: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     if generator is None:
-        raise ValueError(
+        raise InputError(
             "rf-inversion draws its target noise y1 from the generator; pass generator=torch.Generator().manual_seed(seed)"
         )
     y1 = torch.randn(latent.shape, generator=generator, dtype=torch.float32, device=generator.device)
@@ -209,7 +210,7 @@ def _sample(
     on_state: StateHook | None = None,
 ) -> torch.Tensor:
     if "y0" not in inverted.extras:
-        raise ValueError("this inversion has no extras['y0'] (the image latent rf-inversion's sampler pulls toward); "
+        raise InputError("this inversion has no extras['y0'] (the image latent rf-inversion's sampler pulls toward); "
                          "invert with method 'rf-inversion'")
     return sample(
         denoiser, grid, inverted.trajectory[start_step], y0=inverted.extras["y0"], eta=config.eta,

@@ -14,7 +14,7 @@ step from t_i to t_{i+1} with h = t_{i+1} - t_i:
 
 which is, in exact arithmetic, the explicit midpoint rule Z + h v2 (second order: local error
 O(h^3), global O(h^2); third order on the closed-form Gaussian flow, where the h^3 term vanishes,
-see `unsample.bench.flow_orders`); we keep the paper's form. Sampling walks the noise level down (h < 0),
+see `unsample_lab.bench.flow_orders`); we keep the paper's form. Sampling walks the noise level down (h < 0),
 inversion walks it up (h > 0) with the same update; that is how the official code inverts
 (``timesteps[::-1]``).
 

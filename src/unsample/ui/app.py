@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unsample import defaults
+from unsample.errors import InputError
 from unsample.ui import callbacks as cb
 from unsample.ui.settings import (
     DEFAULT_HOST,
@@ -65,7 +66,7 @@ def _load_model(model: str | Model | None, model_config: str | None, device: str
         return model
     _quiet_libraries()
     if model_config is not None and model is None:
-        raise ValueError("model_config is for a single-file model; give the .safetensors file as the model")
+        raise InputError("model_config is for a single-file model; give the .safetensors file as the model")
     return unsample.load(model, device=device, config=model_config)
 
 
@@ -278,7 +279,7 @@ def launch(app: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *
                                theme=_theme(), ssr_mode=False, enable_monitoring=False, run_history=False)
     except OSError as err:  # gradio: "Cannot find empty port in range", or an address this machine does not have
         close_app(app)
-        raise ValueError(f"cannot listen on {host}:{port} ({str(err).split('.')[0]}); the port may be in use: "
+        raise InputError(f"cannot listen on {host}:{port} ({str(err).split('.')[0]}); the port may be in use: "
                          "choose another with --port, or another --host") from None
     if not quiet:
         print(f"unsample ui: open {url} (Ctrl+C stops it)", flush=True)

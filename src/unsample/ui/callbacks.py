@@ -97,7 +97,7 @@ def fit_for_model(model: Model, image: Image.Image) -> Image.Image:
 
 def scene_image(caption: str, size: int, seed: int = 0) -> Image.Image:
     """A built-in shapes-world scene, rendered at ``size`` pixels (its geometry seeded)."""
-    from unsample.shapes import parse_caption, render, scene_from_spec
+    from unsample_lab.shapes import parse_caption, render, scene_from_spec
 
     scene = scene_from_spec(parse_caption(caption), np.random.default_rng(seed))
     return Image.fromarray(render(scene, size=size).image)
@@ -107,7 +107,7 @@ def suggested_prompt(model: Model, image: Image.Image) -> str | None:
     """For a model of the shapes world (the embedded ones: its tokenizer knows every caption word),
     the caption of the scene the analytic detector reads in ``image`` (fitted to the model); None
     for other models or when it reads no valid scene."""
-    from unsample.shapes import VOCABULARY, ObjectSpec, SceneSpec, caption, detect
+    from unsample_lab.shapes import VOCABULARY, ObjectSpec, SceneSpec, caption, detect
 
     known = model.vocabulary()
     if known is None or not set(VOCABULARY) <= set(known):
@@ -339,12 +339,11 @@ def edit(model: Model, state: SessionState, inversion: InvertRequest, request: E
     """Edit the session's image with the target prompt: from the cached inversion when there is
     one for ``inversion``, else inverting first. Writes the PNG with its JSON sidecar."""
     import unsample
+    from unsample.api import check_prompt_words
     from unsample.backends.vocabulary import UnknownWordsWarning
     from unsample.editing.masks import overlay
     from unsample.images import tensor_to_pil
     from unsample.outputs import write_png_with_sidecar
-
-    from unsample.api import check_prompt_words
 
     if not request.prompt.strip():
         raise UIError("write the target prompt (what the edited image shows)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from unsample.errors import InputError
 from unsample.methods.options import OptionSpec, option_specs
 from unsample.methods.registry import available_methods, get_method
 
@@ -66,12 +67,12 @@ def options_from_values(method: str, values: dict[str, Any]) -> dict[str, Any]:
     controls = {c.name: c for c in method_controls(method)}
     unknown = sorted(set(values) - set(controls))
     if unknown:
-        raise ValueError(f"method {method!r} has no option(s) {', '.join(unknown)}")
+        raise InputError(f"method {method!r} has no option(s) {', '.join(unknown)}")
     options: dict[str, Any] = {}
     for name, value in values.items():
         control = controls[name]
         if value is None or (isinstance(value, str) and not value.strip() and control.widget != "text"):
-            raise ValueError(f"method {method!r}: option {name} is empty; give {control.info}")
+            raise InputError(f"method {method!r}: option {name} is empty; give {control.info}")
         if control.widget == "number" and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if control.widget == "integer" and isinstance(value, float) and value.is_integer():
@@ -81,5 +82,5 @@ def options_from_values(method: str, values: dict[str, Any]) -> dict[str, Any]:
     try:
         spec.config.from_options(options, method)
     except ValueError as err:
-        raise ValueError(f"method {method!r}: {err}") from None
+        raise InputError(f"method {method!r}: {err}") from None
     return options
