@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Inversion", "Model", "available_methods", "edit", "flowedit", "invert", "load", "reconstruct", "replay"]
+__all__ = ["EditSpec", "Inversion", "Model", "available_methods", "edit", "flowedit", "invert", "load", "reconstruct", "replay"]
 
 _LAZY = {
     "load": "unsample.api",
@@ -19,6 +19,7 @@ _LAZY = {
     "flowedit": "unsample.api",
     "replay": "unsample.api",
     "Inversion": "unsample.inversion",
+    "EditSpec": "unsample.editing.spec",
     "Model": "unsample.backends.base",
     "available_methods": "unsample.methods.registry",
 }

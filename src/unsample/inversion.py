@@ -20,7 +20,9 @@ from typing import Any
 
 import torch
 
-from unsample.errors import InputError
+from unsample.core.schedule import TimestepGrid
+from unsample.errors import InputError, InversionFileError
+from unsample.methods.registry import get_method
 
 FORMAT = "unsample.inversion"
 FORMAT_VERSION = 2
@@ -63,6 +65,19 @@ class Inversion:
         meta = {k: v for k, v in asdict(self).items() if k not in ("trajectory", "image_latent", "extras")}
         meta["image_size"] = list(self.image_size)
         return meta
+
+    @staticmethod
+    def grid_for(model: Any, method: str, options: dict[str, Any], steps: int,
+                 latent_size: tuple[int, int]) -> TimestepGrid:
+        """The timestep grid ``method`` (with ``options``) walks for ``steps`` steps on ``model`` at
+        a latent of ``latent_size``: the one function every inversion, replay and edit builds it with."""
+        config = get_method(method).config.from_options(dict(options), method)
+        return config.make_grid(model.schedule_for(latent_size), steps)
+
+    def grid(self, model: Any) -> TimestepGrid:
+        """The grid this inversion walked (and its replays and edits walk) on ``model``."""
+        return Inversion.grid_for(model, self.method, self.options, self.steps,
+                                  (int(self.trajectory.shape[-2]), int(self.trajectory.shape[-1])))
 
     def check_model(self, model: Any) -> None:
         """Refuse a model other than the one this inversion was made with."""
@@ -112,45 +127,45 @@ class Inversion:
 
         path = Path(path)
         if not path.is_file():
-            raise InputError(f"inversion file {str(path)!r} does not exist")
+            raise InversionFileError(f"inversion file {str(path)!r} does not exist")
         try:
             with safe_open(str(path), framework="pt") as f:
                 raw = (f.metadata() or {}).get("unsample")
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as err:  # safetensors raises its own error types for damaged headers
-            raise InputError(f"{str(path)!r} is not a readable safetensors file ({err}); give a file made by 'unsample invert'") from err
+            raise InversionFileError(f"{str(path)!r} is not a readable safetensors file ({err}); give a file made by 'unsample invert'") from err
         if raw is None:
-            raise InputError(f"{str(path)!r} is a safetensors file but not an unsample inversion (no 'unsample' metadata)")
+            raise InversionFileError(f"{str(path)!r} is a safetensors file but not an unsample inversion (no 'unsample' metadata)")
         try:
             header = json.loads(raw)
         except json.JSONDecodeError as err:
-            raise InputError(f"{str(path)!r}: its unsample metadata is not valid JSON ({err}); the file is damaged") from err
+            raise InversionFileError(f"{str(path)!r}: its unsample metadata is not valid JSON ({err}); the file is damaged") from err
         if header.get("format") != FORMAT:
-            raise InputError(f"{str(path)!r} is not an unsample inversion (format {header.get('format')!r})")
+            raise InversionFileError(f"{str(path)!r} is not an unsample inversion (format {header.get('format')!r})")
         version = header.get("format_version")
         if version != FORMAT_VERSION:
-            raise InputError(
+            raise InversionFileError(
                 f"{str(path)!r} has inversion format version {version}, this unsample reads version {FORMAT_VERSION}; "
                 "invert the image again with this version"
             )
         meta = {k: v for k, v in header.items() if k != "sha256"}
         if header.get("sha256") != _digest(tensors, meta):
-            raise InputError(
+            raise InversionFileError(
                 f"{str(path)!r}: its tensors or metadata do not match their recorded digest; the file was changed or damaged"
             )
         for name in ("trajectory", "image_latent"):
             if name not in tensors:
-                raise InputError(f"{str(path)!r}: the tensor {name!r} is missing; the file is damaged")
+                raise InversionFileError(f"{str(path)!r}: the tensor {name!r} is missing; the file is damaged")
         extras = {k.removeprefix("extra."): v for k, v in tensors.items() if k.startswith("extra.")}
         try:
             fields_ = {k: header[k] for k in _META_FIELDS}
         except KeyError as err:
-            raise InputError(f"{str(path)!r}: its metadata lacks the field {err}; the file is damaged") from err
+            raise InversionFileError(f"{str(path)!r}: its metadata lacks the field {err}; the file is damaged") from err
         _check_field_types(fields_, path)
         fields_["image_size"] = tuple(fields_["image_size"])
         inv = cls(trajectory=tensors["trajectory"], image_latent=tensors["image_latent"], extras=extras, **fields_)
         if inv.trajectory.shape[0] != inv.steps + 1:
-            raise InputError(f"{str(path)!r}: trajectory has {inv.trajectory.shape[0]} states for {inv.steps} steps; damaged file")
+            raise InversionFileError(f"{str(path)!r}: trajectory has {inv.trajectory.shape[0]} states for {inv.steps} steps; damaged file")
         return inv
 
 
@@ -171,13 +186,13 @@ def _check_field_types(fields_: dict[str, Any], path: Path) -> None:
     for name, kinds in _FIELD_TYPES.items():
         value = fields_[name]
         if isinstance(value, bool) or not isinstance(value, kinds):
-            raise InputError(
+            raise InversionFileError(
                 f"{str(path)!r}: its metadata field {name!r} is {type(value).__name__}, not "
                 f"{' or '.join(k.__name__ for k in kinds)}; the file is damaged"
             )
     size = fields_["image_size"]
     if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
-        raise InputError(f"{str(path)!r}: its metadata field 'image_size' is {size!r}, not [height, width]; the file is damaged")
+        raise InversionFileError(f"{str(path)!r}: its metadata field 'image_size' is {size!r}, not [height, width]; the file is damaged")
 
 
 def _digest(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, get_args
 
 import typer
 
@@ -30,58 +31,48 @@ from unsample.cli.common import (
     load_model,
     sample_record,
 )
-from unsample.editing.masks import MASK_SOURCES, NoiseMaskConfig, overlay
+from unsample.editing.masks import MASK_SOURCES
+from unsample.editing.spec import SettingInfo, settings, spec_from_text
 from unsample.images import load_image, tensor_to_pil
-from unsample.methods.options import parse_options
-from unsample.methods.registry import get_method
 from unsample.outputs import atomic_write, write_png_with_sidecar
 
-
-def parse_reweight(pairs: list[str]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for pair in pairs:
-        word, sep, raw = pair.partition("=")
-        try:
-            if not sep or not word.strip():
-                raise ValueError
-            out[word.strip()] = float(raw)
-        except ValueError:
-            raise UserError(f"--reweight {pair!r} is not WORD=SCALE (e.g. red=2)") from None
-    return out
+EDIT_HELP = """Edit an image or a saved inversion with a new prompt: masked blending with the inversion,
+prompt swap, prompt-to-prompt, Direct Inversion. The mask is saved beside the PNG
+(NAME.mask.png, an overlay of what was allowed to change). Every option after --allow-unknown-words
+is a setting of `unsample.EditSpec`, made from its fields."""
 
 
-@friendly
+def _cli_type(info: SettingInfo) -> tuple[Any, Any]:
+    """The typer type and default of one edit setting's option."""
+    text, default = info.setting.text, info.default
+    if text in ("pairs", "repeat"):
+        return list[str] | None, None
+    if text == "csv":
+        return str, ",".join(default)
+    base = next((a for a in get_args(info.hint) if a is not type(None)), info.hint)
+    if base in (str, int, float, bool):
+        return (base | None if default is None else base), default
+    return str | None, default if isinstance(default, str) else None  # choices (Literal) and the mask
+
+
+def _spec_options() -> list[inspect.Parameter]:
+    """One typer option per `EditSpec` field, with the spec's default and help line."""
+    params = []
+    for info in settings():
+        kind, default = _cli_type(info)
+        choices = f" ({'|'.join(map(str, info.choices))})" if info.choices and "|" not in info.setting.help else ""
+        option = typer.Option(info.flag, help=info.setting.help + choices)
+        params.append(inspect.Parameter(info.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=Annotated[kind, option]))
+    return params
+
+
 def edit(
     source: Annotated[Path, typer.Argument(help="An inversion file (.safetensors) or an image (inverted first).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the PNG.")],
     prompt: Annotated[str | None, typer.Option("--prompt", help="The prompt of the edited image (same as --target-prompt).")] = None,
-    target_prompt: Annotated[str | None, typer.Option("--target-prompt")] = None,
-    source_prompt: Annotated[str | None, typer.Option("--source-prompt", help="Describes the source (default: the inversion's prompt).")] = None,
-    method: Annotated[str, typer.Option("--method", help="Inversion method when SOURCE is an image.")] = edit_defaults.EDIT_METHOD,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Steps when SOURCE is an image.")] = edit_defaults.EDIT_STEPS,
-    inversion_guidance: Annotated[float | None, typer.Option(
-        "--inversion-guidance", help=f"CFG of the inversion when SOURCE is an image (default {edit_defaults.INVERSION_GUIDANCE:g}).")] = None,
-    start_step: Annotated[int, typer.Option("--start-step", min=0, help="Resume sampling at this step (0 = from the noise).")] = 0,
-    guidance: Annotated[float, typer.Option("--guidance", help="CFG of the edit.")] = edit_defaults.EDIT_GUIDANCE,
-    negative_prompt: Annotated[str | None, typer.Option("--negative-prompt")] = None,
-    control: Annotated[str, typer.Option("--control", help="none|replace|refine|reweight (prompt-to-prompt).")] = "none",
-    blend_words: Annotated[str, typer.Option("--blend-words", help="Comma-separated words for local blend.")] = "",
-    reweight: Annotated[list[str] | None, typer.Option("--reweight", help="WORD=SCALE (repeatable).")] = None,
-    cross_steps: Annotated[float, typer.Option("--cross-steps", help="Fraction of steps with cross-attention injection.")] = 0.8,
-    self_steps: Annotated[float, typer.Option("--self-steps", help="Fraction of steps with self-attention injection.")] = 0.4,
-    direct: Annotated[bool, typer.Option("--direct", help="Direct Inversion: keep the source branch on the inverted path.")] = False,
-    mask: Annotated[str | None, typer.Option("--mask", help=f"noise|attention|intersect|none|FILE.png (white = may change); "
-                                      f"outside it the edit keeps the inverted trajectory (default: attention with "
-                                      f"--blend-words, else {edit_defaults.EDIT_MASK}).")] = None,
-    mask_dilate: Annotated[int, typer.Option("--mask-dilate", min=0, help="Grow the mask by this many latent cells.")] = 0,
-    blend_start: Annotated[float, typer.Option("--blend-start", min=0.0, max=1.0,
-                                               help="Step fraction from which the mask acts (0 = every step).")] = 0.0,
-    mask_rule: Annotated[str, typer.Option("--mask-rule", help="Noise mask threshold: otsu|diffedit (DiffEdit's 1.5 x mean).")] = edit_defaults.EDIT_MASK_RULE,
-    mask_smooth: Annotated[int, typer.Option("--mask-smooth", min=0, help="Noise mask smoothing radius, latent cells.")] = edit_defaults.EDIT_MASK_SMOOTH,
     allow_unknown_words: Annotated[bool, typer.Option(
         "--allow-unknown-words", help="Edit even if a prompt has words the model's tokenizer does not know.")] = False,
-    option: Annotated[list[str] | None, typer.Option("--option", help="Method option KEY=VALUE when SOURCE is an image.")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
     classifier: ClassifierOpt = None,
     class_label: ClassLabelOpt = None,
     source_class_label: Annotated[str | None, typer.Option(
@@ -92,79 +83,58 @@ def edit(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     quiet: QuietOpt = False,
+    **settings_text: Any,
 ) -> None:
-    """Edit an image or a saved inversion with a new prompt: masked blending with the inversion,
-    prompt swap, prompt-to-prompt, Direct Inversion. The mask is saved beside the PNG
-    (NAME.mask.png, an overlay of what was allowed to change)."""
     check_output(output, ".png")
-    if prompt and target_prompt and prompt != target_prompt:
-        raise UserError("--prompt and --target-prompt disagree; give one of them")
-    target = target_prompt or prompt
-    steer = classifier_guidance_from(classifier, class_label, classifier_scale)
-    source_steer = classifier_guidance_from(classifier if source_class_label is not None else None, source_class_label,
-                                        classifier_scale, "--source-class-label")
-    if not target and steer is None:
-        raise UserError("give the edit's prompt with --prompt or --target-prompt")
-    target = target or ""
-    weights = parse_reweight(reweight or [])
-    words = tuple(w.strip() for w in blend_words.split(",") if w.strip())
-    if source.suffix != ".safetensors" and start_step > steps:
-        raise UserError(f"--start-step {start_step} is beyond the {steps} steps; give 0..{steps}")
-
-    if mask is None:
-        mask = "attention" if words else "none" if steer is not None else edit_defaults.EDIT_MASK
-
-    noise_settings = NoiseMaskConfig(rule=mask_rule, smooth=mask_smooth, seed=seed)
-    if mask not in MASK_SOURCES:
+    mask = settings_text.get("mask")
+    if mask is not None and mask not in MASK_SOURCES:
         if not Path(mask).is_file():
             raise UserError(f"--mask {mask!r} is not one of {', '.join(MASK_SOURCES)} nor an existing image file")
         load_image(Path(mask))  # an unreadable mask fails before the model loads
+    spec = spec_from_text(settings_text)
+    if prompt and spec.target_prompt and prompt != spec.target_prompt:
+        raise UserError("--prompt and --target-prompt disagree; give one of them")
+    spec = spec.replace(target_prompt=spec.target_prompt or prompt or "")
+    steer = classifier_guidance_from(classifier, class_label, classifier_scale)
+    source_steer = classifier_guidance_from(classifier if source_class_label is not None else None, source_class_label,
+                                            classifier_scale, "--source-class-label")
+    if not spec.target_prompt and steer is None:
+        raise UserError("give the edit's prompt with --prompt or --target-prompt")
     if source.suffix == ".safetensors":
-        inv = unsample.Inversion.load(source)
-        m = load_model(model, device, dtype, model_config)
-        check_words(m, [target] + ([source_prompt] if source_prompt else []), allow_unknown_words)
+        start_from: Any = unsample.Inversion.load(source)
     else:
-        options = parse_options(get_method(method).config, option or [], method)
-        picture = load_image(source)
-        if source_prompt is None:
+        if spec.source_prompt is None:
             raise UserError("editing an image needs --source-prompt (a prompt that describes it) to invert with")
-        m = load_model(model, device, dtype, model_config)
-        check_words(m, [source_prompt, target], allow_unknown_words)
-        inv_guidance = inversion_guidance if inversion_guidance is not None else edit_defaults.INVERSION_GUIDANCE
-        inv = unsample.invert(m, picture, source_prompt, method=method, steps=steps, guidance=inv_guidance,
-                              seed=seed, progress=not quiet, classifier_guidance=source_steer, **options)
+        if spec.start_step > spec.steps:
+            raise UserError(f"--start-step {spec.start_step} is beyond the {spec.steps} steps; give 0..{spec.steps}")
+        start_from = load_image(source)  # a missing or unreadable image fails before the model loads
+    m = load_model(model, device, dtype, model_config)
+    check_words(m, [spec.target_prompt, spec.source_prompt or "", spec.negative_prompt or ""], allow_unknown_words)
     start = time.perf_counter()
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnknownWordsWarning)  # said once above, or refused
-        sample = unsample.edit(
-            m, inv, target, start_step=start_step, guidance=guidance, negative_prompt=negative_prompt,
-            source_prompt=source_prompt, control=control, blend_words=words, reweight=weights or None,
-            cross_steps=cross_steps, self_steps=self_steps, direct=direct, mask=mask, mask_dilate=mask_dilate,
-            blend_start=blend_start, noise_mask=noise_settings, output="result", progress=not quiet,
-            classifier_guidance=steer,
-        )
-    image = tensor_to_pil(m.decode_latent(sample.latent.float()))
+    res = unsample.edit(m, start_from, spec, output="result", progress=not quiet, classifier_guidance=steer,
+                        source_classifier_guidance=source_steer, unknown_words="checked")
     record = {
-        **sample_record(sample, m, start, "edit", str(source)),
-        "source_prompt": sample.source_prompt,
-        "control": control, "blend_words": list(words), "reweight": weights, "cross_steps": cross_steps,
-        "self_steps": self_steps, "direct": direct, "mask": sample.mask_source if sample.mask_source != "user" else mask,
-        "mask_dilate": mask_dilate, "blend_start": blend_start, "mask_nfe": sample.mask_nfe,
-        "mask_rule": mask_rule, "mask_smooth": mask_smooth,
-        "mask_area": None if sample.mask is None else round(float(sample.mask.float().mean()), 4),
-        **inversion_record(inv),
+        **spec.to_json(),
+        **sample_record(res, m, start, "edit", str(source)),
+        "source_prompt": res.source_prompt, "mask": res.mask_source if res.mask_source != "user" else spec.mask,
+        "mask_nfe": res.mask_nfe, "mask_area": res.mask_area, "edit": spec.to_json(), **inversion_record(res.inversion),
     }
     written = [output.name]
-    if sample.mask is not None:
+    if res.mask_overlay is not None:
         mask_path = output.with_name(output.stem + ".mask.png")
         record["mask_file"] = mask_path.name
-        atomic_write(mask_path, lambda tmp: overlay(tensor_to_pil(m.decode_latent(inv.image_latent.float())),
-                                                     sample.mask).save(tmp, format="PNG"))
+        atomic_write(mask_path, lambda tmp: res.mask_overlay.save(tmp, format="PNG"))
         written.append(mask_path.name)
-    sidecar = write_png_with_sidecar(image, output, record)
-    typer.echo(f"wrote {', '.join(written)} and {sidecar.name} (NFE {sample.network_evaluations} with the mask and "
-               f"every branch, {sample.seconds:.2f} s)")
+    sidecar = write_png_with_sidecar(res.image, output, record)
+    typer.echo(f"wrote {', '.join(written)} and {sidecar.name} (NFE {res.network_evaluations} with the mask and "
+               f"every branch, {res.seconds:.2f} s)")
+
+
+edit.__doc__ = EDIT_HELP
+edit.__signature__ = inspect.signature(edit, eval_str=True).replace(  # type: ignore[attr-defined]
+    parameters=[p for p in inspect.signature(edit, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
+    + _spec_options())
+edit = friendly(edit)
 
 
 @friendly

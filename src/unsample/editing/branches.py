@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from unsample.core.denoiser import CallCounter, Denoiser
+from unsample.core.schedule import TimestepGrid
 from unsample.editing.masks import dilate
 from unsample.errors import InputError
 from unsample.methods.base import MethodOutput, StepCallback
@@ -100,16 +101,20 @@ def edit_latent(
     progress: StepCallback | None = None,
     counter: CallCounter | None = None,
     classifier: Any | None = None,
+    grid: TimestepGrid | None = None,
 ) -> EditResult:
     """Sample the edit from ``start_step``; see the module docstring for the order of things.
 
     ``control`` is an `AttentionControl` (prompt-to-prompt) or None; a two-branch run happens when
     ``two_branch``, ``control``, ``direct`` or an attention blend asks for the source branch.
+    ``grid`` is the inversion's grid on ``model`` when the caller has built it (and so checked the
+    model); without it the model is checked and the grid built here.
     """
-    inversion.check_model(model)
+    if grid is None:
+        inversion.check_model(model)
+        grid = inversion.grid(model)
     spec = get_method(inversion.method)
     config = spec.config.from_options(dict(inversion.options), inversion.method)
-    grid = config.make_grid(model.schedule_for(tuple(inversion.trajectory.shape[-2:])), inversion.steps)
     grid.check_start(start_step)
     if direct and inversion.method not in DIRECT_METHODS:
         raise InputError(

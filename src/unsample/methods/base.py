@@ -1,14 +1,18 @@
-"""What every inversion method shares: its config base, its output, its registry entry."""
+"""What every inversion method shares: its config base, its output, its registry entry.
+
+A config field with a range is declared with `unsample.core.bounds.bounded` (re-exported here).
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import Field, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol
 
 import torch
 
+from unsample.core.bounds import Bounds, bounded, bounds_of  # noqa: F401 (re-exported: methods declare options here)
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import Schedule, TimestepGrid
 from unsample.errors import InputError
@@ -62,68 +66,6 @@ def walk_to_image(
         if callback is not None:
             callback(i, x)
     return x
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """The range a numeric option must lie in: ``low`` / ``high`` (None: unbounded on that side),
-    each end closed unless marked open, e.g. (0, 1] is ``Bounds(0, 1, low_open=True)``."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    integer: bool = False
-    """The option is an int (a float or a bool is refused)."""
-    note: str = ""
-    """Said after the range in the error, e.g. what 0 means."""
-
-    def contains(self, value: float) -> bool:
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
-
-    def text(self) -> str:
-        """The range as a reader writes it: "in (0, 1]", ">= 0", "> 0", "<= 1"."""
-        if self.low is not None and self.high is not None:
-            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
-        if self.low is not None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        if self.high is not None:
-            return f"{'<' if self.high_open else '<='} {self.high:g}"
-        return "any number"
-
-    def check(self, name: str, value: Any) -> None:
-        """One-line ValueError unless ``value`` is a number (an int for an integer option) in range."""
-        number = not isinstance(value, bool) and isinstance(value, int if self.integer else (int, float))
-        what = "an integer " if self.integer else "" if number else "a number "
-        if not number or not self.contains(value):
-            raise InputError(f"{name}={value!r} must be {what}{self.text()}{f' ({self.note})' if self.note else ''}")
-
-
-BOUNDS_KEY = "bounds"
-"""The key of a config field's ``metadata`` that holds its `Bounds` (see `bounded`)."""
-
-
-def bounded(
-    default: float, *, low: float | None = None, high: float | None = None, low_open: bool = False,
-    high_open: bool = False, note: str = "",
-) -> Any:
-    """A config field with a declared range, checked by `MethodConfig` and read by the CLI and the UI.
-
-    ``bounded(0.8, low=0, high=1, low_open=True)`` is a float in (0, 1] defaulting to 0.8; an int
-    default makes an integer option.
-    """
-    integer = isinstance(default, int) and not isinstance(default, bool)
-    bounds = Bounds(low, high, low_open, high_open, integer, note)
-    bounds.check("default", default)
-    return field(default=default, metadata={BOUNDS_KEY: bounds})
-
-
-def bounds_of(f: Field[Any]) -> Bounds | None:
-    """The `Bounds` a config field declares, or None."""
-    found = f.metadata.get(BOUNDS_KEY)
-    return found if isinstance(found, Bounds) else None
 
 
 @dataclass(frozen=True)

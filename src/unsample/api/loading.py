@@ -1,0 +1,92 @@
+"""Loading a model: a hub id, a local diffusers folder, a single-file checkpoint or an embedded model by name."""
+
+from __future__ import annotations
+
+import torch
+
+from unsample.backends.base import Model
+from unsample.backends.devices import resolve_device, resolve_dtype
+from unsample.backends.diffusers_common import (
+    FAMILY_NAMES,
+    backend_for,
+    check_single_file,
+    is_single_file,
+    pipeline_class_name,
+    resolve_local_files_only,
+    single_file_family,
+)
+from unsample.embedded import EMBEDDED_MODELS, embedded_model_path
+from unsample.errors import InputError
+
+
+def load(
+    model: str | None = None,
+    *,
+    device: str = "auto",
+    dtype: str | torch.dtype | None = None,
+    local_files_only: bool | None = None,
+    variant: str | None = None,
+    config: str | None = None,
+) -> Model:
+    """Load a diffusers pipeline (hub id or local folder); None loads the embedded default.
+
+    The embedded models load by name too: "embedded" (the default) and "embedded-pixel".
+
+    ``variant`` picks weight files such as ``diffusion_pytorch_model.fp16.safetensors``; with
+    None a local folder loads its plain weights, or its "fp16" ones when it has no plain ones
+    (as an fp16-only download). A single-file checkpoint (``model.safetensors`` in the original
+    LDM / A1111 layout) loads with ``config=FOLDER``, a local diffusers folder of the same
+    architecture whose model_index.json picks the backend and whose parts give the configs; the
+    hub is never asked for them. Pickled ``.ckpt`` files are refused, and so is a file whose keys
+    name another family than the config folder's (`single_file_family`).
+
+    The backend follows the folder's model_index.json ``_class_name``: Stable Diffusion 1.x/2.x,
+    SDXL, Stable Diffusion 3 or Flux (`unsample.backends.diffusers_common.PIPELINES`); any other class
+    is refused with the list of supported ones.
+    """
+    if model is None or model in EMBEDDED_MODELS:
+        return _load_embedded(model or "embedded", device, dtype)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    single = is_single_file(model)
+    if single:
+        config = check_single_file(model, config)
+    elif config is not None:
+        raise InputError(f"config={config!r} is for a single-file checkpoint; {model!r} is a folder or hub id, give it alone")
+    source = config if single and config is not None else model
+    class_name = pipeline_class_name(source, resolve_local_files_only(source, local_files_only))
+    backend = backend_for(class_name)
+    if single and backend == "pixel":
+        raise InputError(f"single-file checkpoints load for Stable Diffusion, SDXL, SD3 and Flux; {config!r} is a pixel-space UNet")
+    if single:
+        found = single_file_family(model)
+        if found is not None and found[0] != backend:
+            raise InputError(
+                f"{model!r} holds {FAMILY_NAMES[found[0]]} weights (keys starting {found[1]!r}) but the config folder "
+                f"{config!r} is {class_name} ({FAMILY_NAMES[backend]}); give a config folder of the same family"
+            )
+    if backend == "sdxl":
+        from unsample.backends.diffusers_sdxl import StableDiffusionXLModel as cls
+    elif backend == "sd3":
+        from unsample.backends.diffusers_sd3 import StableDiffusion3Model as cls  # type: ignore[assignment]
+    elif backend == "pixel":
+        from unsample.backends.diffusers_pixel import PixelDiffusionModel as cls  # type: ignore[assignment]
+    elif backend == "flux":
+        from unsample.backends.diffusers_flux import FluxModel as cls  # type: ignore[assignment]
+    else:
+        from unsample.backends.diffusers_sd import StableDiffusionModel as cls  # type: ignore[assignment]
+    if backend == "pixel":
+        return cls.from_pretrained(model, device=dev, dtype=dt, local_files_only=local_files_only, variant=variant)
+    return cls.from_pretrained(model, device=dev, dtype=dt, local_files_only=local_files_only,  # type: ignore[call-arg]
+                               variant=variant, config=config)
+
+
+def _load_embedded(name: str, device: str, dtype: str | torch.dtype | None) -> Model:
+    """An embedded model by name, from the package's own folder (never the hub)."""
+    folder = embedded_model_path(name)
+    if not (folder / "model_index.json").is_file():
+        raise InputError(f"the {name} model is not installed in {folder}; pass a model (hub id or folder) "
+                         f"or train it with '{EMBEDDED_MODELS[name][1]}'")
+    loaded = load(str(folder), device=device, dtype=dtype, local_files_only=True)
+    loaded.name = name
+    return loaded

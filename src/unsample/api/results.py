@@ -1,0 +1,84 @@
+"""What the API's calls return: one result type per call, carrying the latent, the cost and, for
+an edit, the decoded image, the mask, its overlay, the inversion it started from and its spec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+
+from unsample.api.common import Output
+from unsample.backends.base import Model
+from unsample.editing.masks import overlay
+from unsample.editing.spec import EditSpec
+from unsample.errors import InputError
+from unsample.images import tensor_to_pil
+from unsample.inversion import Inversion
+
+
+@dataclass
+class Sample:
+    """One replay of a sampler: the image latent it produced and what it cost."""
+
+    latent: torch.Tensor
+    nfe: int
+    model_calls: int
+    seconds: float
+    start_step: int
+    prompt: str
+    guidance: float
+    branches: int = 1  # images per evaluation: 2 when source and target run together
+    image: Image.Image | None = None
+    """The decoded latent (filled by ``output="result"`` and ``"pil"``)."""
+
+    @property
+    def network_evaluations(self) -> int:
+        """Network function evaluations over all branches (``nfe`` counts one branch)."""
+        return self.nfe * self.branches
+
+
+@dataclass
+class EditSample(Sample):
+    """An edit: the sample, the mask it was confined to ([h, w] bool at latent resolution, or
+    None), where the mask came from, and the source prompt. ``nfe`` includes the mask's calls
+    and counts every branch: it is the edit's whole network cost."""
+
+    mask: torch.Tensor | None = None
+    mask_source: str = "none"
+    source_prompt: str = ""
+    mask_nfe: int = 0
+    """Network evaluations of the noise mask (DiffEdit: 2 prompts x K draws, x 2 with CFG)."""
+    mask_overlay: Image.Image | None = None
+    """The mask drawn over the autoencoder's reconstruction of the source (``output="result"``)."""
+    inversion: Inversion | None = None
+    """The inversion the edit resumed (made first when the edit was given an image)."""
+    spec: EditSpec | None = None
+    """Every setting of the edit."""
+
+    @property
+    def network_evaluations(self) -> int:
+        """The edit's whole network cost: every branch's evaluations plus the mask's."""
+        return self.nfe * self.branches + self.mask_nfe
+
+    @property
+    def mask_area(self) -> float | None:
+        """The share of latent cells the edit could change (None without a mask)."""
+        return None if self.mask is None else round(float(self.mask.float().mean()), 4)
+
+
+def present(model: Model, sample: Sample, output: Output) -> Any:
+    """The sample as ``output`` asks: the latent, the decoded image, or the result with both (an
+    edit's also with its mask overlay)."""
+    if output not in ("pil", "latent", "result"):
+        raise InputError(f"output={output!r} is not supported; use pil, latent or result")
+    if output == "latent":
+        return sample.latent
+    sample.image = tensor_to_pil(model.decode_latent(sample.latent.float()))
+    if output == "pil":
+        return sample.image
+    if isinstance(sample, EditSample) and sample.mask is not None and sample.inversion is not None:
+        source = tensor_to_pil(model.decode_latent(sample.inversion.image_latent.float()))
+        sample.mask_overlay = overlay(source, sample.mask)
+    return sample
