@@ -243,6 +243,11 @@ class Method:
     calls_per_step: str
     """Model evaluations per step without CFG, and with CFG in parentheses, e.g. "1 (2)"."""
     exact: bool = False
+    trajectory_is_sampler_path: bool = False
+    """The stored trajectory is the one chain of states its ``sample`` walks when it replays the
+    source prompt (null-text's pivot is, by construction), so an edit can set the source branch
+    back onto it after every step (Direct Inversion, `unsample.editing.branches`). EDICT's two
+    coupled chains and BDIA's paired states are not; both reconstruct exactly already."""
     differentiates: bool = False
     """Its inversion back-propagates through the network (so its calls cannot share a batch
     with other jobs' calls, which run without gradients)."""
