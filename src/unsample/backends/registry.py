@@ -115,7 +115,9 @@ def load_backend(
     class_name = pipeline_class_name(source, resolve_local_files_only(source, local_files_only))
     backend = backend_for(class_name)
     if single and not backend.loads_single_file:
-        raise InputError(f"single-file checkpoints load for Stable Diffusion, SDXL, SD3 and Flux; {config!r} is a pixel-space UNet")
+        raise InputError(
+            f"single-file checkpoints load for Stable Diffusion, SDXL, SD3 and Flux; {config!r} is a pixel-space UNet"
+        )
     if single:
         found = single_file_family(model)
         if found is not None and found[0] != backend.family:
