@@ -5,16 +5,7 @@ from __future__ import annotations
 import torch
 
 from unsample.backends.base import Model
-from unsample.backends.devices import resolve_device, resolve_dtype
-from unsample.backends.diffusers_common import (
-    FAMILY_NAMES,
-    backend_for,
-    check_single_file,
-    is_single_file,
-    pipeline_class_name,
-    resolve_local_files_only,
-    single_file_family,
-)
+from unsample.backends.registry import load_backend
 from unsample.embedded import EMBEDDED_MODELS, embedded_model_path
 from unsample.errors import InputError
 
@@ -41,44 +32,13 @@ def load(
     name another family than the config folder's (`single_file_family`).
 
     The backend follows the folder's model_index.json ``_class_name``: Stable Diffusion 1.x/2.x,
-    SDXL, Stable Diffusion 3 or Flux (`unsample.backends.diffusers_common.PIPELINES`); any other class
+    SDXL, Stable Diffusion 3 or Flux (`unsample.backends.registry.BACKENDS`); any other class
     is refused with the list of supported ones.
     """
     if model is None or model in EMBEDDED_MODELS:
         return _load_embedded(model or "embedded", device, dtype)
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    single = is_single_file(model)
-    if single:
-        config = check_single_file(model, config)
-    elif config is not None:
-        raise InputError(f"config={config!r} is for a single-file checkpoint; {model!r} is a folder or hub id, give it alone")
-    source = config if single and config is not None else model
-    class_name = pipeline_class_name(source, resolve_local_files_only(source, local_files_only))
-    backend = backend_for(class_name)
-    if single and backend == "pixel":
-        raise InputError(f"single-file checkpoints load for Stable Diffusion, SDXL, SD3 and Flux; {config!r} is a pixel-space UNet")
-    if single:
-        found = single_file_family(model)
-        if found is not None and found[0] != backend:
-            raise InputError(
-                f"{model!r} holds {FAMILY_NAMES[found[0]]} weights (keys starting {found[1]!r}) but the config folder "
-                f"{config!r} is {class_name} ({FAMILY_NAMES[backend]}); give a config folder of the same family"
-            )
-    if backend == "sdxl":
-        from unsample.backends.diffusers_sdxl import StableDiffusionXLModel as cls
-    elif backend == "sd3":
-        from unsample.backends.diffusers_sd3 import StableDiffusion3Model as cls  # type: ignore[assignment]
-    elif backend == "pixel":
-        from unsample.backends.diffusers_pixel import PixelDiffusionModel as cls  # type: ignore[assignment]
-    elif backend == "flux":
-        from unsample.backends.diffusers_flux import FluxModel as cls  # type: ignore[assignment]
-    else:
-        from unsample.backends.diffusers_sd import StableDiffusionModel as cls  # type: ignore[assignment]
-    if backend == "pixel":
-        return cls.from_pretrained(model, device=dev, dtype=dt, local_files_only=local_files_only, variant=variant)
-    return cls.from_pretrained(model, device=dev, dtype=dt, local_files_only=local_files_only,  # type: ignore[call-arg]
-                               variant=variant, config=config)
+    return load_backend(model, device=device, dtype=dtype, local_files_only=local_files_only, variant=variant,
+                        config=config)
 
 
 def _load_embedded(name: str, device: str, dtype: str | torch.dtype | None) -> Model:

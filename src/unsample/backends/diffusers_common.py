@@ -1,5 +1,6 @@
 """What every diffusers backend shares: loading a pipeline folder, the VAE's latent scaling, the
-fingerprint of the weights, and the pipeline classes `unsample.load` knows.
+fingerprint of the weights, and reading the pipeline class a folder names (the table of the
+supported ones is `unsample.backends.registry.BACKENDS`).
 
 The VAE maps an image in [-1, 1] to the posterior mean m, and the methods work on the scaled
 latent ``z = (m - shift_factor) * scaling_factor`` (SD 1.x/2.x have no shift; SD3 and Flux do),
@@ -22,22 +23,6 @@ import torch
 from unsample.backends.base import Model
 from unsample.errors import InputError, ModelLoadError
 
-PIPELINES: dict[str, str] = {
-    "StableDiffusionPipeline": "sd",
-    "StableDiffusionImg2ImgPipeline": "sd",
-    "StableDiffusionInpaintPipeline": "sd",
-    "StableDiffusionXLPipeline": "sdxl",
-    "StableDiffusionXLImg2ImgPipeline": "sdxl",
-    "StableDiffusion3Pipeline": "sd3",
-    "StableDiffusion3Img2ImgPipeline": "sd3",
-    "FluxPipeline": "flux",
-    "DDPMPipeline": "pixel",
-    "DDIMPipeline": "pixel",
-    "UNet2DModel": "pixel",
-    "FluxImg2ImgPipeline": "flux",
-}
-"""The pipeline classes (model_index.json's ``_class_name``) each backend loads."""
-
 
 def is_flat_unet_folder(folder: Path) -> bool:
     """The UNet's config.json sits at the folder's root (google/ddpm-cifar10-32's layout)."""
@@ -51,7 +36,9 @@ def is_flat_unet_folder(folder: Path) -> bool:
 
 
 def pipeline_class_name(name: str, local_files_only: bool) -> str | None:
-    """``_class_name`` of a local folder's or a cached hub id's model_index.json (None: not found)."""
+    """``_class_name`` of a local folder's or a hub id's model_index.json ("UNet2DModel" for a flat
+    UNet folder; None when the file names no class). A one-line error when there is no
+    model_index.json to read (a hub id that is not in the local cache, offline)."""
     folder = Path(name)
     if folder.is_dir():
         index = folder / "model_index.json"
@@ -60,27 +47,21 @@ def pipeline_class_name(name: str, local_files_only: bool) -> str | None:
                 return "UNet2DModel"
             raise InputError(f"{name!r} is a folder without model_index.json; give a diffusers pipeline folder")
         try:
-            return str(json.loads(index.read_text(encoding="utf-8")).get("_class_name"))
+            found = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             raise InputError(f"{index} is not valid JSON; give a diffusers pipeline folder") from None
-    try:
+    else:
         from diffusers import DiffusionPipeline
 
-        return str(DiffusionPipeline.load_config(name, local_files_only=local_files_only).get("_class_name"))
-    except (OSError, ValueError):
-        return None
-
-
-def backend_for(class_name: str | None) -> str:
-    """The backend ("sd", "sdxl", "sd3", "flux", "pixel") of a pipeline class; a one-line refusal lists the supported ones."""
-    if class_name is None:
-        return "sd"  # a hub id not in the cache: the SD loader says what is missing
-    backend = PIPELINES.get(class_name)
-    if backend is None:
-        raise InputError(
-            f"pipeline class {class_name!r} is not supported; unsample loads {', '.join(sorted(PIPELINES))}"
-        )
-    return backend
+        try:
+            found = DiffusionPipeline.load_config(name, local_files_only=local_files_only).get("_class_name")
+        except (OSError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelLoadError(
+                f"could not read the model_index.json of {name!r} ({first}); "
+                "give a local diffusers folder or a hub id that is in the local cache"
+            ) from err
+    return None if found is None else str(found)
 
 
 def resolve_local_files_only(name: str, local_files_only: bool | None) -> bool:

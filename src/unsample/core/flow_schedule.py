@@ -311,6 +311,18 @@ class FlowSchedule:
         s = self.sigmas(steps, image_seq_len=image_seq_len)
         return TimestepGrid.flow(self.timesteps_for(s), s)
 
+    @property
+    def has_karras_grid(self) -> bool:
+        """Never: k-diffusion's sigma / alpha = s / (1 - s) is infinite at the pure-noise end s = 1."""
+        return False
+
+    def karras_grid(self, steps: int, rho: float = 7.0) -> TimestepGrid:
+        """Refused: a flow has no Karras grid (`has_karras_grid` is False)."""
+        raise InputError(
+            "a flow schedule has no Karras grid (k-diffusion's sigma / alpha is infinite at its pure-noise end); "
+            "use its own grid, schedule.grid(steps)"
+        )
+
     def alpha_sigma_at(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(alpha, sigma) of x = alpha x0 + sigma eps at time labels ``t``: sigma = t / T, alpha = 1 - sigma."""
         sigma = torch.as_tensor(t, dtype=torch.float64) / self.num_train_timesteps

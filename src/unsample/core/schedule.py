@@ -32,9 +32,25 @@ SPACINGS = ("leading", "trailing", "linspace")
 
 
 class Schedule(Protocol):
-    """What the Denoiser and the methods need of a model family's schedule."""
+    """What the Denoiser, the methods and editing need of a model family's schedule: everything
+    they call on one is named here, and what only some families can do is a declared property
+    (`has_karras_grid`), never a test of which class it is."""
 
-    prediction_type: str
+    @property
+    def prediction_type(self) -> str:
+        """What the model outputs: "epsilon", "v_prediction", "sample" or "flow"."""
+        ...
+
+    @property
+    def num_train_timesteps(self) -> int:
+        """T, the number of training timesteps; time labels run over [0, T)."""
+        ...
+
+    @property
+    def has_karras_grid(self) -> bool:
+        """`karras_grid` can build a grid: sigma = sigma / alpha is finite at every noise level
+        (False for a flow, whose pure-noise end has alpha = 0)."""
+        ...
 
     def alpha_sigma_at(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(alpha, sigma) of x = alpha x0 + sigma eps at time labels ``t``."""
@@ -42,6 +58,10 @@ class Schedule(Protocol):
 
     def grid(self, steps: int) -> TimestepGrid:
         """The default N-step grid (the family's own scheduler's)."""
+        ...
+
+    def karras_grid(self, steps: int, rho: float = 7.0) -> TimestepGrid:
+        """Karras et al.'s rho-spaced grid in k-diffusion sigma (only where `has_karras_grid`)."""
         ...
 
 
@@ -205,6 +225,11 @@ class NoiseSchedule:
     @property
     def num_train_timesteps(self) -> int:
         return int(self.alphas_cumprod.shape[0])
+
+    @property
+    def has_karras_grid(self) -> bool:
+        """Always: every a_t > 0, so every sigma = sqrt((1 - a) / a) is finite (`karras_grid`)."""
+        return True
 
     def timesteps(self, steps: int) -> torch.Tensor:
         """The descending integer time labels of an N-step run (diffusers' ``set_timesteps``)."""

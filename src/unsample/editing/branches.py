@@ -36,11 +36,7 @@ from unsample.core.schedule import TimestepGrid
 from unsample.editing.masks import dilate
 from unsample.errors import InputError
 from unsample.methods.base import MethodOutput, StepCallback
-from unsample.methods.registry import get_method
-
-# Methods whose trajectory is exactly the state their sampler walks, so Direct Inversion can pull
-# the source branch onto it. EDICT and BDIA are exact already; null-text's trajectory is its pivot.
-DIRECT_METHODS = ("ddim", "euler", "fixed-point", "negative-prompt", "null-text")
+from unsample.methods.registry import get_method, sampler_path_methods
 
 
 @dataclass(frozen=True)
@@ -116,9 +112,9 @@ def edit_latent(
     spec = get_method(inversion.method)
     config = spec.config.from_options(dict(inversion.options), inversion.method)
     grid.check_start(start_step)
-    if direct and inversion.method not in DIRECT_METHODS:
+    if direct and not spec.trajectory_is_sampler_path:
         raise InputError(
-            f"Direct Inversion needs a method whose trajectory is its sampler's path ({', '.join(DIRECT_METHODS)}); "
+            f"Direct Inversion needs a method whose trajectory is its sampler's path ({', '.join(sampler_path_methods())}); "
             f"{inversion.method!r} reconstructs exactly already, edit it without --direct"
         )
     source_prompt = inversion.prompt if source_prompt is None else source_prompt

@@ -13,12 +13,10 @@ steps have no stored label, and theirs is s * T (`label_at`, `position_label`).
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from unsample.core.denoiser import Denoiser
-from unsample.core.schedule import TimestepGrid
+from unsample.core.schedule import Schedule, TimestepGrid
 from unsample.errors import InputError
 
 _WHAT_IT_PREDICTS = {
@@ -28,9 +26,9 @@ _WHAT_IT_PREDICTS = {
 }
 
 
-def refuses_unless_velocity(schedule: Any) -> str | None:
+def refuses_unless_velocity(schedule: Schedule) -> str | None:
     """Why a flow-ODE method cannot run on ``schedule`` (None when its model predicts a flow velocity)."""
-    kind = getattr(schedule, "prediction_type", None)
+    kind = schedule.prediction_type
     if kind == "flow":
         return None
     what = _WHAT_IT_PREDICTS.get(str(kind), repr(kind))

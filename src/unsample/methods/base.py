@@ -185,15 +185,20 @@ class Method:
     calls_per_step: str
     """Model evaluations per step without CFG, and with CFG in parentheses, e.g. "1 (2)"."""
     exact: bool = False
+    trajectory_is_sampler_path: bool = False
+    """The stored trajectory is the one chain of states its ``sample`` walks when it replays the
+    source prompt (null-text's pivot is, by construction), so an edit can set the source branch
+    back onto it after every step (Direct Inversion, `unsample.editing.branches`). EDICT's two
+    coupled chains and BDIA's paired states are not; both reconstruct exactly already."""
     differentiates: bool = False
     """Its inversion back-propagates through the network (so its calls cannot share a batch
     with other jobs' calls, which run without gradients)."""
-    refuses: Callable[[Any], str | None] | None = None
+    refuses: Callable[[Schedule], str | None] | None = None
     """Given a model's schedule, why the method cannot run on it (None: it can). The method is
     defined by what the schedule has (e.g. finite EDM sigmas, a velocity output), never by a
     family's name; `check_applies` turns the reason into the user's error."""
 
-    def check_applies(self, schedule: Any) -> None:
+    def check_applies(self, schedule: Schedule) -> None:
         """Raise ValueError naming why this method cannot run on ``schedule``, if it cannot."""
         reason = self.refuses(schedule) if self.refuses is not None else None
         if reason:

@@ -120,4 +120,5 @@ METHOD = Method(
     invert=_invert,
     sample=replay_from_trajectory(sample),
     calls_per_step="1 (2)",
+    trajectory_is_sampler_path=True,
 )

@@ -25,12 +25,12 @@ The default grid is Karras' (rho = 7) between the schedule's sigma_min and sigma
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
 from unsample.core.denoiser import Denoiser
-from unsample.core.schedule import TimestepGrid
+from unsample.core.schedule import Schedule, TimestepGrid
 from unsample.errors import InputError
 from unsample.methods.base import Method, MethodConfig, MethodOutput, StepCallback, bounded, replay_from_trajectory
 
@@ -114,7 +114,7 @@ class EulerConfig(MethodConfig):
         if self.sigmas not in ("karras", "timesteps"):
             raise InputError(f"sigmas={self.sigmas!r} is not supported; use karras or timesteps")
 
-    def make_grid(self, schedule: Any, steps: int) -> TimestepGrid:
+    def make_grid(self, schedule: Schedule, steps: int) -> TimestepGrid:
         if self.sigmas == "karras":
             return schedule.karras_grid(steps, rho=self.rho)
         return schedule.grid(steps)
@@ -129,8 +129,8 @@ def _invert(
 
 
 
-def _refuses(schedule: Any) -> str | None:
-    if hasattr(schedule, "karras_grid"):
+def _refuses(schedule: Schedule) -> str | None:
+    if schedule.has_karras_grid:
         return None
     return ("it steps in k-diffusion's sigma = sigma / alpha, which is infinite at a flow's pure-noise end "
             "(alpha = 0); on a flow model use ddim, whose step is the Euler step of the flow ODE")
@@ -143,5 +143,6 @@ METHOD = Method(
     invert=_invert,
     sample=replay_from_trajectory(sample),
     calls_per_step="1 (2)",
+    trajectory_is_sampler_path=True,
     refuses=_refuses,
 )

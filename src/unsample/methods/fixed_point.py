@@ -130,4 +130,5 @@ METHOD = Method(
     invert=invert,
     sample=replay_from_trajectory(ddim.sample),
     calls_per_step="1+k (2+2k)",
+    trajectory_is_sampler_path=True,
 )

@@ -86,4 +86,5 @@ METHOD = Method(
     invert=_invert,
     sample=_sample,
     calls_per_step="1 (2)",
+    trajectory_is_sampler_path=True,
 )

@@ -227,5 +227,6 @@ METHOD = Method(
     invert=_invert,
     sample=_sample,
     calls_per_step="1 + optimisation",
+    trajectory_is_sampler_path=True,
     differentiates=True,
 )

@@ -42,3 +42,9 @@ def get_method(name: str) -> Method:
         return _registry()[name]
     except KeyError:
         raise InputError(f"unknown method {name!r}; choose one of {', '.join(available_methods())}") from None
+
+
+def sampler_path_methods() -> list[str]:
+    """Registered methods whose trajectory is their sampler's path (`Method.trajectory_is_sampler_path`),
+    sorted: the ones Direct Inversion can pull an edit's source branch back onto."""
+    return [name for name in available_methods() if _registry()[name].trajectory_is_sampler_path]

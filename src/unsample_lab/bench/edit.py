@@ -23,6 +23,7 @@ from PIL import Image
 
 from unsample.editing.tokens import changed_words
 from unsample.errors import InputError
+from unsample.methods.registry import get_method
 
 CONTROLS: dict[str, dict[str, Any]] = {
     "swap": {"control": "none"},
@@ -254,7 +255,6 @@ def _flowedit_rows(model: Any, bench: EditBench, cases: list[EditCase], floors: 
 
 def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -> dict[str, Any]:
     import unsample
-    from unsample.editing.branches import DIRECT_METHODS
     from unsample.editing.masks import NoiseMaskConfig
 
     bench, skipped = runnable_on(model, bench)
@@ -276,7 +276,7 @@ def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -
             t_inv = time.perf_counter() - t0
             for control in bench.controls:
                 c = CONTROLS[control]
-                if c.get("direct") and method not in DIRECT_METHODS:
+                if c.get("direct") and not get_method(method).trajectory_is_sampler_path:
                     continue  # exact methods (EDICT, BDIA) reconstruct already: no Direct Inversion
                 for mask in bench.masks:
                     spec: Any = case.mask if mask == "exact" else mask
