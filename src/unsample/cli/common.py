@@ -138,8 +138,9 @@ def sample_record(sample: Any, m: Any, start: float, kind: str, source: str) -> 
 
 
 def check_words(m: Any, prompts: list[str], allow: bool) -> None:
-    """Refuse prompts with words the model does not know, unless allowed (then say so in one line)."""
-    for prompt in prompts:
+    """Refuse prompts with words the model does not know, unless allowed (then say so in one line); each
+    distinct prompt is checked once."""
+    for prompt in dict.fromkeys(p for p in prompts if p):
         overflow, _, unknown = prompt_problems(m, prompt)
         if overflow is not None:
             raise UserError(overflow)
