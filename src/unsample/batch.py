@@ -7,7 +7,10 @@ A manifest has one JSON object per line, a job:
 
 ``job`` is "invert" (writes ``ID.safetensors``), "reconstruct" (``ID.png``) or "edit" (``ID.png``
 and ``ID.mask.png``); every PNG gets its JSON sidecar. Image paths are relative to the manifest's
-folder. Missing keys take `unsample.defaults` for edits and the API's defaults otherwise.
+folder (a user mask file too). An edit job takes every setting of `unsample.EditSpec` by its manifest
+key ("guidance" is the inversion's CFG, "edit_guidance" the edit's; the others by their names,
+e.g. "control", "start_step", "mask_dilate"); missing keys take the spec's defaults. Invert and
+reconstruct jobs take prompt, method, steps, guidance, options and seed (the API's defaults).
 
 Resume: every output is written to a temp file and renamed, and only after all of a job's outputs
 are in place is its line appended (and synced) to ``DIR/manifest.done.jsonl``. A batch killed at
@@ -28,17 +31,28 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from unsample import defaults
-from unsample.errors import InputError
+import torch
+from tqdm.auto import tqdm
+
+import unsample
+from unsample.backends.lockstep import Lockstep
+from unsample.core.bounds import Bounds, check_kind
+from unsample.editing.masks import MASK_SOURCES
+from unsample.editing.spec import GUIDANCE_BOUNDS, EditSpec, settings
+from unsample.errors import InputError, UnsampleError
+from unsample.images import load_image, tensor_to_pil
+from unsample.methods.registry import available_methods, get_method
 
 DONE_FILE = "manifest.done.jsonl"
-_JOB_ERRORS = (ValueError, OSError, UserWarning)
+_JOB_ERRORS = (UnsampleError, OSError, UserWarning)
 """What a bad job raises: recorded as its failure. Anything else is a bug and stops the batch."""
 
 
@@ -79,8 +93,7 @@ def launched_process(device: str = "auto") -> LaunchedProcess:
     the process its index and its own device (GPU i for local process i). ``device`` other than
     "auto" keeps the user's choice.
     """
-    import torch
-    from accelerate import PartialState
+    from accelerate import PartialState  # heavy and needed only under a launcher
 
     state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
     placed = device if device != "auto" else "cpu" if state.device.type == "cpu" else str(state.device)
@@ -88,26 +101,35 @@ def launched_process(device: str = "auto") -> LaunchedProcess:
 
 
 JOBS = ("invert", "reconstruct", "edit")
-_KEYS = {"id", "job", "image", "prompt", "source_prompt", "target_prompt", "method", "steps", "guidance",
-         "edit_guidance", "mask", "options", "seed"}
+_COMMON_KEYS = {"id", "job", "image"}
+_INVERSION_KEYS = {"prompt", "source_prompt", "target_prompt", "method", "steps", "guidance", "options", "seed"}
+"""An invert or reconstruct job's keys beyond `_COMMON_KEYS` (a target prompt is allowed and unused, so
+one manifest can list a file's jobs alike); an edit job's are every `EditSpec`
+setting by its manifest key (`edit_manifest_keys`), and "prompt" for its source prompt."""
+
+
+def edit_manifest_keys() -> dict[str, str]:
+    """Manifest key -> `EditSpec` field, for an edit job (e.g. "guidance" is the inversion's CFG,
+    "edit_guidance" the edit's, as in manifests written before the spec)."""
+    return {info.manifest_key: info.name for info in settings()}
 
 
 @dataclass(frozen=True)
 class Job:
-    """One line of a manifest, with its defaults filled in."""
+    """One line of a manifest, with its defaults filled in. ``method``, ``steps``, ``guidance``
+    (the inversion's CFG), ``options`` and ``seed`` are the inversion's; an edit job's ``edit`` is
+    every setting of the edit (its inversion settings are the fields above)."""
 
     id: str
     job: str
     image: str
     prompt: str
-    target_prompt: str | None = None
     method: str = "ddim"
     steps: int = 50
     guidance: float = 1.0
-    edit_guidance: float = defaults.EDIT_GUIDANCE
-    mask: str = defaults.EDIT_MASK
     options: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    edit: EditSpec | None = None
 
     def outputs(self) -> list[str]:
         if self.job == "invert":
@@ -116,16 +138,22 @@ class Job:
             return [f"{self.id}.png", f"{self.id}.json"]
         return [f"{self.id}.png", f"{self.id}.json", f"{self.id}.mask.png"]
 
+    def record(self) -> dict[str, Any]:
+        """The job as the done file records it."""
+        out = {k: v for k, v in asdict(self).items() if k != "edit"}
+        return out | ({"edit": self.edit.to_json()} if self.edit is not None else {})
+
 
 def _job_from(item: Any, where: str) -> Job:
     if not isinstance(item, dict):
         raise InputError(f"{where}: a job is a JSON object, got {type(item).__name__}")
-    unknown = sorted(set(item) - _KEYS)
-    if unknown:
-        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}; a job takes {', '.join(sorted(_KEYS))}")
     kind = item.get("job")
     if kind not in JOBS:
         raise InputError(f"{where}: 'job' must be one of {', '.join(JOBS)}, got {kind!r}")
+    keys = _COMMON_KEYS | ({"prompt", *edit_manifest_keys()} if kind == "edit" else _INVERSION_KEYS)
+    unknown = sorted(set(item) - keys)
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}; a {kind} job takes {', '.join(sorted(keys))}")
     job_id = item.get("id")
     if not isinstance(job_id, str) or not job_id or "/" in job_id or job_id.startswith(".") or job_id != job_id.strip():
         raise InputError(f"{where}: 'id' must be a file-name-safe string (no '/', not starting with '.'), got {job_id!r}")
@@ -134,26 +162,32 @@ def _job_from(item: Any, where: str) -> Job:
     prompt = item.get("source_prompt", item.get("prompt", ""))
     if not isinstance(prompt, str):
         raise InputError(f"{where}: the prompt must be a string")
+    if kind == "edit":
+        return _edit_job(item, job_id, prompt, where)
+    values: dict[str, Any] = {"method": item.get("method", "ddim"), "steps": item.get("steps", 50),
+                              "guidance": item.get("guidance", 1.0), "options": item.get("options", {}),
+                              "seed": item.get("seed", 0)}
+    try:
+        for name, kinds in (("method", (str,)), ("steps", (int,)), ("guidance", (int, float)), ("options", (dict,)),
+                            ("seed", (int,))):
+            check_kind(repr(name), values[name], kinds)
+        Bounds(1, None, integer=True).check("'steps'", values["steps"])
+        GUIDANCE_BOUNDS.check("'guidance'", values["guidance"])
+    except InputError as err:
+        raise InputError(f"{where}: {err}") from None
+    return Job(id=job_id, job=kind, image=item["image"], prompt=prompt, **values)
+
+
+def _edit_job(item: dict[str, Any], job_id: str, prompt: str, where: str) -> Job:
+    """An edit job: its settings read into an `EditSpec` by their manifest keys."""
     target = item.get("target_prompt")
-    if kind == "edit" and (not isinstance(target, str) or not target.strip()):
+    if not isinstance(target, str) or not target.strip():
         raise InputError(f"{where}: an edit job needs 'target_prompt' (a non-empty string)")
-    edit = kind == "edit"
-    values: dict[str, Any] = {
-        "method": item.get("method", defaults.EDIT_METHOD if edit else "ddim"),
-        "steps": item.get("steps", defaults.EDIT_STEPS if edit else 50),
-        "guidance": item.get("guidance", defaults.INVERSION_GUIDANCE if edit else 1.0),
-        "edit_guidance": item.get("edit_guidance", defaults.EDIT_GUIDANCE),
-        "mask": item.get("mask", defaults.EDIT_MASK),
-        "options": item.get("options", {}),
-        "seed": item.get("seed", 0),
-    }
-    for name, kinds in (("method", (str,)), ("steps", (int,)), ("guidance", (int, float)), ("edit_guidance", (int, float)),
-                        ("mask", (str,)), ("options", (dict,)), ("seed", (int,))):
-        if isinstance(values[name], bool) or not isinstance(values[name], kinds):
-            raise InputError(f"{where}: {name!r} must be {' or '.join(k.__name__ for k in kinds)}, got {values[name]!r}")
-    if values["steps"] < 1:
-        raise InputError(f"{where}: 'steps' must be >= 1")
-    return Job(id=job_id, job=kind, image=item["image"], prompt=prompt, target_prompt=target, **values)
+    fields_by_key = edit_manifest_keys()
+    settings_ = {fields_by_key[k]: v for k, v in item.items() if k in fields_by_key}
+    spec = EditSpec.from_json(settings_ | {"source_prompt": prompt}, where)
+    return Job(id=job_id, job="edit", image=item["image"], prompt=prompt, method=spec.method, steps=spec.steps,
+               guidance=spec.inversion_guidance, options=dict(spec.options), seed=spec.seed, edit=spec)
 
 
 def read_manifest(path: str | Path) -> list[Job]:
@@ -216,57 +250,56 @@ def _clean_temp_files(out: Path, jobs: list[Job]) -> None:
 
 
 def run_job(model: Any, job: Job, base: Path, out: Path, write_png: Callable[..., Any]) -> list[str]:
-    """Run one job and write its outputs (each atomically); returns their file names."""
-    import unsample
-    from unsample.api import check_prompt_words
-    from unsample.images import load_image, tensor_to_pil
-
-    # a word the model does not know fails the job (the API would only warn and drop it)
-    for text in (job.prompt, job.target_prompt):
-        if text is not None:
-            check_prompt_words(model, text, allow=False)
+    """Run one job and write its outputs (each atomically); returns their file names. A word the
+    model does not know fails the job (the API would only warn and drop it)."""
     picture = load_image(base / job.image)
+    if job.edit is not None:
+        return _run_edit(model, job, job.edit, picture, base, out, write_png)
     inv = unsample.invert(model, picture, job.prompt, method=job.method, steps=job.steps, guidance=job.guidance,
-                          seed=job.seed, **job.options)
+                          seed=job.seed, unknown_words="refuse", **job.options)
     if job.job == "invert":
         inv.save(out / f"{job.id}.safetensors")
         return job.outputs()
     record = {"job": job.job, "id": job.id, "image": job.image, "inversion": inv.metadata()}
-    if job.job == "reconstruct":
-        sample = unsample.replay(model, inv)
-        record |= {"nfe": sample.nfe, "model_calls": sample.model_calls}
-        write_png(tensor_to_pil(model.decode_latent(sample.latent.float())), out / f"{job.id}.png", record)
-        return job.outputs()
-    from unsample.editing.masks import overlay
+    sample = unsample.reconstruct(model, inv, output="result")
+    record |= {"nfe": sample.nfe, "model_calls": sample.model_calls}
+    write_png(sample.image, out / f"{job.id}.png", record)
+    return job.outputs()
 
-    res = unsample.edit(model, inv, job.target_prompt, guidance=job.edit_guidance, mask=job.mask, output="result")
-    record |= {"target_prompt": job.target_prompt, "edit_guidance": job.edit_guidance, "mask": res.mask_source,
-               "network_evaluations": res.network_evaluations, "model_calls": res.model_calls}
-    floor = tensor_to_pil(model.decode_latent(inv.image_latent.float()))
-    mask_image = overlay(floor, res.mask) if res.mask is not None else floor
+
+def _run_edit(model: Any, job: Job, spec: EditSpec, picture: Any, base: Path, out: Path,
+              write_png: Callable[..., Any]) -> list[str]:
+    """An edit job: invert and edit in one pass; a mask file is read relative to the manifest, like the image."""
+    if isinstance(spec.mask, str) and spec.mask not in MASK_SOURCES:
+        spec = spec.replace(mask=str(base / spec.mask))
+    res = unsample.edit(model, picture, spec, output="result", unknown_words="refuse")
+    record = {"job": job.job, "id": job.id, "image": job.image, "inversion": res.inversion.metadata(),
+              "target_prompt": spec.target_prompt, "edit_guidance": spec.guidance, "mask": res.mask_source,
+              "network_evaluations": res.network_evaluations, "model_calls": res.model_calls, "edit": spec.to_json()}
+    floor = tensor_to_pil(model.decode_latent(res.inversion.image_latent.float()))
+    mask_image = res.mask_overlay if res.mask_overlay is not None else floor
     write_png(mask_image, out / f"{job.id}.mask.png", {"id": job.id, "mask": res.mask_source, "of": f"{job.id}.png"},
               sidecar=False)
-    write_png(tensor_to_pil(model.decode_latent(res.latent.float())), out / f"{job.id}.png", record)
+    write_png(res.image, out / f"{job.id}.png", record)
     return job.outputs()
 
 
 def runs_alone(job: Job) -> str | None:
     """Why ``job`` cannot share the network's batch with others (None: it can)."""
-    from unsample.methods.registry import available_methods, get_method
-
     if job.method not in available_methods():
         return "its method is unknown (the job fails on its own)"
     if get_method(job.method).differentiates:
         return f"{job.method} differentiates through the network"
-    if job.job == "edit" and job.mask in ("attention", "intersect"):
-        return "an attention mask installs processors on the shared network"
+    if job.edit is not None and (job.edit.mask_source() in ("attention", "intersect") or job.edit.control != "none"
+                                 or job.edit.reweight):
+        return "prompt-to-prompt control and attention masks install processors on the shared network"
     return None
 
 
 def chunks(jobs: list[Job], batch_size: int) -> list[list[int]]:
     """The manifest's jobs (by index) in the groups that run through the network together.
 
-    Jobs that share their kind, method, steps, guidance, edit guidance, mask and options are
+    Jobs that share their kind and every setting but their prompts and seed are
     taken in manifest order, ``batch_size`` at a time; a job that `runs_alone` is a group of one.
     The groups depend only on the manifest and ``batch_size`` (not on shards or on what is done),
     so every process count and every resume batches each job with the same companions.
@@ -276,8 +309,9 @@ def chunks(jobs: list[Job], batch_size: int) -> list[list[int]]:
     groups: dict[Any, list[int]] = {}
     for i, job in enumerate(jobs):
         key: Any = ("alone", i) if runs_alone(job) else (
-            job.job, job.method, job.steps, job.guidance, job.edit_guidance, job.mask,
-            json.dumps(job.options, sort_keys=True))
+            job.job, job.method, job.steps, job.guidance, json.dumps(job.options, sort_keys=True),
+            json.dumps(job.edit.to_json() | {"target_prompt": None, "source_prompt": None, "seed": None}, sort_keys=True)
+            if job.edit is not None else None)
         groups.setdefault(key, []).append(i)
     return [members[s:s + batch_size] for members in groups.values() for s in range(0, len(members), batch_size)]
 
@@ -285,10 +319,6 @@ def chunks(jobs: list[Job], batch_size: int) -> list[list[int]]:
 def _run_together(model: Any, jobs: list[Job], base: Path, outs: list[Path],
                   write_png: Callable[..., Any]) -> list[list[str] | BaseException]:
     """Run ``jobs`` side by side, their network calls merged by a `Lockstep`; each job's names or error."""
-    from functools import partial
-
-    from unsample.backends.lockstep import Lockstep
-
     lockstep = Lockstep(model.model_fn)
     view = lockstep.view(model)
     return lockstep.run([partial(run_job, view, job, base, dest, write_png) for job, dest in zip(jobs, outs)])
@@ -319,8 +349,6 @@ def run_batch(
     shard c % n). When a resume finds a group partly done, the done jobs run again beside the
     others, their outputs discarded, so every job keeps the companions it had in an uninterrupted run.
     """
-    import tempfile
-
     manifest = Path(manifest)
     k, n = shard
     every = read_manifest(manifest)
@@ -336,8 +364,6 @@ def run_batch(
     begin = time.perf_counter()
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(jobs), initial=result.skipped, desc="batch", unit="job")
     try:
         for group in groups:
@@ -369,7 +395,7 @@ def run_batch(
                     first_failure = first_failure or (job.id, message)
                 else:
                     _append_record(out, {"id": job.id, "status": "ok", "outputs": outcome, "seconds": seconds,
-                                         "batch": len(members), "job": asdict(job)}, shard)
+                                         "batch": len(members), "job": job.record()}, shard)
                     result.done += 1
                 if bar is not None:
                     bar.update(1)
