@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from unsample_lab.embedded import checkpoint as ckpt
 from unsample.embedded import embedded_model_path
+from unsample_lab.embedded import checkpoint as ckpt
 from unsample_lab.embedded import install_trained_model
 from unsample_lab.embedded.configs import TrainConfig
 from unsample_lab.embedded.train import train_embedded
@@ -182,7 +182,7 @@ def test_decoder_stage_leaves_the_latents_alone(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
     from unsample_lab.embedded.configs import build_vae
-    from unsample_lab.embedded.train import RUN_JSON
+    from unsample_lab.embedded.run_folder import RUN_JSON
 
     config = dataclasses.replace(TrainConfig.tiny(), decoder_steps=3, unet_steps=0)
     torch.manual_seed(1)
@@ -204,7 +204,7 @@ def test_decoder_stage_leaves_the_latents_alone(tmp_path: Path) -> None:
 
 def test_min_snr_weights() -> None:
     """min(SNR, gamma) / SNR, with SNR = alpha_bar / (1 - alpha_bar); gamma 0 means no weighting."""
-    from unsample_lab.embedded.train import snr_weight
+    from unsample_lab.embedded.losses import snr_weight
 
     alpha_bar = torch.tensor([0.5, 0.8, 5 / 6, 0.99])  # SNR 1, 4, 5, 99
     expected = torch.tensor([1.0, 1.0, 1.0, 5 / 99])
@@ -249,7 +249,7 @@ def test_runs_from_before_attention_levels_resume_with_their_layout() -> None:
 
 
 def test_object_weights_mark_the_dilated_objects_and_their_latent_cells() -> None:
-    from unsample_lab.embedded.train import object_weights
+    from unsample_lab.embedded.losses import object_weights
 
     objects = torch.zeros(1, 1, 8, 8)
     objects[0, 0, 5, 5] = 1.0
@@ -286,12 +286,12 @@ def test_unit_weights_give_the_unweighted_reconstruction_loss() -> None:
     """Weight 0 (every pixel 1) is the loss the recipe trained with before object weighting (model
     b26912d1): L1 + MSE + edge weight times the L1 between the reconstruction's and the image's
     finite differences."""
-    from unsample_lab.embedded.train import _recon_loss
+    from unsample_lab.embedded.autoencoder_stages import recon_loss
 
     g = torch.Generator().manual_seed(0)
     x, recon = torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 8, 8, generator=g)
     cfg = TrainConfig.tiny()
-    loss, mse = _recon_loss(recon, x, torch.ones(2, 1, 8, 8), cfg)
+    loss, mse = recon_loss(recon, x, torch.ones(2, 1, 8, 8), cfg)
     dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
     dx = lambda t: t[..., 1:] - t[..., :-1]  # noqa: E731
     old = ((recon - x).abs().mean() + (recon - x).pow(2).mean()
@@ -302,7 +302,7 @@ def test_unit_weights_give_the_unweighted_reconstruction_loss() -> None:
 
 def test_signal_gate_fades_the_unet_object_weight_with_alpha_bar() -> None:
     """Extra weight ``w * g(t)`` per sample: g = alpha_bar_t for "signal", 1 for "constant"."""
-    from unsample_lab.embedded.train import object_weight_gate, object_weights
+    from unsample_lab.embedded.losses import object_weight_gate, object_weights
 
     alpha_bar = torch.tensor([0.0, 0.25, 1.0])
     assert torch.equal(object_weight_gate(alpha_bar, "signal"), alpha_bar)

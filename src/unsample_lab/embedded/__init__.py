@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from unsample.embedded import embedded_model_path, model_folder
 from unsample.errors import InputError
+from unsample_lab.embedded.configs import TrainConfig
+from unsample_lab.embedded.run_folder import portable_model_index, replace_dir
 
 __all__ = ["model_classifier_file", "install_trained_model", "train_embedded", "TrainConfig"]
 
@@ -20,7 +23,7 @@ __all__ = ["model_classifier_file", "install_trained_model", "train_embedded", "
 def model_classifier_file(model: str | Path) -> Path:
     """The noisy classifier shipped beside a pixel pipeline (``classifier.safetensors``); a
     one-line ValueError when the folder has none."""
-    from unsample_lab.embedded.pixel_configs import CLASSIFIER_FILE
+    from unsample_lab.embedded.pixel_configs import CLASSIFIER_FILE  # it loads torch; this package's import stays free of it
 
     path = model_folder(model) / CLASSIFIER_FILE
     if not path.is_file():
@@ -44,29 +47,18 @@ def install_trained_model(out_dir: Path, name: str = "embedded") -> Path:
         )
     target = embedded_model_path(name)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     shutil.copytree(source, tmp)
-    from unsample_lab.embedded.train import portable_model_index
-
     portable_model_index(tmp)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old.exists():
-        shutil.rmtree(old)
+    replace_dir(tmp, target)
     return target
 
 
-def __getattr__(name: str):
-    # Lazy re-exports: importing the package stays free of torch and diffusers.
+def __getattr__(name: str) -> Any:
+    # A lazy re-export: importing the package stays free of torch and diffusers.
     if name == "train_embedded":
-        from unsample_lab.embedded.train import train_embedded
+        from unsample_lab.embedded.train import train_embedded  # the trainer loads torch: only when asked for
 
         return train_embedded
-    if name == "TrainConfig":
-        from unsample_lab.embedded.configs import TrainConfig
-
-        return TrainConfig
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

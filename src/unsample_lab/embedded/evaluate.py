@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from unsample_lab.embedded.run_folder import TRAINING_JSON
+
 TARGETS = {"vae_psnr_db": 30.0, "t2i_one_object_accuracy": 0.85, "ddim_roundtrip_mse_over_floor": 1.5}
 
 
@@ -257,8 +259,6 @@ def evaluate(model_dir: Path | None = None, out: Path | None = None, cfg: EvalCo
         "ddim_roundtrip_mse_over_floor": ratio <= TARGETS["ddim_roundtrip_mse_over_floor"],
     }
     weights = sorted(folder.rglob("*.safetensors"))
-    from unsample_lab.embedded.train import TRAINING_JSON
-
     training_file = folder / TRAINING_JSON
     training = json.loads(training_file.read_text(encoding="utf-8")) if training_file.is_file() else None
     card = {

@@ -37,17 +37,17 @@ from unsample_lab.embedded.flow_configs import (
     second_text_config,
     transformer_config,
 )
-from unsample_lab.embedded.stage_loop import StageLoop, group, prefixed, resolve_run_config, set_lr, update_ema
-from unsample_lab.embedded.train import (
+from unsample_lab.embedded.losses import lr_at, object_weights
+from unsample_lab.embedded.run_folder import (
     LOG_NAME,
     MODEL_DIR,
     TRAINING_JSON,
     RunLog,
     folder_megabytes,
-    lr_at,
-    object_weights,
+    portable_model_index,
     replace_dir,
 )
+from unsample_lab.embedded.stage_loop import StageLoop, group, prefixed, resolve_run_config, set_lr, update_ema
 
 STREAM_FLOW = STREAM_UNET + 20
 INIT_JSON = "init.json"
@@ -256,8 +256,6 @@ def export_pipeline(out: Path, cfg: FlowTrainConfig, parts: FlowParts, final: ck
     tokenizer.backend_tokenizer.no_padding()  # a padded call leaves its padding set; save it unpadded
     tokenizer.backend_tokenizer.no_truncation()
     parts.pipe.save_pretrained(str(tmp), safe_serialization=True)
-    from unsample_lab.embedded.train import portable_model_index
-
     portable_model_index(tmp)
     (tmp / UNSAMPLE_JSON).write_text(json.dumps({"max_sequence_length": cfg.t5_tokens}, indent=2) + "\n")
     steps = int(final.state.get("step") or 0)

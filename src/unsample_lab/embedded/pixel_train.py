@@ -30,6 +30,7 @@ import torch
 
 from unsample_lab.embedded import checkpoint as ckpt
 from unsample_lab.embedded.data import batch_rng, images_to_tensor
+from unsample_lab.embedded.losses import lr_at, object_weights, snr_weight
 from unsample_lab.embedded.pixel_configs import (
     CLASS_NAMES,
     CLASSES_FILE,
@@ -40,19 +41,16 @@ from unsample_lab.embedded.pixel_configs import (
     build_scheduler,
     build_unet,
 )
-from unsample_lab.embedded.stage_loop import StageLoop, group, prefixed, resolve_run_config, set_lr, update_ema
-from unsample_lab.embedded.train import (
+from unsample_lab.embedded.run_folder import (
     LOG_NAME,
     MODEL_DIR,
     RUN_JSON,
     TRAINING_JSON,
     RunLog,
     folder_megabytes,
-    lr_at,
-    object_weights,
     replace_dir,
-    snr_weight,
 )
+from unsample_lab.embedded.stage_loop import StageLoop, group, prefixed, resolve_run_config, set_lr, update_ema
 
 STREAM_PIXEL_UNET = 11
 STREAM_PIXEL_CLASSIFIER = 12
