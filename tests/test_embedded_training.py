@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from unsample.cli import app
 from unsample.embedded import embedded_model_path
 from unsample_lab.embedded import checkpoint as ckpt
 from unsample_lab.embedded import install_trained_model
@@ -155,6 +157,64 @@ def test_install_trained_model_copies_the_pipeline(
         assert embedded.install_trained_model(out) == target
     assert (target / "model_index.json").read_text() == (out / "model" / "model_index.json").read_text()
     assert sorted(p.name for p in target.parent.iterdir()) == ["model"]
+
+
+def test_install_embedded_command_is_the_explicit_install_step(
+    tiny_run: tuple[Path, TrainConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``unsample install-embedded RUN_DIR [--model NAME]`` installs through `install_trained_model`;
+    a model of another family, or an unknown name, is refused (exit 2) before anything is written."""
+    import unsample_lab.embedded as embedded
+
+    target = tmp_path / "package" / "model"
+    target.parent.mkdir()
+    asked: list[str] = []
+    monkeypatch.setattr(embedded, "embedded_model_path", lambda name="embedded": asked.append(name) or target)
+    out, _ = tiny_run
+    runner = CliRunner()
+    for name in ("embedded-flow", "embedded-pixel", "sdxl"):
+        r = runner.invoke(app, ["install-embedded", str(out), "--model", name])
+        assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+        assert not target.exists() and asked == []
+    assert "it is a model for --model embedded" in runner.invoke(app, ["install-embedded", str(out), "--model",
+                                                                      "embedded-flow"]).output
+    r = runner.invoke(app, ["install-embedded", str(tmp_path / "nothing-here")])
+    assert r.exit_code == 2 and "no model_index.json" in r.output and not target.exists()
+
+    r = runner.invoke(app, ["install-embedded", str(out)])
+    assert r.exit_code == 0, r.output
+    assert asked == ["embedded"] and f"installed embedded into {target}" in r.output
+    assert (target / "model_index.json").read_text() == (out / "model" / "model_index.json").read_text()
+    r = runner.invoke(app, ["install-embedded", str(out / "model"), "--model", "embedded"])  # the model/ folder itself
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model"]
+
+
+def test_set_changes_only_what_a_resumed_run_may_change(tmp_path: Path) -> None:
+    """``--set FIELD=VALUE`` (train-embedded, train-embedded-pixel) starts from the run folder's saved
+    config and changes budget fields; anything else, or a bad value, is refused before any work."""
+    from unsample_lab.cli.embedded import _with_settings
+    from unsample_lab.embedded.run_folder import RUN_JSON
+    from unsample_lab.embedded.train import RESUMABLE_CHANGES
+
+    saved = TrainConfig.tiny()
+    ckpt.write_json_atomic(tmp_path / RUN_JSON, {"config": saved.to_json()})
+    changed = _with_settings(None, tmp_path, TrainConfig, RESUMABLE_CHANGES, ["unet-steps=7", "unet_max_minutes=2.5"])
+    assert changed == dataclasses.replace(saved, unet_steps=7, unet_max_minutes=2.5)
+    assert _with_settings(None, tmp_path, TrainConfig, RESUMABLE_CHANGES, None) is None  # no --set: the run decides
+    assert _with_settings(None, tmp_path / "new", TrainConfig, RESUMABLE_CHANGES, ["threads=1"]) == \
+        dataclasses.replace(TrainConfig(), threads=1)
+
+    runner = CliRunner()
+    for pairs, message in ((["unet_lr=1"], "is not FIELD=VALUE"), (["unet_steps"], "is not FIELD=VALUE"),
+                           (["unet_steps=1.5"], "is not an integer"), (["unet_max_minutes=0"], "must be positive"),
+                           (["vae_steps=-1"], "must be 0 or more")):
+        out = tmp_path / "run"
+        r = runner.invoke(app, ["train-embedded", "--out", str(out), "--tiny", *(a for p in pairs for a in ("--set", p))])
+        assert r.exit_code == 2 and message in r.output, r.output
+        assert not out.exists()
+    r = runner.invoke(app, ["train-embedded-pixel", "--out", str(tmp_path / "pix"), "--set", "vae_steps=1"])
+    assert r.exit_code == 2 and "classifier_steps" in r.output and not (tmp_path / "pix").exists()
 
 
 def test_thread_tuner_settles_on_the_faster_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:

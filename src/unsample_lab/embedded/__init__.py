@@ -7,6 +7,7 @@ the installed package; training itself only writes to the run folder the user na
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -17,7 +18,14 @@ from unsample.errors import InputError
 from unsample_lab.embedded.configs import TrainConfig
 from unsample_lab.embedded.run_folder import portable_model_index, replace_dir
 
-__all__ = ["model_classifier_file", "install_trained_model", "train_embedded", "TrainConfig"]
+__all__ = ["PIPELINE_CLASSES", "TrainConfig", "install_trained_model", "model_classifier_file", "train_embedded"]
+
+PIPELINE_CLASSES: dict[str, str] = {
+    "embedded": "StableDiffusionPipeline",
+    "embedded-pixel": "DDIMPipeline",
+    "embedded-flow": "StableDiffusion3Pipeline",
+}
+"""The pipeline class (``model_index.json``'s ``_class_name``) each embedded model is."""
 
 
 def model_classifier_file(model: str | Path) -> Path:
@@ -33,10 +41,14 @@ def model_classifier_file(model: str | Path) -> Path:
 
 
 def install_trained_model(out_dir: Path, name: str = "embedded") -> Path:
-    """Copy ``out_dir/model`` (a finished training run) into the package, atomically.
+    """Copy ``out_dir/model`` (a finished training run) into the package as embedded model ``name``,
+    atomically (``unsample install-embedded``, and the train commands' ``--install``).
 
-    ``out_dir`` may also be the ``model`` folder itself. Returns `embedded_model_path(name)`.
+    ``out_dir`` may also be the ``model`` folder itself. A pipeline of another class than ``name``'s
+    (`PIPELINE_CLASSES`) is refused before anything is written. Returns `embedded_model_path(name)`.
     """
+    if name not in PIPELINE_CLASSES:
+        raise InputError(f"unknown embedded model {name!r}; expected one of {', '.join(PIPELINE_CLASSES)}")
     source = Path(out_dir)
     if not (source / "model_index.json").exists():
         source = source / "model"
@@ -45,6 +57,11 @@ def install_trained_model(out_dir: Path, name: str = "embedded") -> Path:
             f"no pipeline at {Path(out_dir)} (no model_index.json there or in model/); "
             "finish a run with `unsample train-embedded --out DIR` first"
         )
+    found = json.loads((source / "model_index.json").read_text(encoding="utf-8")).get("_class_name")
+    if found != PIPELINE_CLASSES[name]:
+        fits = [n for n, cls in PIPELINE_CLASSES.items() if cls == found]
+        hint = f"; it is a model for --model {fits[0]}" if fits else ""
+        raise InputError(f"{source} holds a {found}, not the {PIPELINE_CLASSES[name]} that {name} is{hint}")
     target = embedded_model_path(name)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     if tmp.exists():

@@ -300,20 +300,3 @@ noised to x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps (chance is 20%):
 Evaluation took {card['seconds']['total']:.0f} s on {card['machine']['cpu_threads']} CPU threads
 (torch {card['machine']['torch']}).
 """
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m unsample_lab.embedded.pixel_evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--model-dir", type=Path)
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    card = evaluate_pixel(args.model_dir, args.out, PixelEvalConfig.quick() if args.quick else None)
-    print(render_card(card))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,17 +11,13 @@ x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps at t uniform over the training steps (cro
 The run folder holds ``run.json``, ``train.log``, ``latest.json`` + ``checkpoints/`` (crash-safe,
 `unsample_lab.embedded.checkpoint`) and, at the end, ``model/``: a ``DDIMPipeline`` folder plus
 ``classifier.safetensors`` and ``class_labels.json``. The same command on the same folder
-resumes. Run ``unsample train-embedded-pixel --out DIR`` (or ``python -m
-unsample_lab.embedded.pixel_train``).
+resumes. Run ``unsample train-embedded-pixel --out DIR``; installing the result into the package is
+the separate step ``unsample install-embedded DIR --model embedded-pixel`` (or ``--install``).
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
-import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +40,6 @@ from unsample_lab.embedded.pixel_configs import (
 from unsample_lab.embedded.run_folder import (
     LOG_NAME,
     MODEL_DIR,
-    RUN_JSON,
     TRAINING_JSON,
     RunLog,
     folder_megabytes,
@@ -268,38 +263,3 @@ def train_embedded_pixel(out: Path, *, config: PixelTrainConfig | None = None) -
     model = export_pipeline(out, cfg, final)
     log(f"exported {model} ({folder_megabytes(model):.2f} MB of safetensors)")
     return model
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m unsample_lab.embedded.pixel_train", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="run folder (resumed if it holds a run)")
-    parser.add_argument("--tiny", action="store_true", help="the seconds-long test config")
-    for name in ("unet_steps", "classifier_steps"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, dest=name)
-    for name in ("unet_max_minutes", "classifier_max_minutes"):
-        parser.add_argument("--" + name.replace("_", "-"), type=float, dest=name)
-    args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    config = PixelTrainConfig.tiny() if args.tiny else None
-    overrides = {k: getattr(args, k) for k in ("unet_steps", "classifier_steps", "unet_max_minutes",
-                                               "classifier_max_minutes") if getattr(args, k) is not None}
-    if overrides:
-        run_json = args.out / RUN_JSON
-        if config is None and run_json.exists():
-            config = PixelTrainConfig.from_json(json.loads(run_json.read_text(encoding="utf-8"))["config"])
-        config = dataclasses.replace(config or PixelTrainConfig(), **overrides)
-    try:
-        model = train_embedded_pixel(args.out, config=config)
-    except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
-    print(f"wrote {model}", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
