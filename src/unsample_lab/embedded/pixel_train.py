@@ -18,6 +18,7 @@ the separate step ``unsample install-embedded DIR --model embedded-pixel`` (or `
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from unsample_lab.embedded.run_folder import (
     replace_dir,
 )
 from unsample_lab.embedded.stage_loop import StageLoop, group, prefixed, resolve_run_config, set_lr, update_ema
+from unsample_lab.shapes import random_scene, render
 
 STREAM_PIXEL_UNET = 11
 STREAM_PIXEL_CLASSIFIER = 12
@@ -69,8 +71,6 @@ def one_object_batch(seed: int, stream: int, step: int, n: int, size: int, split
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(images in [-1, 1] [n, 3, size, size], shape labels [n], object masks [n, 1, size, size])
     of one-object scenes; a pure function of (seed, stream, step)."""
-    from unsample_lab.shapes import random_scene, render
-
     rng = batch_rng(seed, stream, step)
     scenes = [random_scene(rng, n_objects=1, split=split) for _ in range(n)]
     renders = [render(s, size=size) for s in scenes]
@@ -212,7 +212,7 @@ def _train_unet(out: Path, cfg: PixelTrainConfig, state: dict[str, Any], start: 
 
 def export_pipeline(out: Path, cfg: PixelTrainConfig, final: ckpt.Checkpoint) -> Path:
     """Write ``out/model/``: a DDIMPipeline folder (EMA UNet), the classifier and the class names."""
-    from diffusers import DDIMPipeline
+    from diffusers import DDIMPipeline  # heavy (diffusers' models): loaded on use
 
     unet = build_unet(cfg)
     unet.load_state_dict(group(final.weights, "ema"))
@@ -220,8 +220,6 @@ def export_pipeline(out: Path, cfg: PixelTrainConfig, final: ckpt.Checkpoint) ->
     classifier.load_state_dict(group(final.weights, "classifier"))
     tmp = out / f".{MODEL_DIR}.tmp"
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     DDIMPipeline(unet=unet, scheduler=build_scheduler(cfg)).save_pretrained(tmp, safe_serialization=True)
     classifier.save(tmp / CLASSIFIER_FILE)
