@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
-from unsample_lab.embedded import checkpoint as ckpt
+from unsample.cli import app
 from unsample.embedded import embedded_model_path
+from unsample_lab.embedded import checkpoint as ckpt
 from unsample_lab.embedded import install_trained_model
 from unsample_lab.embedded.configs import TrainConfig
 from unsample_lab.embedded.train import train_embedded
@@ -157,6 +159,64 @@ def test_install_trained_model_copies_the_pipeline(
     assert sorted(p.name for p in target.parent.iterdir()) == ["model"]
 
 
+def test_install_embedded_command_is_the_explicit_install_step(
+    tiny_run: tuple[Path, TrainConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``unsample install-embedded RUN_DIR [--model NAME]`` installs through `install_trained_model`;
+    a model of another family, or an unknown name, is refused (exit 2) before anything is written."""
+    import unsample_lab.embedded as embedded
+
+    target = tmp_path / "package" / "model"
+    target.parent.mkdir()
+    asked: list[str] = []
+    monkeypatch.setattr(embedded, "embedded_model_path", lambda name="embedded": asked.append(name) or target)
+    out, _ = tiny_run
+    runner = CliRunner()
+    for name in ("embedded-flow", "embedded-pixel", "sdxl"):
+        r = runner.invoke(app, ["install-embedded", str(out), "--model", name])
+        assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+        assert not target.exists() and asked == []
+    assert "it is a model for --model embedded" in runner.invoke(app, ["install-embedded", str(out), "--model",
+                                                                      "embedded-flow"]).output
+    r = runner.invoke(app, ["install-embedded", str(tmp_path / "nothing-here")])
+    assert r.exit_code == 2 and "no model_index.json" in r.output and not target.exists()
+
+    r = runner.invoke(app, ["install-embedded", str(out)])
+    assert r.exit_code == 0, r.output
+    assert asked == ["embedded"] and f"installed embedded into {target}" in r.output
+    assert (target / "model_index.json").read_text() == (out / "model" / "model_index.json").read_text()
+    r = runner.invoke(app, ["install-embedded", str(out / "model"), "--model", "embedded"])  # the model/ folder itself
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model"]
+
+
+def test_set_changes_only_what_a_resumed_run_may_change(tmp_path: Path) -> None:
+    """``--set FIELD=VALUE`` (train-embedded, train-embedded-pixel) starts from the run folder's saved
+    config and changes budget fields; anything else, or a bad value, is refused before any work."""
+    from unsample_lab.cli.embedded import _with_settings
+    from unsample_lab.embedded.run_folder import RUN_JSON
+    from unsample_lab.embedded.train import RESUMABLE_CHANGES
+
+    saved = TrainConfig.tiny()
+    ckpt.write_json_atomic(tmp_path / RUN_JSON, {"config": saved.to_json()})
+    changed = _with_settings(None, tmp_path, TrainConfig, RESUMABLE_CHANGES, ["unet-steps=7", "unet_max_minutes=2.5"])
+    assert changed == dataclasses.replace(saved, unet_steps=7, unet_max_minutes=2.5)
+    assert _with_settings(None, tmp_path, TrainConfig, RESUMABLE_CHANGES, None) is None  # no --set: the run decides
+    assert _with_settings(None, tmp_path / "new", TrainConfig, RESUMABLE_CHANGES, ["threads=1"]) == \
+        dataclasses.replace(TrainConfig(), threads=1)
+
+    runner = CliRunner()
+    for pairs, message in ((["unet_lr=1"], "is not FIELD=VALUE"), (["unet_steps"], "is not FIELD=VALUE"),
+                           (["unet_steps=1.5"], "is not an integer"), (["unet_max_minutes=0"], "must be positive"),
+                           (["vae_steps=-1"], "must be 0 or more")):
+        out = tmp_path / "run"
+        r = runner.invoke(app, ["train-embedded", "--out", str(out), "--tiny", *(a for p in pairs for a in ("--set", p))])
+        assert r.exit_code == 2 and message in r.output, r.output
+        assert not out.exists()
+    r = runner.invoke(app, ["train-embedded-pixel", "--out", str(tmp_path / "pix"), "--set", "vae_steps=1"])
+    assert r.exit_code == 2 and "classifier_steps" in r.output and not (tmp_path / "pix").exists()
+
+
 def test_thread_tuner_settles_on_the_faster_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
     from unsample_lab.embedded import threads
 
@@ -182,7 +242,7 @@ def test_decoder_stage_leaves_the_latents_alone(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
     from unsample_lab.embedded.configs import build_vae
-    from unsample_lab.embedded.train import RUN_JSON
+    from unsample_lab.embedded.run_folder import RUN_JSON
 
     config = dataclasses.replace(TrainConfig.tiny(), decoder_steps=3, unet_steps=0)
     torch.manual_seed(1)
@@ -204,7 +264,7 @@ def test_decoder_stage_leaves_the_latents_alone(tmp_path: Path) -> None:
 
 def test_min_snr_weights() -> None:
     """min(SNR, gamma) / SNR, with SNR = alpha_bar / (1 - alpha_bar); gamma 0 means no weighting."""
-    from unsample_lab.embedded.train import snr_weight
+    from unsample_lab.embedded.losses import snr_weight
 
     alpha_bar = torch.tensor([0.5, 0.8, 5 / 6, 0.99])  # SNR 1, 4, 5, 99
     expected = torch.tensor([1.0, 1.0, 1.0, 5 / 99])
@@ -249,7 +309,7 @@ def test_runs_from_before_attention_levels_resume_with_their_layout() -> None:
 
 
 def test_object_weights_mark_the_dilated_objects_and_their_latent_cells() -> None:
-    from unsample_lab.embedded.train import object_weights
+    from unsample_lab.embedded.losses import object_weights
 
     objects = torch.zeros(1, 1, 8, 8)
     objects[0, 0, 5, 5] = 1.0
@@ -286,12 +346,12 @@ def test_unit_weights_give_the_unweighted_reconstruction_loss() -> None:
     """Weight 0 (every pixel 1) is the loss the recipe trained with before object weighting (model
     b26912d1): L1 + MSE + edge weight times the L1 between the reconstruction's and the image's
     finite differences."""
-    from unsample_lab.embedded.train import _recon_loss
+    from unsample_lab.embedded.autoencoder_stages import recon_loss
 
     g = torch.Generator().manual_seed(0)
     x, recon = torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 8, 8, generator=g)
     cfg = TrainConfig.tiny()
-    loss, mse = _recon_loss(recon, x, torch.ones(2, 1, 8, 8), cfg)
+    loss, mse = recon_loss(recon, x, torch.ones(2, 1, 8, 8), cfg)
     dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
     dx = lambda t: t[..., 1:] - t[..., :-1]  # noqa: E731
     old = ((recon - x).abs().mean() + (recon - x).pow(2).mean()
@@ -302,7 +362,7 @@ def test_unit_weights_give_the_unweighted_reconstruction_loss() -> None:
 
 def test_signal_gate_fades_the_unet_object_weight_with_alpha_bar() -> None:
     """Extra weight ``w * g(t)`` per sample: g = alpha_bar_t for "signal", 1 for "constant"."""
-    from unsample_lab.embedded.train import object_weight_gate, object_weights
+    from unsample_lab.embedded.losses import object_weight_gate, object_weights
 
     alpha_bar = torch.tensor([0.0, 0.25, 1.0])
     assert torch.equal(object_weight_gate(alpha_bar, "signal"), alpha_bar)

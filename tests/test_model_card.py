@@ -67,11 +67,12 @@ def test_default_training_config_is_the_shipped_recipe(name: str, folder: Path) 
     from unsample_lab.embedded import flow_train, train
     from unsample_lab.embedded.configs import TrainConfig
     from unsample_lab.embedded.flow_configs import FlowTrainConfig
+    from unsample_lab.embedded.run_folder import TRAINING_JSON
 
     config, resumable = (TrainConfig, train.RESUMABLE_CHANGES) if name == "embedded" else \
         (FlowTrainConfig, flow_train.RESUMABLE_CHANGES)
     # read as a run folder's config is read: fields newer than the run take their old behaviour
-    training = json.loads((folder / train.TRAINING_JSON).read_text())
+    training = json.loads((folder / TRAINING_JSON).read_text())
     shipped = config.from_json(training["config"]).to_json()
     default = config().to_json()
     runs = training.get("runs") or []

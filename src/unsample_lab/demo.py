@@ -21,6 +21,14 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+import unsample
+from unsample import defaults, images
+from unsample.editing.masks import overlay
+from unsample.embedded import embedded_model_path
+from unsample.images import tensor_to_pil
+from unsample_lab.shapes import parse_caption, render, scene_from_spec
+from unsample_lab.testing.tiny_pipeline import build_tiny_pipeline
+
 SOURCE_CAPTION = "a large red circle on a striped blue background"
 TARGET_CAPTION = "a large green circle on a striped blue background"
 
@@ -63,14 +71,10 @@ def write_demo_files(out: Path, shown: dict[str, Image.Image], record: dict[str,
 
 
 def _model(model: str | None, device: str) -> tuple[Any, str]:
-    import unsample
-    from unsample.embedded import embedded_model_path
-
     if model is not None:
         return unsample.load(model, device=device), model
     if (embedded_model_path() / "model_index.json").is_file():
         return unsample.load(None, device=device), "embedded"
-    from unsample_lab.testing.tiny_pipeline import build_tiny_pipeline
 
     folder = build_tiny_pipeline(Path(tempfile.mkdtemp(prefix="unsample-demo-")) / "tiny")
     print("note: the embedded model is not installed; running on a tiny random pipeline built from configs")
@@ -95,17 +99,11 @@ def run_demo(
 
     ``method``, ``steps``, ``guidance`` (inversion), ``edit_guidance`` and ``mask`` default to `unsample.defaults`.
     """
-    import unsample
-    from unsample import defaults, images
-    from unsample.editing.masks import overlay
-    from unsample.images import tensor_to_pil
-
     method = defaults.EDIT_METHOD if method is None else method
     steps = defaults.EDIT_STEPS if steps is None else steps
     guidance = defaults.INVERSION_GUIDANCE if guidance is None else guidance
     edit_guidance = defaults.EDIT_GUIDANCE if edit_guidance is None else edit_guidance
     mask = defaults.EDIT_MASK if mask is None else mask
-    from unsample_lab.shapes import parse_caption, render, scene_from_spec
 
     begin = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)

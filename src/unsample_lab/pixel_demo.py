@@ -24,6 +24,16 @@ import numpy as np
 import torch
 from PIL import Image
 
+import unsample
+from unsample import trajectory as tv
+from unsample.backends.noisy_classifier import NoisyClassifier
+from unsample.images import psnr as image_psnr
+from unsample.images import tensor_to_pil
+from unsample.methods.registry import get_method
+from unsample_lab.demo import side_by_side, write_demo_files
+from unsample_lab.embedded import model_classifier_file
+from unsample_lab.shapes import detect, parse_caption, render, scene_from_spec
+
 PIXEL_SOURCE_CAPTION = "a large yellow circle on a plain gray background"
 SOURCE_CLASS = "circle"
 TARGET_CLASS = "star"
@@ -40,8 +50,6 @@ predictions differ most."""
 
 def is_pixel_demo_model(model: str) -> bool:
     """The embedded pixel model, or a folder that holds a pixel pipeline and its classifier."""
-    from unsample_lab.embedded import model_classifier_file
-
     try:
         model_classifier_file(model)
     except ValueError:
@@ -63,8 +71,6 @@ class PixelDemoResult:
 def edit_verdict(source_scene: Any, edited: np.ndarray, target_shape: str) -> dict[str, Any]:
     """What the detector reads in ``edited``: shapes, and whether it is the source scene with its
     object's shape changed to ``target_shape`` (colour, size, background and texture kept)."""
-    from unsample_lab.shapes import detect
-
     found = detect(edited)
     obj = source_scene.objects[0]
     shapes = [o.shape for o in found.objects]
@@ -77,9 +83,7 @@ def edit_verdict(source_scene: Any, edited: np.ndarray, target_shape: str) -> di
 
 def background_psnr(source: np.ndarray, edited: np.ndarray, source_mask: np.ndarray) -> float:
     """PSNR (dB) of the edit against the source away from both objects (each grown by 2 px)."""
-    from scipy.ndimage import binary_dilation
-
-    from unsample_lab.shapes import detect
+    from scipy.ndimage import binary_dilation  # heavy (scipy): loaded on use
 
     found = detect(edited)
     union = source_mask.copy()
@@ -92,8 +96,6 @@ def background_psnr(source: np.ndarray, edited: np.ndarray, source_mask: np.ndar
 
 
 def _grid(m: Any, den: Any, grid: Any, states: torch.Tensor, title: str) -> Image.Image:
-    from unsample import trajectory as tv
-
     return tv.render(m, tv.panels(den, grid, states, tv.default_steps(len(states) - 1)), title)
 
 
@@ -110,15 +112,6 @@ def run_pixel_demo(
 ) -> PixelDemoResult:
     """Invert the demo scene, reconstruct it, edit its circle into a star by classifier guidance;
     write PNGs, the two trajectory grids and ``demo.json``."""
-    import unsample
-    from unsample.backends.noisy_classifier import NoisyClassifier
-    from unsample.images import psnr as image_psnr
-    from unsample.images import tensor_to_pil
-    from unsample.methods.registry import get_method
-    from unsample_lab.demo import side_by_side, write_demo_files
-    from unsample_lab.embedded import model_classifier_file
-    from unsample_lab.shapes import parse_caption, render, scene_from_spec
-
     begin = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     classifier_file = model_classifier_file(model)

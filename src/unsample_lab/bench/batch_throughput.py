@@ -19,16 +19,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from safetensors.torch import load_file
 
+import unsample
+from unsample.batch import run_batch
 from unsample.errors import InputError
+from unsample.outputs import write_png
+from unsample_lab.shapes import random_edit_pairs
 
 
 def write_manifest(folder: Path, jobs: int, kind: str, resolution: int, seed: int = 0) -> Path:
     """``jobs`` held-out edit pairs as a manifest of ``kind`` jobs (source images saved beside it)."""
-    from PIL import Image
-
-    from unsample_lab.shapes import random_edit_pairs
-
     lines = []
     for i, pair in enumerate(random_edit_pairs(jobs, seed, size=resolution, split="heldout")):
         Image.fromarray(pair.source.image).save(folder / f"src{i:03d}.png")
@@ -42,9 +44,6 @@ def write_manifest(folder: Path, jobs: int, kind: str, resolution: int, seed: in
 
 
 def _outputs(folder: Path) -> dict[str, np.ndarray]:
-    from PIL import Image
-    from safetensors.torch import load_file
-
     found: dict[str, np.ndarray] = {}
     for p in sorted(folder.iterdir()):
         if p.suffix == ".png":
@@ -83,10 +82,6 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.jobs < 1 or args.repeats < 1 or any(s < 1 for s in sizes):
         parser.error("--jobs, --repeats and every size must be >= 1")
-
-    import unsample
-    from unsample.batch import run_batch
-    from unsample.outputs import write_png
 
     model = unsample.load(args.model, device="cpu")
     rows = []

@@ -12,16 +12,15 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from PIL import Image
+
+import unsample
+from unsample.editing.attention import AttentionControl
+from unsample.editing.branches import Blend, edit_latent
+from unsample_lab.bench.edit import EditBench, shapes_cases
 
 
 def measure(model: object, pairs: int, steps: int, seed: int, guidance: float) -> list[dict[str, float]]:
-    from PIL import Image
-
-    import unsample
-    from unsample.editing.attention import AttentionControl
-    from unsample.editing.branches import Blend, edit_latent
-    from unsample_lab.bench.edit import EditBench, shapes_cases
-
     bench = EditBench(pairs=pairs, kinds=("color", "shape"), seed=seed, steps=steps)
     rows = []
     for case in shapes_cases(bench, model.resolution):  # type: ignore[attr-defined]
@@ -47,7 +46,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default=None)
     args = parser.parse_args(argv)
-    import unsample
 
     model = unsample.load(args.model, device="cpu")
     rows = measure(model, args.pairs, args.steps, args.seed, args.guidance)

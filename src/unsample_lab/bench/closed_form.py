@@ -13,6 +13,7 @@ import torch
 from unsample.core.analytic import GaussianDenoiserModel, MeanConditioning, exact_transport
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import NoiseSchedule
+from unsample.methods import ddim
 from unsample.methods.base import MethodOutput
 from unsample.methods.registry import get_method
 
@@ -59,9 +60,7 @@ def main(methods: tuple[str, ...] = ("ddim", "euler"), steps: tuple[int, ...] = 
 
 def linspace_vs_diffusers(steps: tuple[int, ...] = (10, 20, 50)) -> None:
     """Sample back from our inverted noise on a "linspace" grid: our grid pairing vs diffusers' rule."""
-    from diffusers import DDIMScheduler
-
-    from unsample.methods import ddim
+    from diffusers import DDIMScheduler  # heavy (diffusers' models): loaded on use
 
     cfg = {**SCHEDULER, "timestep_spacing": "linspace", "clip_sample": False}
     schedule = NoiseSchedule.from_config(cfg)

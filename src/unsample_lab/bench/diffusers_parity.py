@@ -13,15 +13,15 @@ import tempfile
 
 import torch
 
+import unsample
+from unsample.core.denoiser import Denoiser
+from unsample.core.schedule import NoiseSchedule
+from unsample.methods import ddim
+from unsample_lab.testing.tiny_pipeline import build_tiny_pipeline
+
 
 def main() -> None:
-    from diffusers import DDIMInverseScheduler, DDIMScheduler
-
-    import unsample
-    from unsample.core.denoiser import Denoiser
-    from unsample.core.schedule import NoiseSchedule
-    from unsample.methods import ddim
-    from unsample_lab.testing.tiny_pipeline import build_tiny_pipeline
+    from diffusers import DDIMInverseScheduler, DDIMScheduler  # heavy (diffusers' models): loaded on use
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
     m = unsample.load(str(build_tiny_pipeline(tempfile.mkdtemp() + "/p")), device="cpu")

@@ -17,6 +17,13 @@ import argparse
 from typing import Any
 
 import torch
+from PIL import Image
+
+import unsample
+from unsample.methods.edict import sample_step
+from unsample_lab.bench.edit import EditBench, shapes_cases
+from unsample_lab.bench.stats import decoded_uint8
+from unsample_lab.shapes import detect, detection_matches
 
 
 def chain_gap(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -25,8 +32,6 @@ def chain_gap(x: torch.Tensor, y: torch.Tensor) -> float:
 
 def run_chains(denoiser: Any, grid: Any, x: torch.Tensor, y: torch.Tensor, start: int, p: float) -> tuple[torch.Tensor, list[float]]:
     """EDICT sampling from (x, y) at ``start``; the x chain's latent and the gap after each step."""
-    from unsample.methods.edict import sample_step
-
     gaps = []
     for i in range(start, len(grid)):
         x, y = sample_step(denoiser, x, y, i, grid, p, True)
@@ -35,9 +40,6 @@ def run_chains(denoiser: Any, grid: Any, x: torch.Tensor, y: torch.Tensor, start
 
 
 def generation(model: Any, ps: list[float], guidances: list[float], steps: list[int], samples: int) -> list[dict[str, Any]]:
-    from unsample_lab.bench.stats import decoded_uint8
-    from unsample_lab.shapes import detect, detection_matches
-
     caption = "a large red circle on a plain blue background"
     shape = (1, model.pipe.unet.config.in_channels, model.resolution // model.vae_factor, model.resolution // model.vae_factor)
     rows = []
@@ -57,12 +59,6 @@ def generation(model: Any, ps: list[float], guidances: list[float], steps: list[
 
 
 def edits(model: Any, ps: list[float], steps: int, guidance: float, pairs: int, seed: int) -> list[dict[str, Any]]:
-    from PIL import Image
-
-    import unsample
-    from unsample_lab.bench.edit import EditBench, shapes_cases
-    from unsample_lab.bench.stats import decoded_uint8
-
     rows = []
     for case in shapes_cases(EditBench(pairs=pairs, kinds=("color",), seed=seed), model.resolution):
         for p in ps:
@@ -85,7 +81,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--model", default=None)
     args = parser.parse_args(argv)
-    import unsample
 
     ps = [float(v) for v in args.p.split(",")]
     model = unsample.load(args.model, device="cpu")

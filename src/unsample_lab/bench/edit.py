@@ -10,6 +10,7 @@ render, model evaluations and wall time. Results are grouped by edit kind.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import defaultdict
@@ -19,11 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+import torch
+from PIL import Image, ImageDraw
 
+import unsample
+from unsample import defaults
+from unsample.editing.masks import NoiseMaskConfig
 from unsample.editing.tokens import changed_words
 from unsample.errors import InputError
+from unsample.images import load_image
 from unsample.methods.registry import get_method
+from unsample_lab.bench.report import report_folder, run_metadata, write_csv, write_json
+from unsample_lab.bench.stats import decoded_uint8, image_metrics
+from unsample_lab.shapes import SHAPES, detect, detection_matches, random_edit_pairs
+from unsample_lab.shapes.robustness import ROBUSTNESS_VARIANTS, pair_seed, perturb_pair
 
 CONTROLS: dict[str, dict[str, Any]] = {
     "swap": {"control": "none"},
@@ -64,7 +74,6 @@ class EditBench:
     prompts_file: str | None = None
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-
     @property
     def inversion_cfg(self) -> float:
         return self.edit_guidance if self.inversion_guidance is None else self.inversion_guidance
@@ -88,8 +97,6 @@ class EditCase:
 
 def blend_words_for(pair: Any) -> tuple[str, ...]:
     """The words whose attention marks the region an edit may change."""
-    from unsample_lab.shapes import SHAPES
-
     removed, added = changed_words(pair.source_caption, pair.target_caption)
     words = set(removed + added)
     if pair.object_index is not None:
@@ -102,16 +109,12 @@ def blend_words_for(pair: Any) -> tuple[str, ...]:
 
 def shapes_cases(bench: EditBench, resolution: int) -> list[EditCase]:
     """Held-out edit pairs of the shapes world: exact targets, judged by the analytic detector."""
-    from unsample_lab.shapes import detect, detection_matches, random_edit_pairs
-
     def judge_for(caption: str, kind: str) -> Callable[[np.ndarray], bool]:
         return lambda img: bool(detection_matches(detect(img), caption, check_size=kind == "size",
                                                   check_texture=kind == "background"))
 
     pairs = random_edit_pairs(bench.pairs, bench.seed, kinds=bench.kinds, size=resolution, split="heldout")
     if bench.robustness:
-        from unsample_lab.shapes.robustness import ROBUSTNESS_VARIANTS, pair_seed, perturb_pair
-
         variants = bench.variants or ROBUSTNESS_VARIANTS
         out = []
         for variant in variants:
@@ -136,8 +139,6 @@ def folder_cases(images_dir: Path, prompts_file: Path, resolution: int) -> list[
     The mask is an image whose white pixels may change; without one the whole image counts as
     background (a structure-preservation score). There is no exact target or judge.
     """
-    from unsample.images import load_image
-
     cases = []
     for n, line in enumerate(prompts_file.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -170,10 +171,6 @@ def load_cases(bench: EditBench, resolution: int) -> list[EditCase]:
 
 def autoencoder_floor(model: Any, case: EditCase) -> dict[str, float]:
     """The autoencoder's own encode-decode of the source, scored on the same background pixels."""
-    import torch
-
-    from unsample_lab.bench.stats import decoded_uint8, image_metrics
-
     pixels = torch.from_numpy(case.source.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
     floor = decoded_uint8(model, model.encode_image(pixels.to(model.device)))
     return image_metrics(floor, case.source, ~case.mask)
@@ -185,8 +182,6 @@ ATTENTION_MASKS = ("attention", "intersect")
 def runnable_on(model: Any, bench: EditBench) -> tuple[EditBench, str]:
     """The bench without what ``model`` cannot run (prompt-to-prompt controls and attention masks
     on a model without hookable cross-attention, e.g. SD3 / Flux), and a sentence naming what was left out."""
-    import dataclasses
-
     if model.supports_attention_control:
         return bench, ""
     controls = tuple(c for c in bench.controls if CONTROLS[c]["control"] == "none")
@@ -213,8 +208,6 @@ def _scored_row(model: Any, case: EditCase, floor: dict[str, float], latent: Any
     """One pair's row: ``latent`` decoded and scored against the case (edit success, background
     and target figures), ``labels`` = (method, control, mask), ``cost`` = its mask_area, nfe,
     seconds and edit_seconds; the first ``gallery`` edits of each row are kept in ``shown``."""
-    from unsample_lab.bench.stats import decoded_uint8, image_metrics
-
     nan = float("nan")
     method, control, mask = labels
     edited = decoded_uint8(model, latent)
@@ -237,9 +230,6 @@ def _scored_row(model: Any, case: EditCase, floor: dict[str, float], latent: Any
 
 def _flowedit_rows(model: Any, bench: EditBench, cases: list[EditCase], floors: list[dict[str, float]],
                    shown: dict[str, list[tuple[np.ndarray, ...]]], gallery: int, progress: bool) -> list[dict[str, Any]]:
-    import unsample
-    from unsample import defaults
-
     start = round(bench.steps * defaults.FLOWEDIT_START_STEP / defaults.FLOWEDIT_STEPS)
     rows = []
     for case, floor in zip(cases, floors):
@@ -254,9 +244,6 @@ def _flowedit_rows(model: Any, bench: EditBench, cases: list[EditCase], floors: 
 
 
 def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -> dict[str, Any]:
-    import unsample
-    from unsample.editing.masks import NoiseMaskConfig
-
     bench, skipped = runnable_on(model, bench)
     if skipped and progress:
         print(f"note: {skipped}", flush=True)
@@ -343,8 +330,6 @@ def report_table(summary: list[dict[str, Any]], kind: str = "all", set_: str | N
 
 def write_gallery(shown: dict[str, list[tuple[np.ndarray, ...]]], path: Path, scale: int = 2) -> None:
     """A sheet of a few edits per method x control: source | edited (| exact target when known)."""
-    from PIL import ImageDraw
-
     if not shown:
         return
     first = next(iter(shown.values()))[0]
@@ -365,7 +350,7 @@ def write_gallery(shown: dict[str, list[tuple[np.ndarray, ...]]], path: Path, sc
 
 def plot_frontier(summary: list[dict[str, Any]], path: Path) -> None:
     """Background PSNR against network evaluations per pair, one marker per method x control."""
-    import matplotlib
+    import matplotlib  # heavy; the Agg backend is chosen before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -383,8 +368,6 @@ def plot_frontier(summary: list[dict[str, Any]], path: Path) -> None:
 
 
 def _write_report_files(result: dict[str, Any], bench: EditBench, out: Path, command: str, model: Any) -> None:
-    from unsample_lab.bench.report import run_metadata, write_csv, write_json
-
     write_json(out / "results.json", {**run_metadata(command, bench, model), "summary": result["summary"],
                                       "per_pair": result["per_pair"]})
     write_csv(out / "per_pair.csv", result["per_pair"])
@@ -411,7 +394,5 @@ def _write_report_files(result: dict[str, Any], bench: EditBench, out: Path, com
 
 def write_report(result: dict[str, Any], bench: EditBench, out: Path, command: str, model: Any) -> None:
     """Write the report folder ``out`` in full or not at all (`unsample_lab.bench.report.report_folder`)."""
-    from unsample_lab.bench.report import report_folder
-
     with report_folder(out) as tmp:
         _write_report_files(result, bench, tmp, command, model)

@@ -22,6 +22,11 @@ import argparse
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
+import unsample
+from unsample_lab.bench.stats import decoded_uint8
+from unsample_lab.shapes import caption, random_scene, render
 
 NULL_TEXT_LR = 0.03
 """The null-text learning rate the flow model's test uses (the paper's 1e-2 is too small for it)."""
@@ -29,26 +34,18 @@ NULL_TEXT_LR = 0.03
 
 def held_out_scene(seed: int) -> tuple[Any, str]:
     """(PIL image, caption) of a held-out one-object shapes-world scene."""
-    from PIL import Image
-
-    from unsample_lab.shapes import caption, random_scene, render
-
     scene = random_scene(np.random.default_rng(seed), n_objects=1, split="heldout")
     return Image.fromarray(render(scene).image), caption(scene)
 
 
 def pixel_mse(model: Any, latent: Any, image: Any) -> float:
     """MSE on [0, 1] between the decoded ``latent`` and ``image``."""
-    from unsample_lab.bench.stats import decoded_uint8
-
     out = decoded_uint8(model, latent).astype(np.float64) / 255
     return float(np.mean((out - np.asarray(image, dtype=np.float64) / 255) ** 2))
 
 
 def _reconstruction_mse(model: Any, image: Any, cap: str, method: str, steps: int, guidance: float,
                         **options: Any) -> tuple[float, Any]:
-    import unsample
-
     inv = unsample.invert(model, image, cap, method=method, steps=steps, guidance=guidance, **options)
     return pixel_mse(model, unsample.reconstruct(model, inv, output="latent"), image), inv
 
@@ -90,8 +87,6 @@ def text_embedding_rms(model: Any) -> dict[str, float]:
 
 def exact_vs_ddim_latent(model: Any, seed: int = 2) -> dict[str, float]:
     """Latent MSE of invert-then-sample for DDIM, EDICT and BDIA at guidance 5 (10 steps)."""
-    import unsample
-
     image, cap = held_out_scene(seed)
     errors: dict[str, float] = {}
     for method in ("ddim", "edict", "bdia"):
@@ -102,8 +97,6 @@ def exact_vs_ddim_latent(model: Any, seed: int = 2) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import unsample
-
     parser = argparse.ArgumentParser(prog="python -m unsample_lab.bench.embedded_methods", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="embedded", choices=("embedded", "embedded-flow"),
                         help="the embedded UNet model (default) or the embedded flow model")

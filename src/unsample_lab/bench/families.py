@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+import unsample
+from unsample.methods.registry import available_methods, get_method
+from unsample_lab.testing import tiny_pipeline as tiny
+
 
 def main() -> None:
-    import unsample
-    from unsample.methods.registry import available_methods, get_method
-    from unsample_lab.testing import tiny_pipeline as tiny
-
     logging.getLogger("transformers").setLevel(logging.ERROR)
     logging.getLogger("diffusers").setLevel(logging.ERROR)
     tmp = Path(tempfile.mkdtemp())

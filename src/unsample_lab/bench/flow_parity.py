@@ -12,6 +12,7 @@ markdown tables: max |ours - theirs| and the latents' scale.
 
 from __future__ import annotations
 
+import copy
 import logging
 import tempfile
 from pathlib import Path
@@ -19,14 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import unsample
+from unsample.methods import ddim
+from unsample_lab.testing.tiny_pipeline import build_tiny_flux_pipeline, build_tiny_sd3_pipeline
+
 PIXELS = 32
 T5_TOKENS = 16
 
 
 def _scheduler_loop(model, x: torch.Tensor, steps: int, guidance: float) -> torch.Tensor:  # noqa: ANN001
     """A plain FlowMatchEulerDiscreteScheduler loop over our model function (CFG as the pipelines do it)."""
-    import copy
-
     sched = copy.deepcopy(model.pipe.scheduler)
     schedule = model.schedule_for(tuple(x.shape[-2:]))
     if schedule.pipeline_sigmas == "linspace":
@@ -46,7 +49,7 @@ def _scheduler_loop(model, x: torch.Tensor, steps: int, guidance: float) -> torc
 
 
 def _pipeline(model, x: torch.Tensor, steps: int, guidance: float) -> torch.Tensor:  # noqa: ANN001
-    from diffusers import FluxPipeline
+    from diffusers import FluxPipeline  # heavy (diffusers' models): loaded on use
 
     common = {"prompt": "a red circle", "num_inference_steps": steps, "output_type": "latent", "height": PIXELS,
               "width": PIXELS, "max_sequence_length": T5_TOKENS}
@@ -59,10 +62,6 @@ def _pipeline(model, x: torch.Tensor, steps: int, guidance: float) -> torch.Tens
 
 
 def main() -> None:
-    import unsample
-    from unsample.methods import ddim
-    from unsample_lab.testing.tiny_pipeline import build_tiny_flux_pipeline, build_tiny_sd3_pipeline
-
     logging.getLogger("transformers").setLevel(logging.ERROR)
     logging.getLogger("diffusers").setLevel(logging.ERROR)
     tmp = Path(tempfile.mkdtemp())

@@ -13,13 +13,12 @@ import sys
 from pathlib import Path
 
 from unsample.errors import InputError
+from unsample_lab.bench import edit, reconstruction
 
 
 def merged_tables(dirs: list[str], pairs: int | None = None) -> str:
     """The summary tables over the runs in ``dirs``; ``pairs`` keeps an edit run's first N pairs only
     (the pairs of a shorter run with the same seed, which draws the same pairs first)."""
-    from unsample_lab.bench import edit, reconstruction
-
     runs = []
     for d in dirs:
         path = Path(d) / "results.json"

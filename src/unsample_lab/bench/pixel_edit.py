@@ -20,10 +20,15 @@ from typing import Any
 
 import numpy as np
 
+import unsample
+from unsample.backends.noisy_classifier import NoisyClassifier
+from unsample.images import tensor_to_pil
+from unsample_lab.embedded import model_classifier_file
+from unsample_lab.pixel_demo import background_psnr, edit_verdict
+from unsample_lab.shapes import random_scene, render
+
 
 def circle_scenes(n: int, seed: int) -> list[Any]:
-    from unsample_lab.shapes import random_scene
-
     rng = np.random.default_rng(seed)
     out = []
     while len(out) < n:
@@ -35,13 +40,6 @@ def circle_scenes(n: int, seed: int) -> list[Any]:
 
 def run(scenes: int, scales: list[float], steps: int, seed: int, model_name: str,
         method: str = "ddim", mask: str = "none", mask_dilate: int = 0) -> list[dict[str, Any]]:
-    import unsample
-    from unsample.backends.noisy_classifier import NoisyClassifier
-    from unsample.images import tensor_to_pil
-    from unsample_lab.embedded import model_classifier_file
-    from unsample_lab.pixel_demo import background_psnr, edit_verdict
-    from unsample_lab.shapes import render
-
     m = unsample.load(model_name, device="cpu")
     clf = NoisyClassifier.load(model_classifier_file(model_name))
     recipes: list[tuple[str, str, str, float]] = [("swap", "circle", "star", 0.0)]

@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+import unsample
+from unsample.api import prepare_image
 from unsample.errors import InputError
+from unsample.images import fit_image, load_image
+from unsample.methods.registry import get_method
+from unsample_lab.bench.report import report_folder, run_metadata, write_csv, write_json
+from unsample_lab.bench.stats import decoded_uint8, expected_noise_std, image_metrics, lag1_autocorrelation
+from unsample_lab.shapes import caption, random_scene, render
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,6 @@ def load_inputs(bench: ReconstructionBench, resolution: int) -> list[tuple[str, 
     if bench.images_dir or bench.prompts_file:
         if not (bench.images_dir and bench.prompts_file):
             raise InputError("--images and --prompts go together: a folder and a JSONL of {\"image\": ..., \"prompt\": ...} lines")
-        from unsample.images import load_image
 
         rows = []
         for n, line in enumerate(Path(bench.prompts_file).read_text().splitlines(), 1):
@@ -52,7 +58,6 @@ def load_inputs(bench: ReconstructionBench, resolution: int) -> list[tuple[str, 
             except (json.JSONDecodeError, KeyError) as err:
                 raise InputError(f"{bench.prompts_file}:{n}: expected {{\"image\": ..., \"prompt\": ...}} ({err})") from None
         return rows
-    from unsample_lab.shapes import caption, random_scene, render
 
     rng = np.random.default_rng(bench.seed)
     out = []
@@ -64,12 +69,6 @@ def load_inputs(bench: ReconstructionBench, resolution: int) -> list[tuple[str, 
 
 def run(model: Any, bench: ReconstructionBench, progress: bool = True) -> dict[str, Any]:
     """Every row's per-image figures and their means."""
-    import unsample
-    from unsample.api import prepare_image
-    from unsample.images import fit_image
-    from unsample.methods.registry import get_method
-    from unsample_lab.bench.stats import decoded_uint8, expected_noise_std, image_metrics, lag1_autocorrelation
-
     inputs = load_inputs(bench, model.resolution)
     per_image: list[dict[str, Any]] = []
     for name, image, prompt in inputs:
@@ -140,7 +139,7 @@ def report_table(rows: list[dict[str, Any]]) -> str:
 
 
 def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
-    import matplotlib
+    import matplotlib  # heavy; the Agg backend is chosen before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -171,7 +170,6 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
 
 def _write_report_files(result: dict[str, Any], bench: ReconstructionBench, out: Path, command: str, model: Any) -> None:
     rows = result["rows"]
-    from unsample_lab.bench.report import run_metadata, write_csv, write_json
 
     write_json(out / "results.json", {**run_metadata(command, bench, model), "rows": rows, "per_image": result["per_image"]})
     write_csv(out / "per_image.csv", result["per_image"])
@@ -186,7 +184,5 @@ def _write_report_files(result: dict[str, Any], bench: ReconstructionBench, out:
 
 def write_report(result: dict[str, Any], bench: ReconstructionBench, out: Path, command: str, model: Any) -> None:
     """Write the report folder ``out`` in full or not at all (`unsample_lab.bench.report.report_folder`)."""
-    from unsample_lab.bench.report import report_folder
-
     with report_folder(out) as tmp:
         _write_report_files(result, bench, tmp, command, model)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from unsample.errors import InputError
+from unsample_lab.bench.reconstruction import summarise
 
 
 def _run(folder: str) -> dict[str, Any]:
@@ -29,8 +30,6 @@ def _run(folder: str) -> dict[str, Any]:
 
 def side_by_side(folder_a: str, folder_b: str) -> str:
     """The markdown table of the rows two reconstruction runs share, model A beside model B."""
-    from unsample_lab.bench.reconstruction import summarise
-
     a, b = _run(folder_a), _run(folder_b)
     images = [sorted({r["image"] for r in run["per_image"]}) for run in (a, b)]
     inputs = [{k: run.get("bench", {}).get(k) for k in ("seed", "images_dir", "prompts_file")} for run in (a, b)]

@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from unsample.images import tensor_to_pil
+
 
 def decoded_uint8(model: Any, latent: torch.Tensor) -> np.ndarray:
     """The model's decode of an image latent as a uint8 (H, W, 3) array, as the user would see it."""
-    from unsample.images import tensor_to_pil
-
     return np.asarray(tensor_to_pil(model.decode_latent(latent.float())))
 
 
@@ -21,7 +21,7 @@ def image_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None 
 
     SSIM is computed on the whole image and averaged over the mask's pixels when a mask is given.
     """
-    from skimage.metrics import structural_similarity
+    from skimage.metrics import structural_similarity  # heavy (scikit-image): loaded on use
 
     p = pred.astype(np.float64) / 255
     t = target.astype(np.float64) / 255

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from unsample.errors import InputError
+from unsample_lab.embedded.run_folder import fsync_dir, write_json_atomic
 
 LATEST = "latest.json"
 CHECKPOINTS = "checkpoints"
@@ -38,30 +39,6 @@ class Checkpoint:
     weights: dict[str, torch.Tensor]
     optim: dict[str, torch.Tensor]
     state: dict[str, Any]
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to ``path`` via a temporary file and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -122,7 +99,7 @@ def write_checkpoint(
     os.replace(tmp, final)
     if old.exists():
         shutil.rmtree(old)
-    _fsync_dir(root)
+    fsync_dir(root)
     write_json_atomic(run_dir / LATEST, {"dir": name})
     _prune(root, keep=keep, current=name)
     return final

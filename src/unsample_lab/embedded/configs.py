@@ -253,24 +253,24 @@ def unet_config(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def build_vae(cfg: TrainConfig):  # -> diffusers.AutoencoderKL
-    from diffusers import AutoencoderKL
+    from diffusers import AutoencoderKL  # heavy (diffusers' models): loaded on use
 
     return AutoencoderKL(**vae_config(cfg))
 
 
 def build_text_encoder(cfg: TrainConfig, vocab_size: int):  # -> transformers.CLIPTextModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel  # heavy (transformers' models): loaded on use
 
     return CLIPTextModel(CLIPTextConfig(**text_config(cfg, vocab_size)))
 
 
 def build_unet(cfg: TrainConfig):  # -> diffusers.UNet2DConditionModel
-    from diffusers import UNet2DConditionModel
+    from diffusers import UNet2DConditionModel  # heavy (diffusers' models): loaded on use
 
     return UNet2DConditionModel(**unet_config(cfg))
 
 
 def build_scheduler():  # -> diffusers.DDIMScheduler
-    from diffusers import DDIMScheduler
+    from diffusers import DDIMScheduler  # heavy (diffusers' models): loaded on use
 
     return DDIMScheduler(**SD_SCHEDULER_CONFIG)

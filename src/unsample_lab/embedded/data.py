@@ -8,10 +8,12 @@ split are used; held-out captions never reach the model.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from unsample.errors import InputError
 
@@ -37,8 +39,6 @@ class SceneSource(Protocol):
 
 def _shapes_api() -> dict[str, Any]:
     """The shapes-world functions this module uses, from the package or its modules."""
-    import importlib
-
     names = {
         "VOCABULARY": "vocabulary",
         "random_scene": "sampling",
@@ -86,7 +86,6 @@ def batch_rng(seed: int, stream: int, step: int) -> np.random.Generator:
 
 
 def images_to_tensor(images: np.ndarray):  # -> torch.Tensor [B, 3, H, W] in [-1, 1]
-    import torch
 
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
     return x / 127.5 - 1.0
@@ -95,7 +94,5 @@ def images_to_tensor(images: np.ndarray):  # -> torch.Tensor [B, 3, H, W] in [-1
 def draw_batch(source: SceneSource, seed: int, stream: int, step: int, n: int, size: int):
     """(captions, images in [-1, 1], object masks as 0/1) as float tensors [B, 3 or 1, H, W], for one
     step of one stream."""
-    import torch
-
     captions, images, objects = source.sample(batch_rng(seed, stream, step), n, size)
     return captions, images_to_tensor(images), torch.from_numpy(np.asarray(objects, dtype=np.float32))[:, None]

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import platform
+import textwrap
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+
+import unsample
+from unsample.core.denoiser import Denoiser
+from unsample.embedded import embedded_model_path
+from unsample.methods import ddim
+from unsample_lab.embedded.run_folder import TRAINING_JSON
+from unsample_lab.shapes import caption, detect, detection_matches, parse_caption, random_scene, render, render_batch
 
 TARGETS = {"vae_psnr_db": 30.0, "t2i_one_object_accuracy": 0.85, "ddim_roundtrip_mse_over_floor": 1.5}
 
@@ -47,8 +56,6 @@ class EvalConfig:
 
 
 def _heldout_scenes(n: int, seed: int, n_objects: int | None = None) -> list[Any]:
-    from unsample_lab.shapes import random_scene
-
     rng = np.random.default_rng(seed)
     return [random_scene(rng, n_objects=n_objects, split="heldout") for _ in range(n)]
 
@@ -64,8 +71,6 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 def _autoencoded(model: Any, scenes: list[Any], batch: int) -> Iterator[tuple[list[Any], np.ndarray, np.ndarray]]:
     """(scenes, their exact renders, the renders passed through the VAE) in chunks of ``batch``;
     the VAE encodes to the posterior mean and decodes, as `Model.encode_image` does."""
-    from unsample_lab.shapes import render_batch
-
     for i in range(0, len(scenes), batch):
         chunk = scenes[i : i + batch]
         images = render_batch(chunk, size=model.resolution)
@@ -75,7 +80,7 @@ def _autoencoded(model: Any, scenes: list[Any], batch: int) -> Iterator[tuple[li
 
 
 def vae_psnr(model: Any, cfg: EvalConfig) -> float:
-    from skimage.metrics import peak_signal_noise_ratio
+    from skimage.metrics import peak_signal_noise_ratio  # heavy (scikit-image): loaded on use
 
     scenes = _heldout_scenes(cfg.vae_scenes, cfg.seed)
     return float(np.mean([peak_signal_noise_ratio(a, b, data_range=255)
@@ -94,9 +99,6 @@ def _conditioning(model: Any, prompts: list[str]) -> Any:
 def sample_images(model: Any, cond: Any, uncond: Any, seeds: list[int], steps: int, guidance: float,
                   latent_shape: tuple[int, int, int], classifier: Any = None) -> np.ndarray:
     """DDIM samples from per-sample seeds' noise ([C, h, w] each), decoded; uint8 [B, H, W, 3]."""
-    from unsample.core.denoiser import Denoiser
-    from unsample.methods import ddim
-
     noise = torch.stack([torch.randn(*latent_shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
     schedule = model.schedule_for(latent_shape[1:])
     den = Denoiser(model.model_fn, schedule, cond, uncond, guidance=guidance, classifier=classifier)
@@ -119,10 +121,6 @@ object colours and of object shapes."""
 
 def caption_parts(detection: Any, caption: str) -> dict[str, bool]:
     """Which of `PARTS` a detection gets right for a caption (a failure's anatomy)."""
-    from collections import Counter
-
-    from unsample_lab.shapes import parse_caption
-
     spec = parse_caption(caption)
     found, wanted = detection.objects, spec.objects
     return {
@@ -136,8 +134,6 @@ def caption_parts(detection: Any, caption: str) -> dict[str, bool]:
 def t2i_accuracy(model: Any, cfg: EvalConfig, n_objects: int) -> dict[str, Any]:
     """Shares of samples right on shapes+colours+background ("right"), also on sizes and texture
     ("strict"), and on each of `PARTS`; plus up to 16 (caption, image) examples."""
-    from unsample_lab.shapes import caption, detect, detection_matches
-
     scenes = _heldout_scenes(cfg.t2i_samples, cfg.seed + n_objects, n_objects=n_objects)
     captions = [caption(s) for s in scenes]
     right = strict = 0
@@ -163,8 +159,6 @@ def vae_ceiling(model: Any, cfg: EvalConfig, n_objects: int) -> float:
     """Share of `t2i_accuracy`'s captions whose exact renders, passed through the VAE (posterior
     mean, decoded), the detector still judges right: what a UNet that drew every latent perfectly
     would score, so the autoencoder's ceiling on text-to-image correctness."""
-    from unsample_lab.shapes import caption, detect, detection_matches
-
     scenes = _heldout_scenes(cfg.t2i_samples, cfg.seed + n_objects, n_objects=n_objects)
     right = sum(detection_matches(detect(img), caption(s), check_size=False, check_texture=False)
                 for chunk, _, rec in _autoencoded(model, scenes, cfg.batch) for s, img in zip(chunk, rec))
@@ -173,9 +167,6 @@ def vae_ceiling(model: Any, cfg: EvalConfig, n_objects: int) -> float:
 
 def roundtrip_ratio(model: Any, cfg: EvalConfig) -> tuple[float, float, float]:
     """(mean reconstruction MSE, mean VAE-floor MSE, their ratio) for DDIM inversion at guidance 1."""
-    import unsample
-    from unsample_lab.shapes import caption, render
-
     rec_mse, floor_mse = [], []
     for scene in _heldout_scenes(cfg.roundtrip_scenes, cfg.seed + 7):
         img = render(scene, size=model.resolution).image
@@ -192,8 +183,6 @@ def roundtrip_ratio(model: Any, cfg: EvalConfig) -> tuple[float, float, float]:
 
 def sample_grid(examples: list[tuple[str, np.ndarray]], path: Path, scale: int = 3) -> None:
     """A labelled grid of generated samples (4 per row), each caption wrapped under its image."""
-    import textwrap
-
     side = examples[0][1].shape[0] * scale
     cols, gap, line_h = 4, 10, 12
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -213,9 +202,6 @@ def sample_grid(examples: list[tuple[str, np.ndarray]], path: Path, scale: int =
 
 def evaluate(model_dir: Path | None = None, out: Path | None = None, cfg: EvalConfig | None = None) -> dict[str, Any]:
     """Run every measurement and write MODEL_CARD.md, model_card.json and samples.png."""
-    import unsample
-    from unsample.embedded import embedded_model_path
-
     cfg = cfg or EvalConfig()
     folder = Path(model_dir) if model_dir else embedded_model_path()
     out = Path(out) if out else folder
@@ -257,8 +243,6 @@ def evaluate(model_dir: Path | None = None, out: Path | None = None, cfg: EvalCo
         "ddim_roundtrip_mse_over_floor": ratio <= TARGETS["ddim_roundtrip_mse_over_floor"],
     }
     weights = sorted(folder.rglob("*.safetensors"))
-    from unsample_lab.embedded.train import TRAINING_JSON
-
     training_file = folder / TRAINING_JSON
     training = json.loads(training_file.read_text(encoding="utf-8")) if training_file.is_file() else None
     card = {

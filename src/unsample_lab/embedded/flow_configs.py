@@ -98,7 +98,7 @@ def transformer_config(cfg: FlowTrainConfig, latent_size: int, latent_channels: 
 
 def second_text_config(cfg: FlowTrainConfig, first: Any) -> Any:  # -> transformers.CLIPTextConfig
     """The second CLIP slot: the first's vocabulary and positions, a smaller width."""
-    from transformers import CLIPTextConfig
+    from transformers import CLIPTextConfig  # heavy (transformers' models): loaded on use
 
     base = first.to_dict()
     base.update(hidden_size=cfg.text2_hidden, intermediate_size=4 * cfg.text2_hidden, num_hidden_layers=cfg.text2_layers,
@@ -107,6 +107,6 @@ def second_text_config(cfg: FlowTrainConfig, first: Any) -> Any:  # -> transform
 
 
 def build_scheduler(cfg: FlowTrainConfig):  # -> diffusers.FlowMatchEulerDiscreteScheduler
-    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers import FlowMatchEulerDiscreteScheduler  # heavy (diffusers' models): loaded on use
 
     return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=cfg.shift)

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from unsample.embedded import embedded_model_path
 from unsample.errors import InputError
 from unsample_lab.embedded import checkpoint as ckpt
 from unsample_lab.embedded.data import STREAM_UNET, ShapesSource, batch_rng, draw_batch
@@ -37,17 +38,17 @@ from unsample_lab.embedded.flow_configs import (
     second_text_config,
     transformer_config,
 )
-from unsample_lab.embedded.stage_loop import StageLoop, group, prefixed, resolve_run_config, set_lr, update_ema
-from unsample_lab.embedded.train import (
+from unsample_lab.embedded.losses import lr_at, object_weights
+from unsample_lab.embedded.run_folder import (
     LOG_NAME,
     MODEL_DIR,
     TRAINING_JSON,
     RunLog,
     folder_megabytes,
-    lr_at,
-    object_weights,
+    portable_model_index,
     replace_dir,
 )
+from unsample_lab.embedded.stage_loop import StageLoop, group, prefixed, resolve_run_config, set_lr, update_ema
 
 STREAM_FLOW = STREAM_UNET + 20
 INIT_JSON = "init.json"
@@ -72,7 +73,10 @@ class FlowParts:
 def build_parts(cfg: FlowTrainConfig, autoencoder_from: Path) -> FlowParts:
     """The pipeline's parts: the autoencoder and tokenizer of ``autoencoder_from`` (a finished
     embedded model folder), the first text encoder started from its text encoder, the rest new."""
+    # heavy (diffusers' models): loaded on use
     from diffusers import AutoencoderKL, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    # heavy (transformers' models): loaded on use
     from transformers import AutoTokenizer, CLIPTextModel, CLIPTextModelWithProjection
 
     folder = Path(autoencoder_from)
@@ -103,8 +107,8 @@ def build_parts(cfg: FlowTrainConfig, autoencoder_from: Path) -> FlowParts:
 
 def load_finished(parts: FlowParts, folder: Path) -> None:
     """Start ``parts``' trained modules from the finished flow model in ``folder`` (same architecture)."""
-    from diffusers import SD3Transformer2DModel
-    from transformers import CLIPTextModelWithProjection
+    from diffusers import SD3Transformer2DModel  # heavy (diffusers' models): loaded on use
+    from transformers import CLIPTextModelWithProjection  # heavy (transformers' models): loaded on use
 
     for name, module, loader in (("text_encoder", parts.text, CLIPTextModelWithProjection),
                                  ("text_encoder_2", parts.text_2, CLIPTextModelWithProjection),
@@ -236,8 +240,6 @@ def _train(out: Path, cfg: FlowTrainConfig, parts: FlowParts, start: ckpt.Checkp
 
 def _autoencoder_name(folder: Path) -> str:
     """How training.json names the autoencoder's model: an installed model by name, else its path."""
-    from unsample.embedded import embedded_model_path
-
     if folder.resolve() == embedded_model_path("embedded").resolve():
         return "embedded (the installed embedded model)"
     return str(folder)
@@ -256,8 +258,6 @@ def export_pipeline(out: Path, cfg: FlowTrainConfig, parts: FlowParts, final: ck
     tokenizer.backend_tokenizer.no_padding()  # a padded call leaves its padding set; save it unpadded
     tokenizer.backend_tokenizer.no_truncation()
     parts.pipe.save_pretrained(str(tmp), safe_serialization=True)
-    from unsample_lab.embedded.train import portable_model_index
-
     portable_model_index(tmp)
     (tmp / UNSAMPLE_JSON).write_text(json.dumps({"max_sequence_length": cfg.t5_tokens}, indent=2) + "\n")
     steps = int(final.state.get("step") or 0)
@@ -286,8 +286,6 @@ def train_embedded_flow(out: Path, *, config: FlowTrainConfig | None = None, aut
     defaults to the installed embedded model; ``max_minutes`` replaces the run's wall-clock cap
     (saved in its run.json; the learning rate's decay follows the cap); ``init_from`` (a finished
     flow model folder) starts a new run from that model's weights instead of from scratch."""
-    from unsample.embedded import embedded_model_path
-
     if max_minutes is not None and not max_minutes > 0:
         raise InputError(f"max_minutes={max_minutes} must be positive")
     out = Path(out)

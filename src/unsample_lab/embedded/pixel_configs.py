@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from unsample.backends.noisy_classifier import ClassifierConfig, NoisyClassifier
 from unsample.errors import InputError
 from unsample_lab.embedded.stage_loop import JsonConfig
 from unsample_lab.shapes.vocabulary import SHAPES
@@ -136,19 +137,18 @@ def scheduler_config(cfg: PixelTrainConfig) -> dict[str, Any]:
 
 
 def build_unet(cfg: PixelTrainConfig):  # -> diffusers.UNet2DModel
-    from diffusers import UNet2DModel
+    from diffusers import UNet2DModel  # heavy (diffusers' models): loaded on use
 
     return UNet2DModel(**unet_config(cfg))
 
 
 def build_scheduler(cfg: PixelTrainConfig):  # -> diffusers.DDIMScheduler
-    from diffusers import DDIMScheduler
+    from diffusers import DDIMScheduler  # heavy (diffusers' models): loaded on use
 
     return DDIMScheduler(**scheduler_config(cfg))
 
 
 def build_classifier(cfg: PixelTrainConfig):  # -> NoisyClassifier
-    from unsample.backends.noisy_classifier import ClassifierConfig, NoisyClassifier
 
     return NoisyClassifier(ClassifierConfig(
         in_channels=3, num_classes=len(CLASS_NAMES), block_out_channels=cfg.classifier_channels,

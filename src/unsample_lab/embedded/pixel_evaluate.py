@@ -23,7 +23,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+import unsample
+from unsample.backends.diffusers_pixel import ClassConditioning
+from unsample.backends.noisy_classifier import NoisyClassifier
+from unsample.core.classifier import ClassifierGuidance
+from unsample.embedded import embedded_model_path
+from unsample_lab.embedded import model_classifier_file
+from unsample_lab.embedded.evaluate import sample_grid, sample_images
 from unsample_lab.embedded.pixel_configs import CLASS_NAMES
+from unsample_lab.shapes import detect, random_scene, render
 
 CARD_MD = "MODEL_CARD.md"
 CARD_JSON = "model_card.json"
@@ -50,8 +58,6 @@ class PixelEvalConfig:
 
 
 def heldout_one_object(n: int, seed: int) -> list[Any]:
-    from unsample_lab.shapes import random_scene
-
     rng = np.random.default_rng(seed)
     return [random_scene(rng, n_objects=1, split="heldout") for _ in range(n)]
 
@@ -60,10 +66,6 @@ def generate(model: Any, labels: list[int], seeds: list[int], steps: int, guidan
              classifier: Any = None, classifier_labels: list[int] | None = None, scale: float = 0.0) -> np.ndarray:
     """DDIM samples for class indices (the null class for unconditional ones), optionally
     classifier-guided toward ``classifier_labels``; uint8 [B, H, W, 3]."""
-    from unsample.backends.diffusers_pixel import ClassConditioning
-    from unsample.core.classifier import ClassifierGuidance
-    from unsample_lab.embedded.evaluate import sample_images
-
     cond = ClassConditioning(torch.tensor(labels, device=model.device))
     null = model.pipe.classes.unconditional
     uncond = ClassConditioning(torch.full((len(labels),), null, device=model.device)) if guidance != 1.0 else None
@@ -75,8 +77,6 @@ def generate(model: Any, labels: list[int], seeds: list[int], steps: int, guidan
 
 def shape_correct(images: np.ndarray, shapes: list[str]) -> list[bool]:
     """Whether the detector finds exactly one object of each image's shape."""
-    from unsample_lab.shapes import detect
-
     out = []
     for img, shape in zip(images, shapes):
         found = detect(img).objects
@@ -109,8 +109,6 @@ def sample_accuracy(model: Any, cfg: PixelEvalConfig, *, guidance: float = 1.0, 
 
 def unconditional_scenes(model: Any, cfg: PixelEvalConfig) -> dict[str, Any]:
     """Unconditional samples: the share the detector reads as one object, and the shapes it names."""
-    from unsample_lab.shapes import detect
-
     n = cfg.samples_per_class * len(CLASS_NAMES)
     null = model.pipe.classes.unconditional
     counts: dict[str, int] = {name: 0 for name in CLASS_NAMES}
@@ -127,8 +125,6 @@ def unconditional_scenes(model: Any, cfg: PixelEvalConfig) -> dict[str, Any]:
 
 def classifier_accuracy(model: Any, classifier: Any, cfg: PixelEvalConfig) -> dict[str, float]:
     """Accuracy of the classifier on held-out-split scenes noised to each level t."""
-    from unsample_lab.shapes import render
-
     scenes = heldout_one_object(cfg.classifier_scenes, cfg.seed + 5)
     x0 = torch.from_numpy(np.stack([render(s, size=model.resolution).image for s in scenes])).permute(0, 3, 1, 2)
     x0 = x0.float() / 127.5 - 1
@@ -152,9 +148,6 @@ def roundtrip(model: Any, scenes: list[Any], steps: int, precision: str = "float
               method: str = "ddim") -> dict[str, float]:
     """Inversion by ``method`` then replay at guidance 1 with the scene's class: errors in [0, 1]
     pixels (``precision``: the methods' state dtype; the network runs in the model's own)."""
-    import unsample
-    from unsample_lab.shapes import render
-
     mse, worst = [], 0.0
     for scene in scenes:
         img = render(scene, size=model.resolution).image
@@ -168,19 +161,12 @@ def roundtrip(model: Any, scenes: list[Any], steps: int, precision: str = "float
 
 
 def _grid(examples: list[tuple[str, np.ndarray]], path: Path) -> None:
-    from unsample_lab.embedded.evaluate import sample_grid
-
     sample_grid(examples, path, scale=4)
 
 
 def evaluate_pixel(model_dir: Path | None = None, out: Path | None = None, cfg: PixelEvalConfig | None = None,
                    device: str = "cpu") -> dict[str, Any]:
     """Run every measurement and write the card beside the weights (or into ``out``)."""
-    import unsample
-    from unsample.backends.noisy_classifier import NoisyClassifier
-    from unsample.embedded import embedded_model_path
-    from unsample_lab.embedded import model_classifier_file
-
     cfg = cfg or PixelEvalConfig()
     folder = Path(model_dir) if model_dir else embedded_model_path("embedded-pixel")
     out = Path(out) if out else folder
@@ -300,20 +286,3 @@ noised to x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps (chance is 20%):
 Evaluation took {card['seconds']['total']:.0f} s on {card['machine']['cpu_threads']} CPU threads
 (torch {card['machine']['torch']}).
 """
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m unsample_lab.embedded.pixel_evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--model-dir", type=Path)
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    card = evaluate_pixel(args.model_dir, args.out, PixelEvalConfig.quick() if args.quick else None)
-    print(render_card(card))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

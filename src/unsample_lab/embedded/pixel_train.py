@@ -11,17 +11,14 @@ x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps at t uniform over the training steps (cro
 The run folder holds ``run.json``, ``train.log``, ``latest.json`` + ``checkpoints/`` (crash-safe,
 `unsample_lab.embedded.checkpoint`) and, at the end, ``model/``: a ``DDIMPipeline`` folder plus
 ``classifier.safetensors`` and ``class_labels.json``. The same command on the same folder
-resumes. Run ``unsample train-embedded-pixel --out DIR`` (or ``python -m
-unsample_lab.embedded.pixel_train``).
+resumes. Run ``unsample train-embedded-pixel --out DIR``; installing the result into the package is
+the separate step ``unsample install-embedded DIR --model embedded-pixel`` (or ``--install``).
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
-import signal
-import sys
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +27,7 @@ import torch
 
 from unsample_lab.embedded import checkpoint as ckpt
 from unsample_lab.embedded.data import batch_rng, images_to_tensor
+from unsample_lab.embedded.losses import lr_at, object_weights, snr_weight
 from unsample_lab.embedded.pixel_configs import (
     CLASS_NAMES,
     CLASSES_FILE,
@@ -40,19 +38,16 @@ from unsample_lab.embedded.pixel_configs import (
     build_scheduler,
     build_unet,
 )
-from unsample_lab.embedded.stage_loop import StageLoop, group, prefixed, resolve_run_config, set_lr, update_ema
-from unsample_lab.embedded.train import (
+from unsample_lab.embedded.run_folder import (
     LOG_NAME,
     MODEL_DIR,
-    RUN_JSON,
     TRAINING_JSON,
     RunLog,
     folder_megabytes,
-    lr_at,
-    object_weights,
     replace_dir,
-    snr_weight,
 )
+from unsample_lab.embedded.stage_loop import StageLoop, group, prefixed, resolve_run_config, set_lr, update_ema
+from unsample_lab.shapes import random_scene, render
 
 STREAM_PIXEL_UNET = 11
 STREAM_PIXEL_CLASSIFIER = 12
@@ -76,8 +71,6 @@ def one_object_batch(seed: int, stream: int, step: int, n: int, size: int, split
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(images in [-1, 1] [n, 3, size, size], shape labels [n], object masks [n, 1, size, size])
     of one-object scenes; a pure function of (seed, stream, step)."""
-    from unsample_lab.shapes import random_scene, render
-
     rng = batch_rng(seed, stream, step)
     scenes = [random_scene(rng, n_objects=1, split=split) for _ in range(n)]
     renders = [render(s, size=size) for s in scenes]
@@ -219,7 +212,7 @@ def _train_unet(out: Path, cfg: PixelTrainConfig, state: dict[str, Any], start: 
 
 def export_pipeline(out: Path, cfg: PixelTrainConfig, final: ckpt.Checkpoint) -> Path:
     """Write ``out/model/``: a DDIMPipeline folder (EMA UNet), the classifier and the class names."""
-    from diffusers import DDIMPipeline
+    from diffusers import DDIMPipeline  # heavy (diffusers' models): loaded on use
 
     unet = build_unet(cfg)
     unet.load_state_dict(group(final.weights, "ema"))
@@ -227,8 +220,6 @@ def export_pipeline(out: Path, cfg: PixelTrainConfig, final: ckpt.Checkpoint) ->
     classifier.load_state_dict(group(final.weights, "classifier"))
     tmp = out / f".{MODEL_DIR}.tmp"
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     DDIMPipeline(unet=unet, scheduler=build_scheduler(cfg)).save_pretrained(tmp, safe_serialization=True)
     classifier.save(tmp / CLASSIFIER_FILE)
@@ -270,38 +261,3 @@ def train_embedded_pixel(out: Path, *, config: PixelTrainConfig | None = None) -
     model = export_pipeline(out, cfg, final)
     log(f"exported {model} ({folder_megabytes(model):.2f} MB of safetensors)")
     return model
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m unsample_lab.embedded.pixel_train", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="run folder (resumed if it holds a run)")
-    parser.add_argument("--tiny", action="store_true", help="the seconds-long test config")
-    for name in ("unet_steps", "classifier_steps"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, dest=name)
-    for name in ("unet_max_minutes", "classifier_max_minutes"):
-        parser.add_argument("--" + name.replace("_", "-"), type=float, dest=name)
-    args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    config = PixelTrainConfig.tiny() if args.tiny else None
-    overrides = {k: getattr(args, k) for k in ("unet_steps", "classifier_steps", "unet_max_minutes",
-                                               "classifier_max_minutes") if getattr(args, k) is not None}
-    if overrides:
-        run_json = args.out / RUN_JSON
-        if config is None and run_json.exists():
-            config = PixelTrainConfig.from_json(json.loads(run_json.read_text(encoding="utf-8"))["config"])
-        config = dataclasses.replace(config or PixelTrainConfig(), **overrides)
-    try:
-        model = train_embedded_pixel(args.out, config=config)
-    except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
-    print(f"wrote {model}", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

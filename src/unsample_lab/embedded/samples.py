@@ -1,15 +1,15 @@
 """A quick look at a trained embedded model: a grid of generations for a few captions.
 
-``python -m unsample_lab.embedded.samples MODEL_DIR OUT.png`` writes one row per caption (training
-and held-out captions of the shapes world), one column per seed.
+``unsample sample-embedded MODEL_DIR OUT.png`` writes one row per caption (training and held-out
+captions of the shapes world), one column per seed.
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
+import torch
 
 DEFAULT_PROMPTS: tuple[str, ...] = (
     "a large red circle on a plain black background",
@@ -29,8 +29,7 @@ def sample_grid(
     guidance: float = 4.0,
 ) -> np.ndarray:
     """Generate ``len(prompts) x len(seeds)`` images and tile them into one uint8 array."""
-    import torch
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline  # a pipeline class loads much of diffusers: only a call pays
 
     pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
@@ -43,22 +42,3 @@ def sample_grid(
         ).images
         rows.append(np.concatenate(list(images), axis=1))
     return (np.concatenate(rows, axis=0) * 255).round().clip(0, 255).astype(np.uint8)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from PIL import Image
-
-    parser = argparse.ArgumentParser(prog="python -m unsample_lab.embedded.samples", description=__doc__.split("\n")[0])
-    parser.add_argument("model", type=Path, help="a pipeline folder (e.g. RUN/model)")
-    parser.add_argument("out", type=Path, help="PNG to write")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--guidance", type=float, default=4.0)
-    args = parser.parse_args(argv)
-    grid = sample_grid(args.model, steps=args.steps, guidance=args.guidance)
-    Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(args.out)
-    print(f"wrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,7 @@
 """What every embedded-model training stage shares: named weight groups, the learning rate, the
-EMA update, `StageLoop` (the stage's wall clock across resumes, thread tuning, logging and
-periodic checkpoints), and a run's config in its run.json (`JsonConfig`, `resolve_run_config`)."""
+EMA update, `StageClock` (a stage's wall clock across resumes), `StageLoop` (that clock, thread
+tuning, logging and periodic checkpoints), the progress bar, and a run's config in its run.json
+(`JsonConfig`, `resolve_run_config`)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from unsample.errors import InputError
+from unsample_lab.embedded.run_folder import RUN_JSON, write_json_atomic
 from unsample_lab.embedded.threads import ThreadTuner
 
 
@@ -48,6 +51,23 @@ def update_ema(ema: dict[str, torch.Tensor], module: torch.nn.Module, step: int,
                 ema[k].mul_(d).add_(v, alpha=1 - d)
             else:
                 ema[k].copy_(v)
+
+
+class StageClock:
+    """Wall time spent in a stage, accumulated across resumes (``already``: the seconds before this one)."""
+
+    def __init__(self, already: float) -> None:
+        self.already = already
+        self.start = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return self.already + time.monotonic() - self.start
+
+
+def progress_bar(enabled: bool, total: int, initial: int, desc: str) -> Any:
+    """A tqdm bar over a stage's steps (``initial`` done before a resume); silent when not ``enabled``."""
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True)
 
 
 class StageLoop:
@@ -106,9 +126,7 @@ def resolve_run_config(out: Path, config: Any, cls: type, allowed: frozenset[str
     """The config of run folder ``out``: the one in its run.json (``config`` None), or ``config``,
     which may differ from the saved one only in ``allowed`` fields (then it is saved); a new run
     saves ``config`` or ``cls()``."""
-    from unsample_lab.embedded import checkpoint as ckpt
-
-    path = out / "run.json"
+    path = out / RUN_JSON
     if path.exists():
         saved = cls.from_json(json.loads(path.read_text(encoding="utf-8"))["config"])
         if config is None:
@@ -118,8 +136,8 @@ def resolve_run_config(out: Path, config: Any, cls: type, allowed: frozenset[str
             raise InputError(f"{out} holds a run with a different config ({', '.join(sorted(changed - allowed))}); "
                              "use a new --out folder or the same config")
         if changed:
-            ckpt.write_json_atomic(path, {"config": config.to_json()})
+            write_json_atomic(path, {"config": config.to_json()})
         return config
     cfg = config if config is not None else cls()
-    ckpt.write_json_atomic(path, {"config": cfg.to_json()})
+    write_json_atomic(path, {"config": cfg.to_json()})
     return cfg

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from unsample.errors import InputError
 from unsample_lab.shapes.edits import EditPair
@@ -108,15 +109,13 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def _blur(image: np.ndarray) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter
+    from scipy.ndimage import gaussian_filter  # heavy (scipy): loaded on use
 
     smooth = gaussian_filter(image.astype(np.float64), sigma=(BLUR_SIGMA, BLUR_SIGMA, 0.0))
     return _to_uint8(smooth)
 
 
 def _jpeg(image: np.ndarray) -> np.ndarray:
-    from PIL import Image
-
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image)).save(
         buffer, format="JPEG", quality=JPEG_QUALITY

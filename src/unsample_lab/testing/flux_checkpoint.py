@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors.torch import save_file
 
 from unsample.errors import InputError
 from unsample_lab.testing.sd3_checkpoint import swap_halves
@@ -115,8 +116,7 @@ def save_flux_checkpoint(pipeline_folder: str | Path, path: str | Path, *,
     the VAE and text encoders are the config folder's) as one safetensors file at ``path``, in
     BFL's layout or diffusers' own, each key under ``prefix`` (BFL's files have none, some
     re-saves use ``model.diffusion_model.``); return it."""
-    from diffusers import FluxTransformer2DModel
-    from safetensors.torch import save_file
+    from diffusers import FluxTransformer2DModel  # heavy (diffusers' models): loaded on use
 
     transformer = FluxTransformer2DModel.from_pretrained(Path(pipeline_folder) / "transformer")
     state = transformer.state_dict()

@@ -26,6 +26,7 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from unsample.errors import InputError
 
@@ -44,7 +45,7 @@ def _resnet(rest: str) -> str:
 def unet_to_ldm(state: dict[str, torch.Tensor], layers_per_block: int,
                 up_blocks_with_attention: set[int]) -> dict[str, torch.Tensor]:
     """A diffusers UNet2DConditionModel state dict in LDM's key layout (without the prefix)."""
-    from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING
+    from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING  # heavy (diffusers' models): loaded on use
 
     unet_names = DIFFUSERS_TO_LDM_MAPPING["unet"]
     # SDXL's "text_time" add_embedding (and a class embedding) both live under LDM's label_emb
@@ -84,7 +85,7 @@ def unet_to_ldm(state: dict[str, torch.Tensor], layers_per_block: int,
 
 def vae_to_ldm(state: dict[str, torch.Tensor], num_blocks: int) -> dict[str, torch.Tensor]:
     """A diffusers AutoencoderKL state dict in LDM's key layout (without the prefix)."""
-    from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING
+    from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING  # heavy (diffusers' models): loaded on use
 
     fixed = DIFFUSERS_TO_LDM_MAPPING["vae"]
     out: dict[str, torch.Tensor] = {}
@@ -120,9 +121,8 @@ def vae_to_ldm(state: dict[str, torch.Tensor], num_blocks: int) -> dict[str, tor
 def save_ldm_checkpoint(pipeline_folder: str | Path, path: str | Path) -> Path:
     """Write the SD 1.x pipeline in ``pipeline_folder`` (UNet, VAE, CLIP text encoder) as one
     LDM-layout safetensors file at ``path``; return it."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from safetensors.torch import save_file
-    from transformers import CLIPTextModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel  # heavy (diffusers' models): loaded on use
+    from transformers import CLIPTextModel  # heavy (transformers' models): loaded on use
 
     folder = Path(pipeline_folder)
     unet = UNet2DConditionModel.from_pretrained(folder / "unet")

@@ -32,6 +32,7 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from unsample.errors import InputError
 from unsample_lab.testing.ldm_checkpoint import vae_to_ldm
@@ -122,9 +123,8 @@ def save_sd3_checkpoint(pipeline_folder: str | Path, path: str | Path, *, with_v
     """Write the SD3 pipeline in ``pipeline_folder`` as one original-layout safetensors file at
     ``path``: the transformer, the VAE (unless ``with_vae=False``), the two CLIP encoders with
     ``with_clips`` and T5 with ``with_t5`` (the folder must have it); return it."""
-    from diffusers import AutoencoderKL, SD3Transformer2DModel
-    from safetensors.torch import save_file
-    from transformers import CLIPTextModelWithProjection, T5EncoderModel
+    from diffusers import AutoencoderKL, SD3Transformer2DModel  # heavy (diffusers' models): loaded on use
+    from transformers import CLIPTextModelWithProjection, T5EncoderModel  # heavy (transformers' models): loaded on use
 
     folder = Path(pipeline_folder)
     transformer = SD3Transformer2DModel.from_pretrained(folder / "transformer")

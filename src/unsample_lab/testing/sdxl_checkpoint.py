@@ -28,6 +28,7 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from unsample.errors import InputError
 from unsample_lab.testing.ldm_checkpoint import unet_to_ldm, vae_to_ldm
@@ -90,9 +91,8 @@ def open_clip_to_ldm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def save_sdxl_checkpoint(pipeline_folder: str | Path, path: str | Path) -> Path:
     """Write the SDXL pipeline in ``pipeline_folder`` (UNet, VAE, both text encoders) as one
     SGM-layout safetensors file at ``path``; return it."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from safetensors.torch import save_file
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+    from diffusers import AutoencoderKL, UNet2DConditionModel  # heavy (diffusers' models): loaded on use
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection  # heavy (transformers' models): loaded on use
 
     folder = Path(pipeline_folder)
     unet = UNet2DConditionModel.from_pretrained(folder / "unet")

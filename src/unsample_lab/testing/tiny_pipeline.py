@@ -22,10 +22,14 @@ over a word-piece vocabulary. Nothing is downloaded.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
+import torch
+
+from unsample.backends.tokenizer import build_word_tokenizer
 from unsample.errors import InputError
 
 TINY_WORDS = (
@@ -43,11 +47,9 @@ def build_tiny_pipeline(
     seed: int = 0,
 ) -> Path:
     """Save a tiny random SD pipeline into ``folder`` (16x16 pixels, 8x8x4 latents); return it."""
-    import torch
+    # heavy (diffusers' models): loaded on use
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from unsample.backends.tokenizer import build_word_tokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel  # heavy (transformers' models): loaded on use
 
     folder = Path(folder)
     tokenizer = build_word_tokenizer(TINY_WORDS, max_length=12)
@@ -122,7 +124,7 @@ def _build_t5_word_tokenizer(words: Iterable[str], *, max_length: int = 512):  #
     list (or capitalised) becomes ``▁`` + ``<unk>``. It saves as ``T5Tokenizer`` and loads back
     with ``T5TokenizerFast``/``AutoTokenizer``, as a real SD3/Flux checkpoint's does.
     """
-    from transformers import T5Tokenizer
+    from transformers import T5Tokenizer  # heavy (transformers' models): loaded on use
 
     marker = "\u2581"
     vocab: dict[str, float] = {"<pad>": 0.0, "</s>": 0.0, "<unk>": 0.0, marker: -10.0}
@@ -133,7 +135,7 @@ def _build_t5_word_tokenizer(words: Iterable[str], *, max_length: int = 512):  #
 
 def _tiny_t5_encoder(vocab_size: int, d_model: int):  # -> T5EncoderModel
     """A one-layer T5 v1.1-style encoder (gated GELU) of width ``d_model``."""
-    from transformers import T5Config, T5EncoderModel
+    from transformers import T5Config, T5EncoderModel  # heavy (transformers' models): loaded on use
 
     return T5EncoderModel(
         T5Config(
@@ -155,7 +157,7 @@ def _tiny_t5_encoder(vocab_size: int, d_model: int):  # -> T5EncoderModel
 
 def _tiny_clip_config(tokenizer, *, hidden_size: int, projection_dim: int | None = None):  # -> CLIPTextConfig
     """A two-layer CLIP text config whose special-token ids are ``tokenizer``'s."""
-    from transformers import CLIPTextConfig
+    from transformers import CLIPTextConfig  # heavy (transformers' models): loaded on use
 
     extra = {} if projection_dim is None else {"projection_dim": projection_dim}
     return CLIPTextConfig(
@@ -174,7 +176,7 @@ def _tiny_clip_config(tokenizer, *, hidden_size: int, projection_dim: int | None
 
 def _tiny_flow_vae(*, scaling_factor: float, shift_factor: float):  # -> AutoencoderKL
     """A three-level AutoencoderKL (pixels / 4) with 16 latent channels and no quant convs, as SD3/Flux."""
-    from diffusers import AutoencoderKL
+    from diffusers import AutoencoderKL  # heavy (diffusers' models): loaded on use
 
     return AutoencoderKL(
         in_channels=3,
@@ -213,11 +215,9 @@ def build_tiny_sd3_pipeline(
     With ``identity_clip_l_projection`` the CLIP-L encoder's ``text_projection`` is the identity,
     as diffusers loads it from SD3's single files (which pool CLIP-L unprojected).
     """
-    import torch
+    # heavy (diffusers' models): loaded on use
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
-    from transformers import CLIPTextModelWithProjection
-
-    from unsample.backends.tokenizer import build_word_tokenizer
+    from transformers import CLIPTextModelWithProjection  # heavy (transformers' models): loaded on use
 
     folder = Path(folder)
     clip_l_width, clip_g_width, t5_width = 16, 32, 64
@@ -273,11 +273,9 @@ def build_tiny_flux_pipeline(folder: str | Path, *, seed: int = 0) -> Path:
     Flux-dev; the pooled CLIP output (32) is the ``pooled_projection_dim`` and the T5 width
     (48) the ``joint_attention_dim``. The scheduler uses Flux's resolution-dependent shift.
     """
-    import torch
+    # heavy (diffusers' models): loaded on use
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextModel
-
-    from unsample.backends.tokenizer import build_word_tokenizer
+    from transformers import CLIPTextModel  # heavy (transformers' models): loaded on use
 
     folder = Path(folder)
     clip_width, t5_width = 32, 48
@@ -339,16 +337,13 @@ def build_tiny_sdxl_pipeline(
     (pixels / 4) carries SDXL's scaling factor and ``force_upcast=True``; the scheduler is
     SDXL's shipped Euler config (scaled-linear betas, "leading" spacing, ``steps_offset`` 1).
     """
-    import torch
-    from diffusers import (
+    from diffusers import (  # heavy (diffusers' models): loaded on use
         AutoencoderKL,
         EulerDiscreteScheduler,
         StableDiffusionXLPipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
-    from unsample.backends.tokenizer import build_word_tokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection  # heavy (transformers' models): loaded on use
 
     folder = Path(folder)
     clip_l_width, clip_g_width, time_dim = 16, 32, 8
@@ -442,9 +437,7 @@ def build_tiny_ddpm_pipeline(
     ``unet``/``scheduler``. diffusers 0.42 loads that too: a component without its subfolder is
     loaded from the root.
     """
-    import json
-
-    import torch
+    # heavy (diffusers' models): loaded on use
     from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
     from diffusers import __version__ as diffusers_version
 

@@ -1,0 +1,193 @@
+"""``unsample bench reconstruction`` and ``unsample bench edit``: the benches that write reports
+(report.md, results.json, CSV, plots). The benches, the shapes world and the library's model code are
+imported inside the commands, so registering them stays cheap (`unsample_lab.cli`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from unsample.cli.common import (
+    DeviceOpt,
+    DtypeOpt,
+    ModelConfigOpt,
+    ModelOpt,
+    UserError,
+    csv_values,
+    friendly,
+    load_model,
+)
+
+BenchOptionOpt = Annotated[list[str] | None, typer.Option(
+    "--option", help="METHOD:KEY=VALUE for one method, repeatable (e.g. edict:precision=float64).")]
+
+
+def _check_report_folder(out: Path) -> None:
+    """A bench's report folder must be a folder (or not exist yet) and writable, checked before the run."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {str(out)!r} is a file; give a folder for the report")
+    parent = out if out.exists() else out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"--out {str(out)!r} cannot be written ({str(parent)!r} is not writable)")
+
+
+def _bench_options(pairs: list[str] | None, methods: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``["edict:precision=float64"]`` -> ``{"edict": {"precision": "float64"}}``, checked per method."""
+    from unsample.methods.options import parse_options  # the methods load torch: registration stays cheap
+    from unsample.methods.registry import get_method
+
+    raw: dict[str, list[str]] = {}
+    for pair in pairs or []:
+        method, sep, option = pair.partition(":")
+        if not sep or method not in methods:
+            raise UserError(f"--option {pair!r} must be METHOD:KEY=VALUE with METHOD one of {', '.join(methods)}")
+        raw.setdefault(method, []).append(option)
+    return {m: parse_options(get_method(m).config, opts, m) for m, opts in raw.items()}
+
+
+@friendly
+def bench_reconstruction(
+    out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("out/bench-reconstruction"),
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated, default all registered.")] = "",
+    steps: Annotated[str, typer.Option("--steps", help="Comma-separated step counts.")] = "50",
+    guidance: Annotated[str, typer.Option("--guidance", help="Comma-separated CFG scales.")] = "1,7",
+    scenes: Annotated[int, typer.Option("--scenes", min=1, help="Held-out shapes scenes.")] = 20,
+    images: Annotated[Path | None, typer.Option("--images", help="Folder of real images (with --prompts).")] = None,
+    prompts: Annotated[Path | None, typer.Option("--prompts", help="JSONL: {\"image\": name, \"prompt\": text} per line.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="4 scenes, 10 steps: a few minutes.")] = False,
+    option: BenchOptionOpt = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    model: ModelOpt = None,
+    model_config: ModelConfigOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
+) -> None:
+    """Reconstruction error of every method against the autoencoder floor."""
+    from unsample.methods.registry import available_methods, get_method  # registration stays cheap
+    from unsample_lab.bench.reconstruction import (
+        ReconstructionBench,
+        report_table,
+        run,
+        write_report,
+    )
+
+    names = csv_values(methods, str) or tuple(available_methods())
+    for name in names:
+        get_method(name)
+    bench = ReconstructionBench(
+        methods=names,
+        steps=(10,) if quick else csv_values(steps, int),
+        guidance=csv_values(guidance, float),
+        scenes=4 if quick else scenes,
+        seed=seed,
+        images_dir=str(images) if images else None,
+        prompts_file=str(prompts) if prompts else None,
+        options=_bench_options(option, names),
+    )
+    _check_report_folder(out)
+    m = load_model(model, device, dtype, model_config)
+    if csv_values(methods, str):
+        for name in names:
+            get_method(name).check_applies(m.schedule)
+    else:  # every method that runs on this model's family
+        names = tuple(n for n in names if get_method(n).refuses is None or not get_method(n).refuses(m.schedule))
+        bench = dataclasses.replace(bench, methods=names, options=_bench_options(option, names))
+    result = run(m, bench)
+    command = "unsample " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("unsample") else "unsample bench reconstruction"
+    write_report(result, bench, out, command, m)
+    typer.echo(report_table(result["rows"]))
+    typer.echo(f"report: {out / 'report.md'}")
+
+
+@friendly
+def bench_edit(
+    out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("out/bench-edit"),
+    methods: Annotated[str, typer.Option("--methods", help="Inversion methods, and flowedit (FlowEdit: no inversion; "
+                                          "swap, no mask).")] = "ddim,null-text,edict",
+    controls: Annotated[str, typer.Option("--controls", help="swap,p2p,direct+p2p")] = "swap,p2p,direct+p2p",
+    masks: Annotated[str, typer.Option("--masks", help="none,noise,attention,intersect,exact (exact: the pair's own mask)")] = "none,noise",
+    mask_dilate: Annotated[int, typer.Option("--mask-dilate", min=0, help="Grow every mask by this many latent cells.")] = 0,
+    blend_start: Annotated[float, typer.Option("--blend-start", min=0.0, max=1.0, help="Step fraction from which masked blending acts.")] = 0.0,
+    mask_rule: Annotated[str, typer.Option("--mask-rule", help="Noise mask threshold: diffedit|otsu.")] = "diffedit",
+    mask_smooth: Annotated[int, typer.Option("--mask-smooth", min=0, help="Noise mask smoothing radius (latent cells).")] = 0,
+    robustness: Annotated[bool, typer.Option("--robustness", help="Run the pairs under every robustness variant (off-distribution images).")] = False,
+    variants: Annotated[str, typer.Option("--variants", help="Robustness variants (default all): stripe-angle,stripe-width,off-palette,noise,blur,jpeg")] = "",
+    pairs: Annotated[int, typer.Option("--pairs", min=1)] = 50,
+    kinds: Annotated[str, typer.Option("--kinds")] = "color,shape,size,background",
+    steps: Annotated[int, typer.Option("--steps", min=1)] = 50,
+    inversion_guidance: Annotated[float | None, typer.Option(
+        "--inversion-guidance", help="CFG of the inversion (default: the edit's, so exact methods replay exactly).")] = None,
+    edit_guidance: Annotated[float, typer.Option("--edit-guidance")] = 5.0,
+    start_step: Annotated[int, typer.Option("--start-step", min=0)] = 0,
+    images: Annotated[Path | None, typer.Option("--images", help="Folder of real images (with --prompts).")] = None,
+    prompts: Annotated[Path | None, typer.Option(
+        "--prompts", help="JSONL: {\"image\", \"source_prompt\", \"target_prompt\", optional \"mask\", \"kind\"} per line.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="8 pairs, 20 steps, ddim only.")] = False,
+    option: BenchOptionOpt = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    model: ModelOpt = None,
+    model_config: ModelConfigOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
+) -> None:
+    """Edit success and background preservation on edit pairs with exact targets."""
+    from unsample.methods.registry import get_method  # registration stays cheap
+    from unsample_lab.bench.edit import (
+        CONTROLS,
+        FLOWEDIT,
+        MASKS,
+        EditBench,
+        report_table,
+        run,
+        write_report,
+    )
+
+    names = csv_values(methods, str)
+    for name in names:
+        if name != FLOWEDIT:  # an editor without inversion, not a registry method
+            get_method(name)
+    ctrl = csv_values(controls, str)
+    for c in ctrl:
+        if c not in CONTROLS:
+            raise UserError(f"control {c!r} is not one of {', '.join(CONTROLS)}")
+    mask_names = csv_values(masks, str)
+    for mk in mask_names:
+        if mk not in MASKS:
+            raise UserError(f"mask {mk!r} is not one of {', '.join(MASKS)}")
+    from unsample_lab.shapes.robustness import ROBUSTNESS_VARIANTS  # registration stays cheap
+
+    variant_names = csv_values(variants, str)
+    for v in variant_names:
+        if v not in ROBUSTNESS_VARIANTS:
+            raise UserError(f"variant {v!r} is not one of {', '.join(ROBUSTNESS_VARIANTS)}")
+    if variant_names and not robustness:
+        raise UserError("--variants chooses robustness variants; add --robustness")
+    if (images or prompts) and robustness:
+        raise UserError("--robustness perturbs the shapes pairs; it does not apply to --images/--prompts")
+    bench = EditBench(
+        methods=("ddim",) if quick else names, controls=ctrl, masks=mask_names, mask_dilate=mask_dilate, mask_rule=mask_rule,
+        mask_smooth=mask_smooth,
+        blend_start=blend_start, robustness=robustness, variants=variant_names,
+        pairs=8 if quick else pairs, kinds=csv_values(kinds, str),
+        steps=20 if quick else steps, inversion_guidance=inversion_guidance, edit_guidance=edit_guidance,
+        start_step=start_step, seed=seed, images_dir=str(images) if images else None,
+        prompts_file=str(prompts) if prompts else None, options=_bench_options(option, names),
+    )
+    _check_report_folder(out)
+    from unsample.api import _check_guidance  # the api loads torch: registration stays cheap
+
+    _check_guidance(edit_guidance, "--edit-guidance")
+    _check_guidance(inversion_guidance, "--inversion-guidance", allow_none=True)
+    m = load_model(model, device, dtype, model_config)
+    result = run(m, bench)
+    command = "unsample " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("unsample") else "unsample bench edit"
+    write_report(result, bench, out, command, m)
+    typer.echo(report_table(result["summary"]))
+    typer.echo(f"report: {out / 'report.md'}")
