@@ -29,7 +29,6 @@ from unsample import trajectory as tv
 from unsample.backends.noisy_classifier import NoisyClassifier
 from unsample.images import psnr as image_psnr
 from unsample.images import tensor_to_pil
-from unsample.methods.registry import get_method
 from unsample_lab.demo import side_by_side, write_demo_files
 from unsample_lab.embedded import model_classifier_file
 from unsample_lab.shapes import detect, parse_caption, render, scene_from_spec
@@ -132,8 +131,7 @@ def run_pixel_demo(
     recon_img = tensor_to_pil(m.decode_latent(recon.latent.float()))
     edit_img = tensor_to_pil(m.decode_latent(edit.latent.float()))
 
-    spec = get_method("ddim")
-    grid = spec.config.from_options({}, "ddim").make_grid(m.schedule_for(tuple(inv.trajectory.shape[-2:])), steps)
+    grid = inv.grid(m)
     inversion_grid = _grid(m, m.denoiser(source_prompt), grid, inv.trajectory,
                            f"DDIM inversion, {steps} steps, class {source_prompt or 'none'}")
     edit_grid = _grid(m, m.denoiser(target_prompt, classifier=steer), grid, torch.stack(edit_states),

@@ -134,7 +134,7 @@ def trajectory(
     m = load_model(model, device, dtype, model_config)
     inv.check_model(m)
     config = get_method(inv.method).config.from_options(dict(inv.options), inv.method)
-    grid = config.make_grid(m.schedule_for(tuple(inv.trajectory.shape[-2:])), inv.steps)
+    grid = inv.grid(m)
     made = inv.stats.get("classifier_guidance")
     if classifier is None and (class_label is not None or classifier_scale is not None):
         raise UserError("--class-label and --classifier-scale need --classifier (the noise-aware classifier to guide with)")

@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 
 import unsample
 from unsample import defaults
-from unsample.editing.masks import NoiseMaskConfig
+from unsample.editing.spec import EditSpec
 from unsample.editing.tokens import changed_words
 from unsample.errors import InputError
 from unsample.images import load_image
@@ -73,6 +73,15 @@ class EditBench:
     images_dir: str | None = None
     prompts_file: str | None = None
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def edit_spec(self, method: str) -> EditSpec:
+        """The settings every edit row of ``method`` shares (each row adds its prompt, control and mask)."""
+        return EditSpec(
+            start_step=self.start_step, guidance=self.edit_guidance, cross_steps=self.cross_steps,
+            self_steps=self.self_steps, mask_dilate=self.mask_dilate, blend_start=self.blend_start,
+            mask_rule=self.mask_rule, mask_smooth=self.mask_smooth, method=method, steps=self.steps,
+            inversion_guidance=self.inversion_cfg, options=dict(self.options.get(method, {})), seed=self.seed,
+        )
 
     @property
     def inversion_cfg(self) -> float:
@@ -256,6 +265,7 @@ def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -
             rows += _flowedit_rows(model, bench, cases, floors, shown, gallery, progress)
             continue
         opts = bench.options.get(method, {})
+        base = bench.edit_spec(method)
         for case, floor in zip(cases, floors):
             t0 = time.perf_counter()
             inv = unsample.invert(model, Image.fromarray(case.source), case.source_caption, method=method,
@@ -270,13 +280,11 @@ def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -
                     if mask in ("attention", "intersect") and not case.blend_words:
                         continue
                     t = time.perf_counter()
-                    res = unsample.edit(
-                        model, inv, case.target_caption, start_step=bench.start_step, guidance=bench.edit_guidance,
-                        control=c["control"], blend_words=case.blend_words if mask in ("attention", "intersect") else (),
-                        cross_steps=bench.cross_steps, self_steps=bench.self_steps, direct=bool(c.get("direct")),
-                        mask=spec, mask_dilate=bench.mask_dilate, blend_start=bench.blend_start, output="result",
-                        noise_mask=NoiseMaskConfig(rule=bench.mask_rule, smooth=bench.mask_smooth),
+                    row_spec = base.replace(
+                        target_prompt=case.target_caption, control=c["control"], direct=bool(c.get("direct")), mask=spec,
+                        blend_words=case.blend_words if mask in ("attention", "intersect") else (),
                     )
+                    res = unsample.edit(model, inv, row_spec, output="result")
                     seconds = time.perf_counter() - t
                     cost = {"mask_area": float(res.mask.float().mean()) if res.mask is not None else 1.0,  # no mask: all may change
                             "nfe": inv.nfe + res.network_evaluations, "seconds": t_inv + seconds, "edit_seconds": seconds}

@@ -24,7 +24,6 @@ import unsample
 from unsample.api import prepare_image
 from unsample.errors import InputError
 from unsample.images import fit_image, load_image
-from unsample.methods.registry import get_method
 from unsample_lab.bench.report import report_folder, run_metadata, write_csv, write_json
 from unsample_lab.bench.stats import decoded_uint8, expected_noise_std, image_metrics, lag1_autocorrelation
 from unsample_lab.shapes import caption, random_scene, render
@@ -80,7 +79,6 @@ def run(model: Any, bench: ReconstructionBench, progress: bool = True) -> dict[s
                           "nfe": 0, "seconds": time.perf_counter() - t, **image_metrics(floor, target)})
     configs = [(m, s, g) for m in bench.methods for s in bench.steps for g in bench.guidance]
     for method, steps, guidance in configs:
-        spec = get_method(method)
         opts = bench.options.get(method, {})
         for name, image, prompt in inputs:
             target = np.asarray(fit_image(image, model.resolution, model.size_multiple))
@@ -88,7 +86,7 @@ def run(model: Any, bench: ReconstructionBench, progress: bool = True) -> dict[s
             inv = unsample.invert(model, image, prompt, method=method, steps=steps, guidance=guidance, seed=bench.seed, **opts)
             res = unsample.reconstruct(model, inv, output="result")
             seconds = time.perf_counter() - t
-            grid = spec.config.from_options(dict(inv.options), method).make_grid(model.schedule_for(tuple(inv.trajectory.shape[-2:])), steps)
+            grid = inv.grid(model)
             sigma_space = inv.stats.get("space") == "sigma"
             per_image.append({
                 "row": f"{method} s={steps} g={guidance:g}", "method": method, "steps": steps, "guidance": guidance,
