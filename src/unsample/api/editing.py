@@ -115,6 +115,8 @@ def edit_spec(spec: EditSpec | str | None, settings: dict[str, Any]) -> EditSpec
         spec = None
     if spec is not None and not isinstance(spec, EditSpec):
         raise InputError(f"edit's third argument is an EditSpec or the target prompt, got {type(spec).__name__}")
+    if spec is not None and not settings:
+        return spec
     return (spec or EditSpec()).replace(**settings)
 
 

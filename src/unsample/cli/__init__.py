@@ -44,7 +44,12 @@ def build_app() -> typer.Typer:
     return cli
 
 
-app = build_app()
+def __getattr__(name: str) -> Any:
+    """``unsample.cli.app``: a new app, built when asked for (importing this module loads no
+    extension, so an extension may import `unsample.cli.common` first)."""
+    if name == "app":
+        return build_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def install_signal_cleanup() -> None:
@@ -71,7 +76,7 @@ def main() -> None:
     would draw them in a box under the usage text); bare commands still print their help."""
     install_signal_cleanup()
     try:
-        code = app(prog_name="unsample", standalone_mode=False)
+        code = build_app()(prog_name="unsample", standalone_mode=False)
     except Exception as err:
         line = _usage_error(err)
         if line is None:

@@ -91,10 +91,10 @@ def edit(
         if not Path(mask).is_file():
             raise UserError(f"--mask {mask!r} is not one of {', '.join(MASK_SOURCES)} nor an existing image file")
         load_image(Path(mask))  # an unreadable mask fails before the model loads
-    spec = spec_from_text(settings_text)
-    if prompt and spec.target_prompt and prompt != spec.target_prompt:
+    target = settings_text.get("target_prompt") or ""
+    if prompt and target and prompt != target:
         raise UserError("--prompt and --target-prompt disagree; give one of them")
-    spec = spec.replace(target_prompt=spec.target_prompt or prompt or "")
+    spec = spec_from_text(settings_text | {"target_prompt": target or prompt or ""})
     steer = classifier_guidance_from(classifier, class_label, classifier_scale)
     source_steer = classifier_guidance_from(classifier if source_class_label is not None else None, source_class_label,
                                             classifier_scale, "--source-class-label")

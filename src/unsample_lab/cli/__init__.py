@@ -28,4 +28,5 @@ def register(app: typer.Typer) -> None:
     group = typer.Typer(no_args_is_help=True, help="Benchmarks that write reports (report.md, results.json, CSV, plots).")
     group.command("reconstruction")(bench.bench_reconstruction)
     group.command("edit")(bench.bench_edit)
+    group.command("edit-path")(bench.bench_edit_path)
     app.add_typer(group, name="bench")

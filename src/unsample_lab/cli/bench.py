@@ -191,3 +191,15 @@ def bench_edit(
     write_report(result, bench, out, command, m)
     typer.echo(report_table(result["summary"]))
     typer.echo(f"report: {out / 'report.md'}")
+
+
+@friendly
+def bench_edit_path(
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Steps of the traced edit.")] = 4,
+) -> None:
+    """Trace one default ``unsample edit`` of an image: the library modules and calls it runs, and how
+    often it checks the prompts, builds the grid and checks the model."""
+    from unsample_lab.bench.edit_path import trace_edit  # a lab bench: loaded by its command only
+
+    for line in trace_edit(steps).lines():
+        typer.echo(line)
