@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import tomllib
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
@@ -125,3 +127,13 @@ def embedded_model():
     if not (embedded_model_path() / "model_index.json").is_file():
         pytest.skip("the embedded model is not installed")
     return unsample.load(None, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def declared_scene_entry_points() -> list[EntryPoint]:
+    """pyproject.toml's ``unsample.scenes`` entry points, as the installed metadata lists them once the
+    package is (re)installed: the UI tests point the scene lookup at these, so they test the declaration."""
+    from unsample.ui.scenes import SCENES_GROUP
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    return [EntryPoint(name, value, SCENES_GROUP) for name, value in project["entry-points"][SCENES_GROUP].items()]

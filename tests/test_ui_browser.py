@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import socket
 from collections.abc import Iterator
+from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +40,19 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(embedded_model, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from unsample.ui.app import build_app, close_app, launch
+def server(embedded_model, tmp_path_factory: pytest.TempPathFactory,
+           declared_scene_entry_points: list[EntryPoint]) -> Iterator[str]:
+    from unsample.ui.app import build_app, close_app, gradio_cache_in, launch
+    from unsample.ui.scenes import installed_scenes
 
     workdir = tmp_path_factory.mktemp("ui-server")
-    app = build_app(embedded_model, workdir=workdir)
-    url = launch(app, "127.0.0.1", _free_port(), block=False, quiet=True)
-    assert url.startswith("http://127.0.0.1:")
-    yield url
-    close_app(app)
+    with gradio_cache_in(workdir / "uploads"):  # as `serve` does: gradio's cache goes with the app's folder
+        # the scenes pyproject.toml declares (the shapes world's, which suggests the source prompt)
+        app = build_app(embedded_model, workdir=workdir, scenes=installed_scenes(declared_scene_entry_points))
+        url = launch(app, "127.0.0.1", _free_port(), block=False, quiet=True)
+        assert url.startswith("http://127.0.0.1:")
+        yield url
+        close_app(app)
     assert not workdir.exists()  # uploads and outputs removed when the app stops
 
 

@@ -1,26 +1,43 @@
 """The web UI's callbacks without a browser: every bad input is one line, refused before any model
-work; the session cache makes a second edit cost only the edit; the option controls carry the
-method configs' own defaults and bounds."""
+work, and anything else is a bug shown as unexpected with its traceback in the log; the session
+cache makes a second edit cost only the edit; an edit is one EditSpec; the option controls carry
+the method configs' own defaults and bounds."""
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from dataclasses import fields
+from importlib.metadata import EntryPoint
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from unsample.editing.masks import MASK_SOURCES
+from unsample.editing.spec import EditSpec, setting_info
+from unsample.errors import InputError, UnsampleError
 from unsample.methods.base import bounds_of
 from unsample.methods.registry import available_methods, get_method
 from unsample.ui import callbacks as cb
+from unsample.ui import scenes
 from unsample.ui.controls import method_controls, options_from_values
 from unsample.ui.session import SessionState
-from unsample.ui.settings import MAX_IMAGE_PIXELS, SCENE_CAPTIONS
+from unsample.ui.settings import MAX_IMAGE_PIXELS
+from unsample_lab.ui_scenes import CAPTIONS as SCENE_CAPTIONS
 
 SOURCE = "a large red circle on a plain gray background"
 TARGET = "a large green circle on a plain gray background"
+
+
+@pytest.fixture(autouse=True)
+def scenes_as_declared(monkeypatch: pytest.MonkeyPatch, declared_scene_entry_points: list[EntryPoint]) -> None:
+    """The scene lookup reads pyproject.toml's ``unsample.scenes`` entry points (the shared venv's
+    installed metadata may predate them)."""
+    monkeypatch.setattr(scenes, "registered_entry_points", lambda: declared_scene_entry_points)
 
 
 @pytest.fixture()
@@ -37,6 +54,7 @@ def red_circle(embedded_model, state: SessionState) -> SessionState:
 def _raises(message: str, fn, *args, **kwargs) -> str:
     with pytest.raises(ValueError) as err:
         fn(*args, **kwargs)
+    assert isinstance(err.value, UnsampleError), repr(err.value)  # what the user can fix, not a bug
     text = cb.error_text(err.value)
     assert message in text and "\n" not in text and "Traceback" not in text, text
     return text
@@ -127,9 +145,96 @@ def test_bad_edits_are_refused_before_inverting(embedded_model, red_circle: Sess
 
 
 def test_error_text_is_one_line_and_hides_tracebacks_of_the_unexpected() -> None:
-    assert cb.error_text(ValueError("first line\nsecond")) == "first line"
+    # issue 32: what the user can fix is an UnsampleError (a plain ValueError is now a bug, below)
+    assert cb.error_text(InputError("first line\nsecond")) == "first line"
+    assert cb.error_text(cb.UIError("first line\nsecond")) == "first line" and issubclass(cb.UIError, InputError)
+    assert cb.error_text(OSError(28, "No space left on device")) == "[Errno 28] No space left on device"
     text = cb.error_text(RuntimeError("CUDA out of memory\n  at ..."))
     assert text == "unexpected RuntimeError: CUDA out of memory (details in the server's log)"
+    assert cb.error_text(ValueError("first line\nsecond")) == "unexpected ValueError: first line (details in the server's log)"
+
+
+def test_a_plain_value_error_inside_the_edit_is_a_bug_shown_as_unexpected_and_logged(
+        embedded_model, red_circle: SessionState, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import unsample
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("index 7 is out of bounds\n(a bug, not the user's input)")
+
+    monkeypatch.setattr(unsample, "edit", broken)
+    with pytest.raises(ValueError) as err:
+        cb.edit(embedded_model, red_circle, cb.InvertRequest(SOURCE, "ddim", steps=4), cb.EditRequest(TARGET))
+    with caplog.at_level(logging.ERROR, logger=cb.log.name):
+        text = cb.error_text(err.value)
+    assert text == "unexpected ValueError: index 7 is out of bounds (details in the server's log)"
+    [record] = [r for r in caplog.records if r.name == cb.log.name]
+    assert record.levelno == logging.ERROR and record.exc_info is not None and record.exc_info[1] is err.value
+    assert "in broken" in caplog.text and "Traceback" in caplog.text  # the server's log has the traceback
+
+
+def test_an_input_error_inside_the_edit_is_its_own_line(
+        embedded_model, red_circle: SessionState, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import unsample
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise InputError("an attention mask needs words that differ between the prompts, or blend_words\nmore")
+
+    monkeypatch.setattr(unsample, "edit", refused)
+    with caplog.at_level(logging.DEBUG, logger=cb.log.name):
+        text = _raises("an attention mask needs words that differ", cb.edit, embedded_model, red_circle,
+                       cb.InvertRequest(SOURCE, "ddim", steps=4), cb.EditRequest(TARGET))
+    assert text == "an attention mask needs words that differ between the prompts, or blend_words"
+    assert not [r for r in caplog.records if r.name == cb.log.name]  # nothing for the log: not a bug
+
+
+# ---------------------------------------------------------------- one EditSpec per edit
+
+
+def test_the_request_defaults_are_the_specs() -> None:
+    request = cb.EditRequest(TARGET)
+    for name in ("control", "start_step", "guidance", "cross_steps", "self_steps"):
+        assert getattr(request, name) == setting_info(name).default, name
+    assert request.mask == EditSpec().mask_source() and request.mask in cb.MASK_CHOICES
+    assert set(cb.MASK_CHOICES) == {*MASK_SOURCES, cb.DRAWN_MASK, cb.UPLOADED_MASK}
+    assert [value for _, value in cb.CONTROL_CHOICES] == list(setting_info("control").choices)
+    request = cb.InvertRequest(SOURCE, "ddim")
+    assert (request.steps, request.guidance) == (setting_info("steps").default, setting_info("inversion_guidance").default)
+
+
+def test_an_edit_is_one_spec_its_prompts_checked_once(embedded_model, red_circle: SessionState,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import unsample
+    from unsample.api import common
+
+    calls: list[dict[str, Any]] = []
+    real_edit = unsample.edit
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs | {"spec": args[2]})
+        return real_edit(*args, **kwargs)
+
+    checked: list[str] = []
+    real_problems = common.prompt_problems
+
+    def counted(model: Any, prompt: str) -> Any:
+        checked.append(prompt)
+        return real_problems(model, prompt)
+
+    monkeypatch.setattr(unsample, "edit", spy)
+    monkeypatch.setattr(common, "prompt_problems", counted)
+    request = cb.EditRequest(TARGET, control="reweight", reweight="green=2, circle=0.5", blend_words="green, circle",
+                             cross_steps=0.6, self_steps=0.2, guidance=3.0)
+    view = cb.edit(embedded_model, red_circle, cb.InvertRequest(SOURCE, "ddim", steps=4), request)
+    [call] = calls
+    spec = call["spec"]
+    assert isinstance(spec, EditSpec) and call["output"] == "result" and call["unknown_words"] == "checked"
+    assert (spec.target_prompt, spec.control, spec.reweight, spec.blend_words) == \
+        (TARGET, "reweight", {"green": 2.0, "circle": 0.5}, ("green", "circle"))
+    assert (spec.cross_steps, spec.self_steps, spec.guidance, spec.start_step, spec.mask) == (0.6, 0.2, 3.0, 0, "noise")
+    assert sorted(checked) == sorted([SOURCE, TARGET])  # each prompt once: the page checks, the API trusts it
+    record = json.loads(view.files[1].read_text())
+    assert record["edit"] == spec.to_json() and EditSpec.from_json(record["edit"]) == spec
+    assert record["reweight"] == {"green": 2.0, "circle": 0.5} and record["blend_words"] == ["green", "circle"]
 
 
 # ---------------------------------------------------------------- the cache: invert once, edit many times
@@ -151,8 +256,6 @@ def test_a_second_edit_reuses_the_inversion_and_costs_only_the_edit(embedded_mod
     # the downloads: the PNG with its sidecar, and the inversion file that loads back
     png, sidecar = second.files
     assert png.suffix == ".png" and sidecar == png.with_suffix(".json")
-    import json
-
     import unsample
 
     record = json.loads(sidecar.read_text())
@@ -168,6 +271,9 @@ def test_a_drawn_mask_confines_the_edit(embedded_model, red_circle: SessionState
     view = cb.edit(embedded_model, red_circle, cb.InvertRequest(SOURCE, "ddim", steps=4),
                    cb.EditRequest(TARGET, mask=cb.DRAWN_MASK, drawn_mask=drawn, guidance=1.0))
     assert view.mask_overlay is not None
+    assert view.mask_overlay.size == view.before.size == (256, 256)  # on the input, shown enlarged
+    record = json.loads(view.files[1].read_text())
+    assert record["mask"] == cb.DRAWN_MASK and record["edit"]["mask"] == "user" and 0 < record["mask_area"] < 1
     mask = cb.mask_from_drawing(drawn)
     assert mask is not None and mask.size == (256, 256) and np.asarray(mask)[128, 128] == 255
 

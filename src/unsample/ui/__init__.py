@@ -7,6 +7,7 @@ A thin layer over the public API (`unsample.load` / `invert` / `reconstruct` / `
 - `settings`: the limits and the queue's concurrency, as named constants.
 - `controls`: a method's option controls, built from its config dataclass (`option_specs`).
 - `session`: one browser session's state: its folder and its cache of inversions.
-- `callbacks`: the plain functions the page calls (testable without a browser).
+- `scenes`: the built-in scenes' provider, found through the ``unsample.scenes`` entry point.
+- `callbacks`: the plain functions the page calls (testable without a browser); an edit is one `EditSpec`.
 - `app`: the gr.Blocks layout, ``build_app(model)`` and ``serve(model, host, port)``.
 """

@@ -1,10 +1,12 @@
 """The page: a gr.Blocks layout over `unsample.ui.callbacks`, and the server that runs it.
 
-``build_app(model)`` loads the model and lays out the page; ``serve(model, host, port)`` (the
-``unsample ui`` command) launches it on this machine only unless told otherwise, prints the URL
-and, when it stops, removes its temporary folder (uploads, edits, inversion files). Gradio is
-imported here, inside the functions, so ``import unsample`` stays light; analytics are off and no
-share link is made, so launching needs no network.
+``build_app(model)`` loads the model and lays out the page, its edit controls made from
+`EditSpec`'s settings (default, range, help line); ``serve(model, host, port)`` (the ``unsample
+ui`` command, the process's entry point) launches it on this machine only unless told otherwise,
+prints the URL and, when it stops, removes its temporary folder (uploads, edits, inversion
+files). Gradio is imported here, inside the functions, so ``import unsample`` stays light;
+analytics are off (an argument of the page) and no share link is made (one of `launch`), so
+launching needs no network. Nothing here is module state: a built app carries its own folder.
 """
 
 from __future__ import annotations
@@ -13,21 +15,23 @@ import atexit
 import os
 import shutil
 import tempfile
-import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from unsample import defaults
+from unsample.editing.spec import setting_info
 from unsample.errors import InputError
 from unsample.ui import callbacks as cb
+from unsample.ui.scenes import SceneProvider, installed_scenes
 from unsample.ui.settings import (
+    CACHE_CLEANUP,
     DEFAULT_HOST,
     DEFAULT_PORT,
     MAX_UPLOAD_SIZE,
     MODEL_CONCURRENCY,
     PAGE_CONCURRENCY,
     QUEUE_MAX_SIZE,
-    SCENE_CAPTIONS,
 )
 
 if TYPE_CHECKING:
@@ -39,23 +43,27 @@ if TYPE_CHECKING:
     from unsample.backends.base import Model
     from unsample.ui.controls import OptionControl
 
-_WORKDIRS: weakref.WeakKeyDictionary[Any, Path] = weakref.WeakKeyDictionary()
-"""Each built app's temporary folder, removed by `close_app` (or at exit)."""
+WORKDIR_ATTRIBUTE = "unsample_workdir"
+"""The attribute of a built app (its gr.Blocks) that holds the app's temporary folder (`app_workdir`)."""
 
 
-def _offline_gradio() -> None:
-    """No telemetry, no version check, no share link: set before gradio is first imported."""
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-    os.environ.setdefault("GRADIO_SHARE", "False")
+def app_workdir(app: gr.Blocks) -> Path | None:
+    """The temporary folder of an app `build_app` made (None once `close_app` removed it)."""
+    found = getattr(app, WORKDIR_ATTRIBUTE, None)
+    return found if isinstance(found, Path) else None
 
 
 def _quiet_libraries() -> None:
+    """transformers', diffusers' and httpx's warnings and notices off while the page is served
+    (the libraries' own calls: they hold whether or not the library was imported before)."""
     import logging
 
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    for name in ("transformers", "diffusers", "httpx"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    from diffusers.utils import logging as diffusers_logging  # heavy: imported when the page is served
+    from transformers.utils import logging as transformers_logging  # heavy: imported when the page is served
+
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    logging.getLogger("httpx").setLevel(logging.ERROR)
 
 
 def _load_model(model: str | Model | None, model_config: str | None, device: str) -> Model:
@@ -64,7 +72,6 @@ def _load_model(model: str | Model | None, model_config: str | None, device: str
 
     if isinstance(model, ModelBase):
         return model
-    _quiet_libraries()
     if model_config is not None and model is None:
         raise InputError("model_config is for a single-file model; give the .safetensors file as the model")
     return unsample.load(model, device=device, config=model_config)
@@ -74,26 +81,41 @@ def _status(text: str, error: bool = False) -> str:
     return f"**Error:** {text}" if error else text
 
 
+def _from_spec(name: str) -> dict[str, Any]:
+    """A control's value and help line: the edit setting ``name``'s default and help (`setting_info`)."""
+    info = setting_info(name)
+    return {"value": info.default, "info": info.setting.help}
+
+
+def _range(name: str) -> tuple[float, float]:
+    """A slider's ends: the edit setting ``name``'s declared bounds."""
+    bounds = setting_info(name).bounds
+    assert bounds is not None and bounds.low is not None and bounds.high is not None, name
+    return bounds.low, bounds.high
+
+
 def build_app(model: str | Model | None = None, workdir: Path | None = None, *, model_config: str | None = None,
-              device: str = "auto") -> gr.Blocks:
+              device: str = "auto", scenes: SceneProvider | None = None) -> gr.Blocks:
     """The page for ``model``: anything `unsample.load` takes (a hub id, a folder, a single file
     with ``model_config``, an embedded model's name; None: the embedded default) or a loaded
-    `Model`. Uploads and outputs go to ``workdir`` (default: a new temporary folder, removed by
-    `close_app` or when the process exits)."""
-    _offline_gradio()
+    `Model`. Sessions' outputs go to ``workdir`` (default: a new temporary folder, removed by
+    `close_app` or when the process exits). ``scenes`` gives the built-in scenes and the suggested
+    source prompts (default: the installed provider, `unsample.ui.scenes.installed_scenes`; with
+    none the page has no scene picker)."""
     m = _load_model(model, model_config, device)  # a bad model fails before anything is created
+    provider = scenes if scenes is not None else installed_scenes()
     root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="unsample-ui-"))
     root.mkdir(parents=True, exist_ok=True)
-    os.environ["GRADIO_TEMP_DIR"] = str(root / "uploads")  # gradio's own upload cache lives there too
     if workdir is None:
         atexit.register(shutil.rmtree, root, True)
-    import gradio as gr
+    import gradio as gr  # heavy: imported when a page is built
 
     from unsample.ui.controls import method_controls
     from unsample.ui.session import SessionState, close_session
 
     methods = cb.model_methods(m)
-    default_method = defaults.EDIT_METHOD if defaults.EDIT_METHOD in methods else methods[0]
+    preferred = setting_info("method").default
+    default_method = preferred if preferred in methods else methods[0]
     attention = m.supports_attention_control  # prompt-to-prompt and attention masks hook a UNet's cross-attention
     masks = [c for c in cb.MASK_CHOICES if attention or c not in ("attention", "intersect")]
     controls = [c for c in cb.CONTROL_CHOICES if attention or c[1] == "none"]
@@ -101,7 +123,9 @@ def build_app(model: str | Model | None = None, workdir: Path | None = None, *, 
     def session(state: Any) -> SessionState:
         return state if isinstance(state, SessionState) else SessionState.create(root)
 
-    with gr.Blocks(title="unsample", analytics_enabled=False) as app:
+    # analytics_enabled=False: no telemetry and no version check (gradio then sets HF_HUB_DISABLE_TELEMETRY
+    # itself); delete_cache: gradio removes the files it cached for this app (uploads, shown images) on close
+    with gr.Blocks(title="unsample", analytics_enabled=False, delete_cache=CACHE_CLEANUP) as app:
         state = gr.State(None, delete_callback=close_session)
         gr.Markdown(f"## unsample: invert once, edit many times\nModel: `{m.name}` ({m.resolution} px). "
                     "Invert an image with a prompt that describes it, then edit it with prompts that "
@@ -110,7 +134,8 @@ def build_app(model: str | Model | None = None, workdir: Path | None = None, *, 
         with gr.Row():
             with gr.Column():
                 upload = gr.File(label="Upload an image", type="filepath", elem_id="upload")
-                scene = gr.Dropdown(list(SCENE_CAPTIONS), value=None, label="... or a built-in scene", elem_id="scene")
+                scene = gr.Dropdown(list(provider.captions), value=None, label="... or a built-in scene", elem_id="scene",
+                                    visible=bool(provider.captions))
                 preview = gr.Image(label="Input, as the model sees it", type="pil", format="png", interactive=False,
                                    elem_id="input-preview")
             with gr.Column():
@@ -124,8 +149,8 @@ def build_app(model: str | Model | None = None, workdir: Path | None = None, *, 
                             option_names.append((name, control.name))
                     groups.append(group)
                 with gr.Row():
-                    steps = gr.Number(value=defaults.EDIT_STEPS, precision=0, label="Steps", elem_id="steps")
-                    guidance = gr.Number(value=defaults.INVERSION_GUIDANCE, label="Inversion guidance",
+                    steps = gr.Number(value=setting_info("steps").default, precision=0, label="Steps", elem_id="steps")
+                    guidance = gr.Number(value=setting_info("inversion_guidance").default, label="Inversion guidance",
                                          info="1 = no classifier-free guidance", elem_id="inversion-guidance")
                 invert_button = gr.Button("Invert", variant="primary", elem_id="invert")
             with gr.Column():
@@ -136,9 +161,12 @@ def build_app(model: str | Model | None = None, workdir: Path | None = None, *, 
                                          elem_id="inversion-file")
         with gr.Row():
             with gr.Column():
-                target = gr.Textbox(label="Target prompt (describes the edit)", elem_id="target-prompt")
-                control = gr.Dropdown(controls, value="none", label="Control", elem_id="control")
-                mask = gr.Radio(masks, value=defaults.EDIT_MASK, label="Mask (where the edit may change the image)",
+                # each edit control: its default, range and help line from EditSpec's setting
+                target = gr.Textbox(**_from_spec("target_prompt"), label="Target prompt (describes the edit)",
+                                    elem_id="target-prompt")
+                control = gr.Dropdown(controls, **_from_spec("control"), label="Control", elem_id="control")
+                # the mask's help line is the CLI's (FILE.png, --blend-words); the page's choices say it
+                mask = gr.Radio(masks, value=cb.DEFAULT_MASK, label="Mask (where the edit may change the image)",
                                 elem_id="mask-source")
                 with gr.Accordion("Draw a mask (mask: drawn mask)", open=False):
                     drawing = gr.ImageEditor(type="numpy", sources=(), transforms=(), layers=False, label="Paint what may change",
@@ -146,16 +174,17 @@ def build_app(model: str | Model | None = None, workdir: Path | None = None, *, 
                 with gr.Accordion("Upload a mask (mask: uploaded mask; white = may change)", open=False):
                     mask_file = gr.File(label="Mask image", type="filepath", elem_id="mask-file")
                 with gr.Accordion("Prompt-to-prompt and attention masks", open=False):
-                    reweight = gr.Textbox(label="Reweight (WORD=SCALE, ...; control: reweight)", elem_id="reweight")
+                    reweight = gr.Textbox(label="Reweight (WORD=SCALE, ...; control: reweight)",
+                                          info=setting_info("reweight").setting.help, elem_id="reweight")
                     blend_words = gr.Textbox(label="Blend words for the attention mask (default: the words that differ)",
-                                             elem_id="blend-words")
-                    cross_steps = gr.Slider(0, 1, value=cb.edit_default("cross_steps"), label="Cross-attention steps (fraction)")
-                    self_steps = gr.Slider(0, 1, value=cb.edit_default("self_steps"), label="Self-attention steps (fraction)")
+                                             info=setting_info("blend_words").setting.help, elem_id="blend-words")
+                    cross_steps = gr.Slider(*_range("cross_steps"), **_from_spec("cross_steps"),
+                                            label="Cross-attention steps (fraction)", elem_id="cross-steps")
+                    self_steps = gr.Slider(*_range("self_steps"), **_from_spec("self_steps"),
+                                           label="Self-attention steps (fraction)", elem_id="self-steps")
                 with gr.Row():
-                    start_step = gr.Number(value=round(defaults.EDIT_START_FRACTION * defaults.EDIT_STEPS),
-                                           precision=0, label="Start step", info="0 = from the inverted noise",
-                                           elem_id="start-step")
-                    edit_guidance = gr.Number(value=defaults.EDIT_GUIDANCE, label="Edit guidance", elem_id="edit-guidance")
+                    start_step = gr.Number(**_from_spec("start_step"), precision=0, label="Start step", elem_id="start-step")
+                    edit_guidance = gr.Number(**_from_spec("guidance"), label="Edit guidance", elem_id="edit-guidance")
                 edit_button = gr.Button("Edit", variant="primary", elem_id="edit")
             with gr.Column():
                 result = gr.ImageSlider(label="Before / after", type="pil", format="png", elem_id="result")
@@ -169,7 +198,7 @@ def build_app(model: str | Model | None = None, workdir: Path | None = None, *, 
             state_now = session(current)
             try:
                 picture, name = image_of(source)
-                view = cb.set_image(m, state_now, picture, name)
+                view = cb.set_image(m, state_now, picture, name, provider)
             except Exception as err:  # noqa: BLE001 - every failure becomes one line in the page
                 return state_now, gr.skip(), gr.skip(), gr.skip(), _status(cb.error_text(err), error=True)
             editor = {"background": view.preview, "layers": [], "composite": None}
@@ -184,7 +213,8 @@ def build_app(model: str | Model | None = None, workdir: Path | None = None, *, 
         def on_scene(current: Any, caption: str | None) -> tuple[Any, ...]:
             if not caption:
                 return current, gr.skip(), gr.skip(), gr.skip(), gr.skip()
-            return show_image(current, lambda c: (cb.scene_image(c, m.resolution), f"scene '{c}'"), caption)
+            return show_image(current, lambda c: (cb.scene_image(c, m.resolution, provider=provider), f"scene '{c}'"),
+                              caption)
 
         def invert_request(values: dict[str, Any]) -> cb.InvertRequest:
             chosen = values["method"]
@@ -242,7 +272,7 @@ def build_app(model: str | Model | None = None, workdir: Path | None = None, *, 
         edit_button.click(on_edit, edit_inputs + option_inputs,
                           [state, result, mask_view, edit_cost, downloads, inversion_file, status], **model_job)
     app.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=MODEL_CONCURRENCY)
-    _WORKDIRS[app] = root
+    setattr(app, WORKDIR_ATTRIBUTE, root)  # the app carries its folder: launch allows it, close_app removes it
     return app
 
 
@@ -271,7 +301,7 @@ def _theme() -> Any:
 def launch(app: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, block: bool = True,
            quiet: bool = False) -> str:
     """Start serving ``app`` on ``host:port``; returns the local URL (after the server stops when ``block``)."""
-    root = _WORKDIRS.get(app)
+    root = app_workdir(app)
     try:
         _, url, _ = app.launch(server_name=host, server_port=port, share=False, inbrowser=False, quiet=True,
                                prevent_thread_lock=True, show_error=False, max_file_size=MAX_UPLOAD_SIZE,
@@ -294,11 +324,10 @@ def launch(app: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *
 def close_app(app: gr.Blocks) -> None:
     """Stop the server and remove the app's temporary folder (uploads, edits, inversion files)."""
     app.close(verbose=False)
-    root = _WORKDIRS.pop(app, None)
+    root = app_workdir(app)
     if root is not None:
         shutil.rmtree(root, ignore_errors=True)
-        if os.environ.get("GRADIO_TEMP_DIR", "").startswith(str(root)):
-            del os.environ["GRADIO_TEMP_DIR"]
+        setattr(app, WORKDIR_ATTRIBUTE, None)
 
 
 def _stop_on_sigterm() -> None:
@@ -311,11 +340,36 @@ def _stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
+@contextmanager
+def gradio_cache_in(folder: Path) -> Iterator[None]:
+    """Gradio keeps its uploads and the files it serves in ``folder`` while the block runs; the
+    environment is given back after. An environment write because gradio has no per-app cache
+    folder: it reads GRADIO_TEMP_DIR at its import, in every component it builds and on every
+    request, so the folder is the process's; only its entry point (`serve`, a test's server) says it."""
+    before = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = before
+
+
 def serve(model: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
           model_config: str | None = None, device: str = "auto") -> None:
     """``unsample ui``: load ``model`` (None: the embedded default), serve the page on
-    ``host:port`` until Ctrl+C or SIGTERM, then remove the temporary folder."""
+    ``host:port`` until Ctrl+C or SIGTERM, then remove the temporary folder.
+
+    The process's entry point: it quiets the libraries' logging, and gradio's cache (uploads,
+    shown images) goes under the app's folder (`gradio_cache_in`), removed with it."""
     print(f"unsample ui: loading {model or 'the embedded model'} ...", flush=True)
-    app = build_app(model, model_config=model_config, device=device)
-    _stop_on_sigterm()
-    launch(app, host, port)
+    _quiet_libraries()
+    m = _load_model(model, model_config, device)  # a bad model fails before anything is created
+    root = Path(tempfile.mkdtemp(prefix="unsample-ui-"))
+    atexit.register(shutil.rmtree, root, True)
+    with gradio_cache_in(root / "uploads"):
+        app = build_app(m, root)
+        _stop_on_sigterm()
+        launch(app, host, port)

@@ -1,15 +1,15 @@
 """The plain functions the page calls: read an upload, offer a prompt, invert, edit (and write the files).
 
-They take and return ordinary values (PIL images, dataclasses), raise ValueError with a one-line
-message for anything the user can fix, and know nothing about gradio, so they are tested without
-a browser. `unsample.ui.app` wires them to the page and shows `error_text` of what they raise.
+They take and return ordinary values (PIL images, dataclasses), raise `unsample.errors.InputError`
+(`UIError`) with a one-line message for anything the user can fix, and know nothing about gradio,
+so they are tested without a browser. `unsample.ui.app` wires them to the page and shows
+`error_text` of what they raise. An edit's settings are one `EditSpec`: the request's defaults
+are the spec's, and `edit` reads the request into one spec for `unsample.edit`.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
-import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +18,14 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from unsample import defaults
 from unsample.backends.base import Model
+from unsample.editing.masks import MASK_SOURCES
+from unsample.editing.spec import EditSpec, setting_info, spec_from_text
+from unsample.errors import InputError, UnsampleError
 from unsample.images import psnr
+from unsample.ui import scenes
 from unsample.ui.controls import options_from_values
+from unsample.ui.scenes import SceneProvider
 from unsample.ui.session import CachedInversion, InversionKey, SessionState
 from unsample.ui.settings import DISPLAY_MIN_SIDE, MAX_IMAGE_PIXELS, MAX_STEPS
 
@@ -29,31 +33,33 @@ log = logging.getLogger(__name__)
 
 UPLOADED_MASK = "uploaded mask"
 DRAWN_MASK = "drawn mask"
-MASK_CHOICES: tuple[str, ...] = ("noise", "attention", "intersect", "none", DRAWN_MASK, UPLOADED_MASK)
-"""The edit's mask sources: `unsample.edit`'s own, or the user's (drawn on the image, or a PNG)."""
+MASK_CHOICES: tuple[str, ...] = (*sorted(MASK_SOURCES, key=lambda source: source == "none"), DRAWN_MASK, UPLOADED_MASK)
+"""The edit's mask sources: `EditSpec`'s named ones ("none" last), or the user's (drawn on the
+image, or a PNG), which the edit's spec gets as an image."""
 CONTROL_CHOICES: tuple[tuple[str, str], ...] = (
     ("prompt swap", "none"), ("prompt-to-prompt: replace", "replace"), ("prompt-to-prompt: refine", "refine"),
     ("prompt-to-prompt: reweight", "reweight"),
 )
-"""(label, `unsample.edit`'s ``control``)."""
+"""(label, `EditSpec.control`)."""
+DEFAULT_MASK: str = EditSpec().mask_source()
+"""The mask an edit without blend words gets by default (`EditSpec.mask_source`)."""
 
 
-def edit_default(name: str) -> Any:
-    """The default of `unsample.edit`'s keyword ``name`` (the page shows the API's own defaults)."""
-    from unsample.api import edit
-
-    return inspect.signature(edit).parameters[name].default
+def spec_default(name: str) -> Any:
+    """The default of the edit setting ``name`` (the page shows `EditSpec`'s own defaults)."""
+    return setting_info(name).default
 
 
-class UIError(ValueError):
+class UIError(InputError):
     """Something the user can fix, said in one line in the page."""
 
 
 def error_text(err: BaseException) -> str:
-    """The one line the page shows for ``err``: the message of an input error; for anything else
-    its type and first line, the traceback going to the server's log only."""
+    """The one line the page shows for ``err``: the message of an error the user can fix
+    (`unsample.errors.UnsampleError`; an `OSError`, such as a full disk); anything else is a bug:
+    its traceback goes to the server's log and the page says its type and first line."""
     first = (str(err).strip().splitlines() or [""])[0]
-    if isinstance(err, (ValueError, OSError)):
+    if isinstance(err, (UnsampleError, OSError)):
         return first or type(err).__name__
     log.error("unexpected error in the UI", exc_info=err)
     return f"unexpected {type(err).__name__}: {first} (details in the server's log)"
@@ -83,7 +89,7 @@ def read_upload(path: str | Path | None, what: str = "an image") -> Image.Image:
                       f"{MAX_IMAGE_PIXELS:,} this page takes; downscale it first")
     try:
         return load_image(Path(path))
-    except ValueError as err:
+    except (UnsampleError, OSError, SyntaxError, Image.DecompressionBombError) as err:  # PIL's decoding errors
         raise UIError(f"{name!r} could not be read as an image ({str(err).splitlines()[0]})") from None
 
 
@@ -95,30 +101,21 @@ def fit_for_model(model: Model, image: Image.Image) -> Image.Image:
     return fit_image(image.convert("RGB"), model.resolution, model.size_multiple, "model")
 
 
-def scene_image(caption: str, size: int, seed: int = 0) -> Image.Image:
-    """A built-in shapes-world scene, rendered at ``size`` pixels (its geometry seeded)."""
-    from unsample_lab.shapes import parse_caption, render, scene_from_spec
-
-    scene = scene_from_spec(parse_caption(caption), np.random.default_rng(seed))
-    return Image.fromarray(render(scene, size=size).image)
+def _provider(given: SceneProvider | None) -> SceneProvider:
+    return given if given is not None else scenes.installed_scenes()
 
 
-def suggested_prompt(model: Model, image: Image.Image) -> str | None:
-    """For a model of the shapes world (the embedded ones: its tokenizer knows every caption word),
-    the caption of the scene the analytic detector reads in ``image`` (fitted to the model); None
-    for other models or when it reads no valid scene."""
-    from unsample_lab.shapes import VOCABULARY, ObjectSpec, SceneSpec, caption, detect
+def scene_image(caption: str, size: int, seed: int = 0, provider: SceneProvider | None = None) -> Image.Image:
+    """A built-in scene, rendered at ``size`` pixels (its geometry seeded) by ``provider`` (default:
+    the installed one, `unsample.ui.scenes.installed_scenes`)."""
+    return _provider(provider).render(caption, size, seed)
 
-    known = model.vocabulary()
-    if known is None or not set(VOCABULARY) <= set(known):
-        return None
-    try:
-        found = detect(np.asarray(fit_for_model(model, image), dtype=np.uint8))
-        spec = SceneSpec(tuple(ObjectSpec(o.size, o.color, o.shape) for o in found.objects), found.background,
-                         found.texture)
-    except ValueError:
-        return None
-    return caption(spec)
+
+def suggested_prompt(model: Model, image: Image.Image, provider: SceneProvider | None = None) -> str | None:
+    """The source prompt ``provider`` (default: the installed one) suggests for ``image`` fitted to
+    the model, given the model's vocabulary (the lab's shapes world: the detected scene's caption,
+    for a model whose tokenizer knows every caption word); None when it has none."""
+    return _provider(provider).suggest(model.vocabulary(), fit_for_model(model, image))
 
 
 @dataclass
@@ -130,11 +127,13 @@ class ImageView:
     note: str
 
 
-def set_image(model: Model, state: SessionState, image: Image.Image, name: str) -> ImageView:
-    """Make ``image`` the session's input (fitted to the model) and offer a source prompt."""
+def set_image(model: Model, state: SessionState, image: Image.Image, name: str,
+              provider: SceneProvider | None = None) -> ImageView:
+    """Make ``image`` the session's input (fitted to the model) and offer a source prompt (``provider``'s
+    suggestion; default: the installed scene provider's)."""
     fitted = fit_for_model(model, image)
     state.image, state.image_name = fitted, name
-    suggestion = suggested_prompt(model, fitted)
+    suggestion = suggested_prompt(model, fitted, provider)
     note = f"{name}: {image.width} x {image.height} px, fitted to {fitted.width} x {fitted.height} for the model"
     if suggestion is not None:
         note += "; the source prompt is the detected scene's caption (correct it if it is wrong)"
@@ -157,8 +156,8 @@ class InvertRequest:
     prompt: str
     method: str
     option_values: dict[str, Any] = field(default_factory=dict)
-    steps: int = defaults.EDIT_STEPS
-    guidance: float = defaults.INVERSION_GUIDANCE
+    steps: int = spec_default("steps")
+    guidance: float = spec_default("inversion_guidance")
 
 
 @dataclass
@@ -179,15 +178,14 @@ def _whole_number(value: Any, name: str, low: int, high: int) -> int:
     return value
 
 
-def _guidance(value: Any, name: str) -> float:
-    """A guidance box's value, in the API's range (`unsample.api.MAX_GUIDANCE`), checked before any
-    model work; an empty box is said, not replaced by a default."""
-    from unsample.api import MAX_GUIDANCE
-
+def _guidance(value: Any, name: str, setting: str) -> float:
+    """A guidance box's value in the range the edit ``setting`` declares, checked before any model
+    work; an empty box is said, not replaced by a default."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UIError(f"{name} is empty; give a number (1 = no classifier-free guidance)")
-    if not math.isfinite(value) or not 0 <= value <= MAX_GUIDANCE:
-        raise UIError(f"{name}={value} must be a finite number in [0, {MAX_GUIDANCE:g}] (1 = no classifier-free guidance)")
+    bounds = setting_info(setting).bounds
+    assert bounds is not None  # every guidance setting declares its range
+    bounds.check(name, value)
     return float(value)
 
 
@@ -201,7 +199,7 @@ def _checked_key(model: Model, state: SessionState, request: InvertRequest) -> t
                       f"{', '.join(model_methods(model))}")
     options = options_from_values(request.method, request.option_values)
     steps = _whole_number(request.steps, "steps", 1, MAX_STEPS)
-    guidance = _guidance(request.guidance, "inversion guidance")
+    guidance = _guidance(request.guidance, "inversion guidance", "inversion_guidance")
     check_prompt_words(model, request.prompt, allow=False)
     return InversionKey.of(state.image, request.prompt, request.method, options, steps, guidance), options
 
@@ -224,8 +222,9 @@ def _inversion(model: Model, state: SessionState, request: InvertRequest, progre
         state.last_key = key
         return found, True
     assert state.image is not None
+    # the prompt's words were checked by _checked_key: the API need not check them again
     inv = unsample.invert(model, state.image, request.prompt, method=request.method, steps=key.steps,
-                          guidance=key.guidance, progress=progress, **options)
+                          guidance=key.guidance, progress=progress, unknown_words="checked", **options)
     entry = CachedInversion(inversion=inv, file=inv.save(state.next_path("inversion", ".safetensors")))
     state.store(key, entry)
     state.last_key = key
@@ -260,21 +259,24 @@ def invert(model: Model, state: SessionState, request: InvertRequest, progress: 
 
 @dataclass(frozen=True)
 class EditRequest:
-    """The edit the page asks for (`unsample.edit`'s knobs; defaults are the API's)."""
+    """The edit the page asks for, as its controls give it (defaults: `EditSpec`'s); `edit` reads
+    it into one `EditSpec`."""
 
     prompt: str
-    control: str = "none"
-    mask: str = defaults.EDIT_MASK
+    control: str = spec_default("control")
+    mask: str = DEFAULT_MASK
+    """One of `MASK_CHOICES`."""
     drawn_mask: Any = None
     """gr.ImageEditor's value: a dict with "background", "layers", "composite" (numpy RGBA)."""
     mask_file: str | None = None
-    start_step: int = 0
-    guidance: float = defaults.EDIT_GUIDANCE
+    start_step: int = spec_default("start_step")
+    guidance: float = spec_default("guidance")
     reweight: str = ""
-    """``WORD=SCALE, WORD=SCALE`` for control "reweight"."""
+    """``WORD=SCALE, WORD=SCALE`` for control "reweight" (`EditSpec.reweight`'s text)."""
     blend_words: str = ""
-    cross_steps: float = field(default_factory=lambda: float(edit_default("cross_steps")))
-    self_steps: float = field(default_factory=lambda: float(edit_default("self_steps")))
+    """``word, word`` (`EditSpec.blend_words`' text)."""
+    cross_steps: float = spec_default("cross_steps")
+    self_steps: float = spec_default("self_steps")
 
 
 @dataclass
@@ -289,20 +291,6 @@ class EditView:
     """The edited PNG and its JSON sidecar."""
     inversion_file: Path
     inversion_reused: bool
-
-
-def parse_reweight(text: str) -> dict[str, float]:
-    """``"red=2, circle=0.5"`` -> {"red": 2.0, "circle": 0.5}; one-line error otherwise."""
-    out: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        word, sep, raw = part.partition("=")
-        try:
-            if not sep or not word.strip():
-                raise ValueError
-            out[word.strip()] = float(raw)
-        except ValueError:
-            raise UIError(f"reweight {part!r} is not WORD=SCALE (e.g. red=2)") from None
-    return out
 
 
 def mask_from_drawing(value: Any) -> Image.Image | None:
@@ -334,51 +322,51 @@ def _mask_spec(request: EditRequest) -> Any:
     return request.mask
 
 
+def edit_spec(request: EditRequest, mask: Any, start_step: int, guidance: float) -> EditSpec:
+    """The one `EditSpec` of ``request``: its text boxes (reweight ``WORD=SCALE, ...``, blend words
+    ``a, b``) parsed as the spec declares (`spec_from_text`), ``mask`` a named source or the user's
+    "L" image, ``start_step`` and ``guidance`` already checked by the page's own rules."""
+    return spec_from_text({
+        "target_prompt": request.prompt, "control": request.control, "mask": mask, "start_step": start_step,
+        "guidance": guidance, "reweight": request.reweight, "blend_words": request.blend_words,
+        "cross_steps": request.cross_steps, "self_steps": request.self_steps,
+    })
+
+
 def edit(model: Model, state: SessionState, inversion: InvertRequest, request: EditRequest,
          progress: bool = False) -> EditView:
     """Edit the session's image with the target prompt: from the cached inversion when there is
     one for ``inversion``, else inverting first. Writes the PNG with its JSON sidecar."""
     import unsample
     from unsample.api import check_prompt_words
-    from unsample.backends.vocabulary import UnknownWordsWarning
     from unsample.editing.masks import overlay
-    from unsample.images import tensor_to_pil
     from unsample.outputs import write_png_with_sidecar
 
     if not request.prompt.strip():
         raise UIError("write the target prompt (what the edited image shows)")
-    check_prompt_words(model, request.prompt, allow=False)
-    guidance = _guidance(request.guidance, "edit guidance")
+    check_prompt_words(model, request.prompt, allow=False)  # the target's one check (the source's: _checked_key)
+    guidance = _guidance(request.guidance, "edit guidance", "guidance")
     mask = _mask_spec(request)
-    weights = parse_reweight(request.reweight)
-    words = tuple(w.strip() for w in request.blend_words.split(",") if w.strip())
     checked = _checked_key(model, state, inversion)
-    start_step = _whole_number(request.start_step, "start step", 0, checked[0].steps)
+    spec = edit_spec(request, mask, _whole_number(request.start_step, "start step", 0, checked[0].steps), guidance)
     entry, reused = _inversion(model, state, inversion, progress, checked)
     inv = entry.inversion
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnknownWordsWarning)  # refused above
-        sample = unsample.edit(
-            model, inv, request.prompt, start_step=start_step, guidance=guidance, control=request.control,
-            blend_words=words, reweight=weights or None, cross_steps=request.cross_steps,
-            self_steps=request.self_steps, mask=mask, output="result", progress=progress,
-        )
-    assert state.image is not None
-    after = tensor_to_pil(model.decode_latent(sample.latent.float()))
+    sample = unsample.edit(model, inv, spec, output="result", progress=progress, unknown_words="checked")
+    assert state.image is not None and sample.image is not None
+    # the page's overlay is on the input as the model sees it (EditSample's is on the autoencoder's reconstruction)
     mask_view = None if sample.mask is None else overlay(state.image, sample.mask, min_side=DISPLAY_MIN_SIDE)
     png = state.next_path("edit", ".png")
     record = {
-        "command": "ui edit", "model": model.name, "source": state.image_name, "prompt": request.prompt,
-        "source_prompt": sample.source_prompt, "start_step": start_step, "guidance": sample.guidance,
-        "control": request.control, "reweight": weights, "blend_words": list(words),
-        "cross_steps": request.cross_steps, "self_steps": request.self_steps,
-        "mask": sample.mask_source if sample.mask_source != "user" else request.mask,
-        "mask_area": None if sample.mask is None else round(float(sample.mask.float().mean()), 4),
+        "command": "ui edit", "model": model.name, "source": state.image_name, "prompt": spec.target_prompt,
+        "source_prompt": sample.source_prompt, "start_step": spec.start_step, "guidance": sample.guidance,
+        "control": spec.control, "reweight": dict(spec.reweight), "blend_words": list(spec.blend_words),
+        "cross_steps": spec.cross_steps, "self_steps": spec.self_steps,
+        "mask": sample.mask_source if sample.mask_source != "user" else request.mask, "mask_area": sample.mask_area,
         "nfe": sample.network_evaluations, "mask_nfe": sample.mask_nfe, "model_calls": sample.model_calls,
         "seconds": round(sample.seconds, 3), "inversion_reused": reused, "inversion_file": entry.file.name,
-        "inversion": inv.metadata(),
+        "inversion": inv.metadata(), "edit": spec.to_json(),
     }
-    sidecar = write_png_with_sidecar(after, png, record)
+    sidecar = write_png_with_sidecar(sample.image, png, record)
     entry.edits += 1
     mask_part = f" (mask {sample.mask_nfe})" if sample.mask_nfe else ""
     cost = (f"edit {entry.edits} of this inversion: NFE {sample.network_evaluations}{mask_part}, {sample.model_calls} "
@@ -388,5 +376,5 @@ def edit(model: Model, state: SessionState, inversion: InvertRequest, request: E
     else:
         cost += (f"inverted first: {_inversion_cost(inv)} (total NFE {sample.network_evaluations + inv.nfe}); "
                  "the next edit reuses it")
-    return EditView(before=for_display(state.image), after=for_display(after), mask_overlay=mask_view, cost=cost,
-                    files=[png, sidecar], inversion_file=entry.file, inversion_reused=reused)
+    return EditView(before=for_display(state.image), after=for_display(sample.image), mask_overlay=mask_view,
+                    cost=cost, files=[png, sidecar], inversion_file=entry.file, inversion_reused=reused)

@@ -25,15 +25,9 @@ QUEUE_MAX_SIZE = 32
 """Jobs that may wait in the queue; beyond it gradio tells the user the queue is full."""
 CACHED_INVERSIONS = 4
 """Inversions kept per session (most recent first); an edit of a cached one does not invert again."""
+CACHE_CLEANUP: tuple[int, int] = (3600, 86400)
+"""gradio's ``delete_cache`` (frequency, age in seconds): every hour it deletes the files it cached for
+the page (uploads, the images it showed) older than a day, and all of them when the server stops."""
 DISPLAY_MIN_SIDE = 256
 """Images are shown enlarged (nearest neighbour) to at least this many pixels a side; downloads
 keep the model's resolution."""
-
-SCENE_CAPTIONS: tuple[str, ...] = (
-    "a large red circle on a plain gray background",
-    "a large red circle on a striped blue background",
-    "a small blue star and a large yellow square on a plain black background",
-    "a large yellow star on a plain blue background",
-    "a small white heart on a dotted brown background",
-)
-"""The built-in shapes-world scenes the page offers (training captions of the embedded model)."""
