@@ -146,3 +146,18 @@ def test_every_setting_is_a_cli_option_that_reads_back_into_the_spec() -> None:
     text["reweight"] = [f"{k}={v}" for k, v in values["reweight"].items()]
     text["options"] = [f"{k}={v}" for k, v in values["options"].items()]
     assert spec_from_text(text) == EditSpec(**values)
+
+
+def test_a_manifest_edit_job_takes_every_setting_by_its_manifest_key(tmp_path: Path) -> None:
+    from unsample.batch import edit_manifest_keys, read_manifest
+
+    values = _non_default_values()
+    line = {"id": "e", "job": "edit", "image": "a.png"}
+    line |= {info.manifest_key: (list(values[info.name]) if isinstance(values[info.name], tuple) else values[info.name])
+             for info in settings()}
+    assert edit_manifest_keys()["guidance"] == "inversion_guidance" and edit_manifest_keys()["edit_guidance"] == "guidance"
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    (job,) = read_manifest(path)
+    assert job.edit == EditSpec(**values)
+    assert (job.method, job.steps, job.guidance, job.seed) == ("ddim", 12, 2.0, 7)
