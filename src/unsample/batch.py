@@ -1,7 +1,6 @@
 """Batch jobs from a manifest, resumable: ``unsample batch MANIFEST.jsonl --out DIR``.
 
 A manifest has one JSON object per line, a job:
-
     {"id": "cat-1", "job": "edit", "image": "cat.png", "source_prompt": "...", "target_prompt": "...",
      "method": "edict", "steps": 36, "guidance": 1, "edit_guidance": 5, "mask": "noise", "options": {}, "seed": 0}
 

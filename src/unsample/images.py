@@ -12,6 +12,7 @@ it shows: 16-bit and float images are rescaled, transparent pixels are composite
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -94,7 +95,6 @@ def load_image(source: str | Path | Image.Image | np.ndarray | torch.Tensor) -> 
             raise InputError(f"image file {str(path)!r} does not exist; give the path of a PNG or JPEG")
         if not path.is_file():
             raise InputError(f"{str(path)!r} is not a regular file (a device or pipe?); give the path of a PNG or JPEG")
-        import warnings
 
         try:
             with warnings.catch_warnings():
@@ -143,7 +143,7 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
 
 def psnr(a: Image.Image | np.ndarray, b: Image.Image | np.ndarray) -> float:
     """PSNR (dB) of two 8-bit images of one size (scikit-image's); identical images give inf."""
-    from skimage.metrics import peak_signal_noise_ratio
+    from skimage.metrics import peak_signal_noise_ratio  # scikit-image takes ~0.4 s to import: loaded on use
 
     x, y = np.asarray(a), np.asarray(b)
     if x.shape != y.shape:

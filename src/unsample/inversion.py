@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from unsample.core.schedule import TimestepGrid
 from unsample.errors import InputError, InversionFileError
@@ -100,7 +102,6 @@ class Inversion:
 
     def save(self, path: str | Path) -> Path:
         """Write one .safetensors file atomically (a temp file, then a rename)."""
-        from safetensors.torch import save_file
 
         path = Path(path)
         if path.suffix != ".safetensors":
@@ -123,7 +124,6 @@ class Inversion:
     @classmethod
     def load(cls, path: str | Path) -> Inversion:
         """Read a file written by `save`; refuse anything else with a clear message."""
-        from safetensors import safe_open
 
         path = Path(path)
         if not path.is_file():

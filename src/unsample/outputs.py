@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from unsample import __version__
+
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """``write(tmp)`` into a hidden temp file beside ``path``, then rename it to ``path``."""
@@ -29,7 +31,6 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
 
 def write_png_with_sidecar(image: Any, path: Path, record: dict[str, Any]) -> Path:
     """Save a PNG and ``<name>.json`` beside it, both atomically; returns the sidecar's path."""
-    from unsample import __version__
 
     sidecar = path.with_suffix(".json")
     record = {"unsample_version": __version__, "image": path.name, **record}

@@ -54,7 +54,7 @@ def check_prompt_words(model: Model, prompt: str, *, allow: bool = True) -> list
         if message is not None:
             if not allow:
                 raise InputError(message)
-            warnings.warn(message, UnknownWordsWarning, stacklevel=3)
+            warnings.warn(message, UnknownWordsWarning, stacklevel=2)
     return words
 
 

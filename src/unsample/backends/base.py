@@ -11,9 +11,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
+from unsample.backends.vocabulary import known_vocabulary, unknown_words
 from unsample.core.classifier import ClassifierGuidance
 from unsample.core.denoiser import CallCounter, Denoiser
 from unsample.core.schedule import Schedule
@@ -101,7 +103,6 @@ class Model(ABC):
 
     def image_to_tensor(self, image: Image.Image) -> torch.Tensor:
         """A PIL image -> [1, 3, H, W] float32 in [0, 1] on the model's device."""
-        import numpy as np
 
         arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
         return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).to(self.device)
@@ -111,14 +112,12 @@ class Model(ABC):
 
         Such words reach the text encoder as the unknown token only, so they are in effect dropped.
         """
-        from unsample.backends.vocabulary import unknown_words
 
         tokenizer = getattr(getattr(self, "pipe", None), "tokenizer", None)
         return [] if tokenizer is None else unknown_words(tokenizer, prompt)
 
     def vocabulary(self) -> list[str] | None:
         """The sorted words a closed word-level tokenizer knows; None for open (BPE) vocabularies."""
-        from unsample.backends.vocabulary import known_vocabulary
 
         tokenizer = getattr(getattr(self, "pipe", None), "tokenizer", None)
         return None if tokenizer is None else known_vocabulary(tokenizer)

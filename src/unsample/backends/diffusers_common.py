@@ -10,6 +10,7 @@ so the same two functions serve every family.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from unsample.backends.base import Model
 from unsample.errors import InputError, ModelLoadError
@@ -51,7 +53,7 @@ def pipeline_class_name(name: str, local_files_only: bool) -> str | None:
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             raise InputError(f"{index} is not valid JSON; give a diffusers pipeline folder") from None
     else:
-        from diffusers import DiffusionPipeline
+        from diffusers import DiffusionPipeline  # heavy: only a hub id's index needs it
 
         try:
             found = DiffusionPipeline.load_config(name, local_files_only=local_files_only).get("_class_name")
@@ -141,6 +143,7 @@ def load_pipeline(pipeline_cls: Any, name: str, *, device: torch.device, dtype: 
     never looked up on the hub. The parts the file does not carry (SD3's text encoders, all but
     Flux's transformer) load from the config folder (`parts_missing_from_file`).
     """
+    # diffusers is heavy: imported when a pipeline loads, not when the library is imported
     from diffusers.loaders.single_file_utils import SingleFileComponentError
 
     single = is_single_file(name)
@@ -217,8 +220,6 @@ def check_single_file(name: str, config: str | None) -> str:
 
 def single_file_shapes(name: str) -> dict[str, list[int]]:
     """Every tensor's name and shape in a ``.safetensors`` file (its header only; no weights are read)."""
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(name, framework="pt") as file:
             return {key: list(file.get_slice(key).get_shape()) for key in file.keys()}
@@ -262,8 +263,7 @@ def parts_missing_from_file(name: str, config: str, *, dtype: torch.dtype, given
     with one of ``LDM_VAE_KEYS``; other parts (the UNet or transformer) are always read from the
     file. A part that neither the file nor the folder has weights for is a one-line `LoadError`.
     """
-    import importlib
-
+    # diffusers and transformers are heavy: imported when a single file loads
     from diffusers import AutoencoderKL
     from diffusers.loaders.single_file_utils import LDM_VAE_KEYS, is_clip_model_in_single_file, is_t5_in_single_file
     from transformers import PreTrainedModel

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import FluxPipeline
 
 from unsample.backends.diffusers_common import (
     LoadError,
@@ -32,6 +33,7 @@ from unsample.backends.diffusers_common import (
     load_pipeline,
     single_file_shapes,
 )
+from unsample.core.flow_schedule import FlowSchedule
 from unsample.core.schedule import Schedule
 
 BFL_WIDTH = 3072
@@ -64,8 +66,6 @@ class FluxModel(TransformerPipelineModel):
     """The guidance-embedding input of a guidance-distilled transformer (Flux-dev's default)."""
 
     def __init__(self, pipe: Any, name: str) -> None:
-        from unsample.core.flow_schedule import FlowSchedule
-
         super().__init__(pipe, name)
         schedule = FlowSchedule.from_config(dict(pipe.scheduler.config), pipeline_sigmas="linspace")
         side = self.resolution // self.vae_factor
@@ -76,8 +76,6 @@ class FluxModel(TransformerPipelineModel):
         cls, name: str, *, device: torch.device, dtype: torch.dtype, local_files_only: bool | None = None,
         variant: str | None = None, config: str | None = None,
     ) -> FluxModel:
-        from diffusers import FluxPipeline
-
         if name.lower().endswith(".safetensors") and Path(name).is_file():
             check_bfl_width(name)
         pipe = load_pipeline(FluxPipeline, name, device=device, dtype=dtype, local_files_only=local_files_only,
@@ -117,8 +115,6 @@ class FluxModel(TransformerPipelineModel):
         return embeds, pooled
 
     def model_fn(self, x: torch.Tensor, t: torch.Tensor, cond: PooledTextConditioning) -> torch.Tensor:
-        from diffusers import FluxPipeline
-
         b, c, h, w = x.shape
         packed = FluxPipeline._pack_latents(x.to(self.device, self.dtype), b, c, h, w)
         image_ids = FluxPipeline._prepare_latent_image_ids(b, h // 2, w // 2, self.device, self.dtype)

@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import DDPMScheduler, DiffusionPipeline, UNet2DModel
 
 from unsample.backends.base import Model
 from unsample.backends.diffusers_common import fingerprint, is_flat_unet_folder, resolve_local_files_only, resolve_variant
+from unsample.core.schedule import NoiseSchedule
 from unsample.errors import InputError
 
 
@@ -93,8 +95,6 @@ class PixelDiffusionModel(Model):
     """A pixel-space UNet2DModel through diffusers."""
 
     def __init__(self, pipe: PixelPipeline, name: str) -> None:
-        from unsample.core.schedule import NoiseSchedule
-
         self.pipe = pipe
         self.name = name
         self.schedule = NoiseSchedule.from_config(dict(pipe.scheduler.config))
@@ -106,8 +106,6 @@ class PixelDiffusionModel(Model):
         cls, name: str, *, device: torch.device, dtype: torch.dtype, local_files_only: bool | None = None,
         variant: str | None = None,
     ) -> PixelDiffusionModel:
-        from diffusers import DDPMScheduler, DiffusionPipeline, UNet2DModel
-
         offline = resolve_local_files_only(name, local_files_only)
         variant = resolve_variant(name, variant)
         try:

@@ -13,9 +13,11 @@ from functools import cached_property
 from typing import Any
 
 import torch
+from diffusers import StableDiffusionPipeline
 
 from unsample.backends.base import Model
 from unsample.backends.diffusers_common import fingerprint, load_pipeline, vae_decode, vae_encode
+from unsample.core.schedule import NoiseSchedule
 from unsample.errors import InputError
 
 
@@ -42,8 +44,6 @@ class StableDiffusionModel(Model):
     supports_attention_control = True
 
     def __init__(self, pipe: Any, name: str) -> None:
-        from unsample.core.schedule import NoiseSchedule
-
         self.pipe = pipe
         self.name = name
         self.schedule = NoiseSchedule.from_config(dict(pipe.scheduler.config))
@@ -62,8 +62,6 @@ class StableDiffusionModel(Model):
         variant: str | None = None,
         config: str | None = None,
     ) -> StableDiffusionModel:
-        from diffusers import StableDiffusionPipeline
-
         pipe = load_pipeline(StableDiffusionPipeline, name, device=device, dtype=dtype, local_files_only=local_files_only,
                              family="Stable Diffusion", variant=variant, config=config,
                              safety_checker=None, feature_extractor=None, requires_safety_checker=False)

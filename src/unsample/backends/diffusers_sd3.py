@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import StableDiffusion3Pipeline
+from diffusers.loaders.single_file_utils import is_t5_in_single_file
 
 from unsample.backends.diffusers_common import (
     LoadError,
@@ -27,6 +29,7 @@ from unsample.backends.diffusers_common import (
     load_pipeline,
     single_file_shapes,
 )
+from unsample.core.flow_schedule import FlowSchedule
 from unsample.errors import InputError
 
 
@@ -41,7 +44,6 @@ def _saved_without(name: str, part: str) -> bool:
 
 def _has_t5(file: str) -> bool:
     """Single-file checkpoint ``file`` carries a T5 encoder (SD3's ``text_encoders.t5xxl.*``, as diffusers detects it)."""
-    from diffusers.loaders.single_file_utils import is_t5_in_single_file
 
     return bool(is_t5_in_single_file(set(single_file_shapes(file))))
 
@@ -69,8 +71,6 @@ class StableDiffusion3Model(TransformerPipelineModel):
     T5_TOKENIZER = "tokenizer_3"
 
     def __init__(self, pipe: Any, name: str) -> None:
-        from unsample.core.flow_schedule import FlowSchedule
-
         super().__init__(pipe, name)
         self.schedule = FlowSchedule.from_config(dict(pipe.scheduler.config), pipeline_sigmas="timesteps")
 
@@ -79,8 +79,6 @@ class StableDiffusion3Model(TransformerPipelineModel):
         cls, name: str, *, device: torch.device, dtype: torch.dtype, local_files_only: bool | None = None,
         variant: str | None = None, config: str | None = None,
     ) -> StableDiffusion3Model:
-        from diffusers import StableDiffusion3Pipeline
-
         # a single file's parts follow its config folder (which may be saved without T5)
         folder = config if config is not None and is_single_file(name) else name
         without_t5 = {"text_encoder_3": None, "tokenizer_3": None} if _saved_without(folder, "text_encoder_3") else {}

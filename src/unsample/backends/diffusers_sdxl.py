@@ -25,6 +25,7 @@ from functools import cached_property
 from typing import Any
 
 import torch
+from diffusers import StableDiffusionXLPipeline
 
 from unsample.backends.diffusers_common import fingerprint, load_pipeline
 from unsample.backends.diffusers_sd import StableDiffusionModel
@@ -57,8 +58,6 @@ class StableDiffusionXLModel(StableDiffusionModel):
         cls, name: str, *, device: torch.device, dtype: torch.dtype, local_files_only: bool | None = None,
         variant: str | None = None, config: str | None = None,
     ) -> StableDiffusionXLModel:
-        from diffusers import StableDiffusionXLPipeline
-
         pipe = load_pipeline(StableDiffusionXLPipeline, name, device=device, dtype=dtype,
                              local_files_only=local_files_only, family="Stable Diffusion XL", variant=variant, config=config)
         if getattr(pipe.vae.config, "force_upcast", False):

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from unsample.core.classifier import ClassifierGuidance
 from unsample.errors import InputError
@@ -58,6 +60,7 @@ class NoisyClassifier(torch.nn.Module):
     """``classifier(x_t, t) -> logits [B, num_classes]`` with t the model's time label."""
 
     def __init__(self, config: ClassifierConfig) -> None:
+        # diffusers is heavy: loaded when a classifier is built, not by the CLI that may never use one
         from diffusers.models.embeddings import TimestepEmbedding, Timesteps
         from diffusers.models.unets.unet_2d_blocks import DownBlock2D
 
@@ -112,8 +115,6 @@ class NoisyClassifier(torch.nn.Module):
 
     def save(self, path: str | Path) -> Path:
         """Weights and config into one .safetensors file."""
-        from safetensors.torch import save_file
-
         path = Path(path)
         if path.suffix != ".safetensors":
             raise InputError(f"classifier file {str(path)!r} must end in .safetensors")
@@ -124,8 +125,6 @@ class NoisyClassifier(torch.nn.Module):
     @classmethod
     def load(cls, path: str | Path, *, device: str | torch.device = "cpu") -> NoisyClassifier:
         """A classifier saved by `save`; anything else is refused in one line."""
-        from safetensors import safe_open
-
         path = Path(path)
         if not path.is_file():
             raise InputError(f"classifier file {str(path)!r} does not exist")

@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+from tokenizers.models import WordLevel
+from transformers import PreTrainedTokenizerFast
+
 from unsample.errors import InputError
 
 BOS = "<|startoftext|>"
@@ -27,10 +31,6 @@ def build_word_tokenizer(words: Iterable[str], *, max_length: int = 16):  # -> P
     then the words in the order given (duplicates dropped). ``max_length`` counts the
     start and end tokens.
     """
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
-    from tokenizers.models import WordLevel
-    from transformers import PreTrainedTokenizerFast
-
     vocab: dict[str, int] = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for word in words:
         word = word.lower()

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from tokenizers.models import WordLevel
+
 MAX_WORDS_IN_MESSAGE = 40
 """How many known words `unknown_words_message` lists before it abbreviates."""
 
@@ -93,7 +95,6 @@ def known_vocabulary(tokenizer: Any) -> list[str] | None:
     backend = _backend(tokenizer)
     if backend is None:
         return None
-    from tokenizers.models import WordLevel
 
     if not isinstance(backend.model, WordLevel):
         return None

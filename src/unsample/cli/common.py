@@ -19,8 +19,6 @@ from typing import Annotated, Any
 
 import click
 import typer
-from diffusers.utils import logging as diffusers_logging
-from transformers.utils import logging as transformers_logging
 
 import unsample
 from unsample.backends.noisy_classifier import NoisyClassifier
@@ -76,6 +74,10 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def quiet_libraries() -> None:
     """transformers' and diffusers' warnings and loading bars off (the CLI has its own progress)."""
+    # heavy libraries: imported by the commands that load a model, not by the CLI's --help
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     for name in ("transformers", "diffusers"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -1,7 +1,6 @@
 """Classifier guidance (Dhariwal & Nichol, "Diffusion Models Beat GANs on Image Synthesis", 2021).
 
 A noise-aware classifier p_phi(y | x_t) steers the noise prediction toward class y:
-
     eps_hat(x_t) = eps(x_t) - s * sigma_t * grad_x log p_phi(y | x_t)
 
 with s the guidance scale and sigma_t the noise coefficient of x_t = alpha_t x0 + sigma_t eps
@@ -21,6 +20,7 @@ s -> ``scale``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,8 +40,6 @@ class ClassifierGuidance:
     scale: float = 1.0
 
     def __post_init__(self) -> None:
-        import math
-
         if not math.isfinite(float(self.scale)) or self.scale < 0:
             raise InputError(f"classifier guidance scale={self.scale} must be a finite number >= 0")
 

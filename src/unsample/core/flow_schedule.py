@@ -1,13 +1,11 @@
 """The rectified-flow schedule of diffusers' ``FlowMatchEulerDiscreteScheduler`` (SD3, Flux).
 
 Notation:
-
     x_s = (1 - s) x0 + s eps      the state at noise level s in [0, 1] (alpha = 1 - s, sigma = s)
     v   = eps - x0                the velocity the model predicts (dx_s / ds)
     t   = s * num_train_timesteps the model's time label (a float, not an integer index)
 
 Shifting moves the N sampling sigmas s towards the noisy end:
-
     static shift               s' = shift * s / (1 + (shift - 1) s)
     dynamic shift, exponential s' = e^mu / (e^mu + (1/s - 1)^1)    (Flux; mu from the image size)
     dynamic shift, linear      s' = mu / (mu + (1/s - 1)^1)
@@ -19,7 +17,6 @@ and ``shift_terminal`` (if set) stretches the shifted sigmas so the last of the 
 appended after the N sigmas, so a run of N steps has N + 1 positions and N time labels.
 
 Before shifting, the *pipeline* decides the N unshifted sigmas (``pipeline_sigmas``):
-
     "timesteps"  SD3: diffusers' default ``set_timesteps``, N time labels evenly spaced from
                  sigma_max * T to sigma_min * T, divided by T. sigma_min and sigma_max are the
                  ends of the scheduler's 1000 *training* sigmas (1/T ... 1), already shifted by the
@@ -39,14 +36,12 @@ import math
 import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from unsample.core.schedule import TimestepGrid
 from unsample.errors import InputError
-
-if TYPE_CHECKING:
-    from unsample.core.schedule import TimestepGrid
 
 PIPELINE_SIGMAS = ("timesteps", "linspace")
 TIME_SHIFT_TYPES = ("exponential", "linear")
@@ -306,7 +301,6 @@ class FlowSchedule:
 
     def grid(self, steps: int, *, image_seq_len: int | None = None) -> TimestepGrid:
         """The ``TimestepGrid`` of an N-step run: the time labels and sigmas of :meth:`sigmas`."""
-        from unsample.core.schedule import TimestepGrid
 
         s = self.sigmas(steps, image_seq_len=image_seq_len)
         return TimestepGrid.flow(self.timesteps_for(s), s)

@@ -33,6 +33,7 @@ import torch
 
 from unsample.core.denoiser import CallCounter, Denoiser
 from unsample.core.schedule import TimestepGrid
+from unsample.editing.attention import PromptToPrompt
 from unsample.editing.masks import dilate
 from unsample.errors import InputError
 from unsample.methods.base import MethodOutput, StepCallback
@@ -137,8 +138,6 @@ def edit_latent(
     controller = None
     model_fn = model.model_fn
     if control is not None:
-        from unsample.editing.attention import PromptToPrompt
-
         controller = PromptToPrompt(model, source_prompt, target_prompt, control, grid.timesteps, guided=guidance != 1.0)
         model_fn = controller.wrap_model_fn(model_fn)
     elif attention_blend:

@@ -10,14 +10,13 @@ import importlib
 import pkgutil
 from functools import cache
 
+import unsample.methods as pkg
 from unsample.errors import InputError
 from unsample.methods.base import Method
 
 
 @cache
 def _registry() -> dict[str, Method]:
-    import unsample.methods as pkg
-
     found: dict[str, Method] = {}
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
         if info.name in ("base", "registry"):

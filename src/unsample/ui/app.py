@@ -12,18 +12,26 @@ launching needs no network. Nothing here is module state: a built app carries it
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import unsample
+from unsample.backends.base import Model as ModelBase
 from unsample.editing.spec import setting_info
 from unsample.errors import InputError
 from unsample.ui import callbacks as cb
+from unsample.ui.controls import method_controls
 from unsample.ui.scenes import SceneProvider, installed_scenes
+from unsample.ui.session import SessionState, close_session
 from unsample.ui.settings import (
     CACHE_CLEANUP,
     DEFAULT_HOST,
@@ -56,7 +64,6 @@ def app_workdir(app: gr.Blocks) -> Path | None:
 def _quiet_libraries() -> None:
     """transformers', diffusers' and httpx's warnings and notices off while the page is served
     (the libraries' own calls: they hold whether or not the library was imported before)."""
-    import logging
 
     from diffusers.utils import logging as diffusers_logging  # heavy: imported when the page is served
     from transformers.utils import logging as transformers_logging  # heavy: imported when the page is served
@@ -67,9 +74,6 @@ def _quiet_libraries() -> None:
 
 
 def _load_model(model: str | Model | None, model_config: str | None, device: str) -> Model:
-    import unsample
-    from unsample.backends.base import Model as ModelBase
-
     if isinstance(model, ModelBase):
         return model
     if model_config is not None and model is None:
@@ -109,9 +113,6 @@ def build_app(model: str | Model | None = None, workdir: Path | None = None, *, 
     if workdir is None:
         atexit.register(shutil.rmtree, root, True)
     import gradio as gr  # heavy: imported when a page is built
-
-    from unsample.ui.controls import method_controls
-    from unsample.ui.session import SessionState, close_session
 
     methods = cb.model_methods(m)
     preferred = setting_info("method").default
@@ -332,9 +333,6 @@ def close_app(app: gr.Blocks) -> None:
 
 def _stop_on_sigterm() -> None:
     """SIGTERM ends the server like Ctrl+C does (its folder removed), not abruptly."""
-    import signal
-    import sys
-    import threading
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

@@ -18,13 +18,16 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+import unsample
+from unsample.api import check_prompt_words
 from unsample.backends.base import Model
-from unsample.editing.masks import MASK_SOURCES
+from unsample.editing.masks import MASK_SOURCES, overlay
 from unsample.editing.spec import EditSpec, setting_info, spec_from_text
 from unsample.errors import InputError, UnsampleError
-from unsample.images import psnr
+from unsample.images import fit_image, load_image, psnr, tensor_to_pil
+from unsample.outputs import write_png_with_sidecar
 from unsample.ui import scenes
-from unsample.ui.controls import options_from_values
+from unsample.ui.controls import methods_for, options_from_values
 from unsample.ui.scenes import SceneProvider
 from unsample.ui.session import CachedInversion, InversionKey, SessionState
 from unsample.ui.settings import DISPLAY_MIN_SIDE, MAX_IMAGE_PIXELS, MAX_STEPS
@@ -71,7 +74,6 @@ def error_text(err: BaseException) -> str:
 def read_upload(path: str | Path | None, what: str = "an image") -> Image.Image:
     """An uploaded file -> RGB PIL image; a non-image or one over `MAX_IMAGE_PIXELS` is refused
     (the size from the header, before the pixels are decoded)."""
-    from unsample.images import load_image
 
     if path is None or not str(path):
         raise UIError(f"upload {what} first")
@@ -96,7 +98,6 @@ def read_upload(path: str | Path | None, what: str = "an image") -> Image.Image:
 def fit_for_model(model: Model, image: Image.Image) -> Image.Image:
     """The image as the model sees it (`unsample.images`' "model" fit: shorter side to the
     resolution, centre crop): the input the reconstruction and the edit are compared with."""
-    from unsample.images import fit_image
 
     return fit_image(image.convert("RGB"), model.resolution, model.size_multiple, "model")
 
@@ -190,8 +191,6 @@ def _guidance(value: Any, name: str, setting: str) -> float:
 
 
 def _checked_key(model: Model, state: SessionState, request: InvertRequest) -> tuple[InversionKey, dict[str, Any]]:
-    from unsample.api import check_prompt_words
-
     if state.image is None:
         raise UIError("upload an image or pick a built-in scene first")
     if request.method not in model_methods(model):
@@ -206,7 +205,6 @@ def _checked_key(model: Model, state: SessionState, request: InvertRequest) -> t
 
 def model_methods(model: Model) -> list[str]:
     """The methods that run on ``model``."""
-    from unsample.ui.controls import methods_for
 
     return methods_for(model.schedule)
 
@@ -214,7 +212,6 @@ def model_methods(model: Model) -> list[str]:
 def _inversion(model: Model, state: SessionState, request: InvertRequest, progress: bool,
                checked: tuple[InversionKey, dict[str, Any]] | None = None) -> tuple[CachedInversion, bool]:
     """The session's cached inversion for ``request``, or a new one (and whether it was cached)."""
-    import unsample
 
     key, options = checked or _checked_key(model, state, request)
     found = state.lookup(key)
@@ -238,8 +235,6 @@ def _inversion_cost(inv: Any) -> str:
 
 def invert(model: Model, state: SessionState, request: InvertRequest, progress: bool = False) -> InvertView:
     """Invert the session's image (or reuse the cached inversion) and reconstruct it."""
-    import unsample
-    from unsample.images import tensor_to_pil
 
     entry, reused = _inversion(model, state, request, progress)
     if entry.reconstruction is None:
@@ -337,10 +332,6 @@ def edit(model: Model, state: SessionState, inversion: InvertRequest, request: E
          progress: bool = False) -> EditView:
     """Edit the session's image with the target prompt: from the cached inversion when there is
     one for ``inversion``, else inverting first. Writes the PNG with its JSON sidecar."""
-    import unsample
-    from unsample.api import check_prompt_words
-    from unsample.editing.masks import overlay
-    from unsample.outputs import write_png_with_sidecar
 
     if not request.prompt.strip():
         raise UIError("write the target prompt (what the edited image shows)")
