@@ -36,12 +36,17 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 # The quick loop: every test but the four tiers marked in pyproject.toml (processes started, the
-# browser, training runs, the real embedded models); `make test` (CI's command) runs them all. One
-# torch thread per process: the tests' models are tiny, and on a busy 2-core machine two threads
-# oversubscribe the cores (one test here: 83 s with two threads, 4 s with one).
+# browser, training runs, the real embedded models); `make test` (CI's command) runs them all.
+# Two pytest processes side by side (tests/conftest.py's --shard K/N), one torch thread each: the
+# tests' models are tiny, and a process of two threads on a busy 2-core machine oversubscribes the
+# cores (one test here: 83 s with two threads, 4 s with one). Shard 1's report follows shard 0's.
 FAST := not subprocess and not browser and not training and not model
 test-fast: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "$(FAST)"
+	@log=$$(mktemp); \
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "$(FAST)" --shard 1/2 >$$log 2>&1 & other=$$!; \
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "$(FAST)" --shard 0/2; first=$$?; \
+	wait $$other; second=$$?; echo "--- shard 1/2"; cat $$log; rm -f $$log; \
+	test $$first -eq 0 && test $$second -eq 0
 
 bench-closed-form: $(STAMP)
 	$(BIN)/python -m unsample_lab.bench.closed_form

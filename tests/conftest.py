@@ -207,9 +207,31 @@ def _shared_models_left_as_found(request: pytest.FixtureRequest):
         assert not changed, f"{request.node.nodeid} left the shared {name} changed: {changed}"
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by mark
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that asks for a shared embedded model is of the `model` tier even when its module
     forgot the mark, so `make test-fast` never loads one."""
     for item in items:
         if any(name in getattr(item, "fixturenames", ()) for name in SHARED_MODELS) and not item.get_closest_marker("model"):
             item.add_marker(pytest.mark.model)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--shard", metavar="K/N", default=None,
+                     help="run only every N-th selected test, starting at the K-th (0 <= K < N): `make test-fast` "
+                          "runs shards 0/2 and 1/2 side by side, one per core")
+
+
+@pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")  # after -m and -k
+def pytest_keep_one_shard(config: pytest.Config, items: list[pytest.Item]) -> None:
+    shard = config.getoption("--shard")
+    if shard is None:
+        return
+    try:
+        k, n = (int(part) for part in shard.split("/"))
+        if not 0 <= k < n:
+            raise ValueError
+    except ValueError:
+        raise pytest.UsageError(f"--shard {shard!r} is not K/N with 0 <= K < N (e.g. 0/2)") from None
+    config.hook.pytest_deselected(items=[item for i, item in enumerate(items) if i % n != k])
+    items[:] = items[k::n]
