@@ -167,7 +167,8 @@ def _model_state(model: object) -> dict[str, object]:
     import torch
 
     state: dict[str, object] = {"class": type(model).__name__}
-    parts = dict(getattr(getattr(model, "pipe", None), "components", {}) or {})
+    pipe = getattr(model, "pipe", None)
+    parts = dict(pipe.components if hasattr(pipe, "components") else vars(pipe) if pipe is not None else {})
     for key, value in vars(model).items():
         if key in ("pipe", "_prompt_cache") or isinstance(getattr(type(model), key, None), functools.cached_property):
             continue  # the pipeline's parts are compared below; caches are functions of the weights
@@ -188,6 +189,8 @@ def _model_state(model: object) -> dict[str, object]:
                 state[f"{key}.attn_processors"] = sorted((k, type(v).__name__) for k, v in part.attn_processors.items())
         elif hasattr(part, "config"):
             state[key] = json.dumps(dict(part.config), sort_keys=True, default=str)
+        elif isinstance(part, _PLAIN):
+            state[key] = part
         else:
             state[key] = type(part).__name__
     return state
