@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench-closed-form bench-quick bench-full clean
+.PHONY: setup demo test test-fast bench-closed-form bench-quick bench-full clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,15 @@ demo: $(STAMP)
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The quick loop: every test but the four tiers marked in pyproject.toml (processes started, the
+# browser, training runs, the real embedded models); `make test` (CI's command) runs them all.
+# Two pytest-xdist workers, one torch thread each: the tests' models are tiny, and a process of two
+# threads on a busy 2-core machine oversubscribes the cores (one test here: 83 s with two threads,
+# 4 s with one).
+FAST := not subprocess and not browser and not training and not model
+test-fast: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "$(FAST)" -n 2
 
 bench-closed-form: $(STAMP)
 	$(BIN)/python -m unsample_lab.bench.closed_form

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import tomllib
 from importlib.metadata import EntryPoint
@@ -118,15 +120,105 @@ def tiny_image():
     return Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8))
 
 
-@pytest.fixture(scope="session")
-def embedded_model():
-    """The embedded default model, loaded once per run (the UI tests share it); skips if not installed."""
+def _load_embedded(name: str):
+    """An embedded model by name, loaded as a user loads it; skips when its weights are not installed."""
     import unsample
     from unsample.embedded import embedded_model_path
 
-    if not (embedded_model_path() / "model_index.json").is_file():
-        pytest.skip("the embedded model is not installed")
-    return unsample.load(None, device="cpu")
+    if not (embedded_model_path(name) / "model_index.json").is_file():
+        pytest.skip(f"the {name} model is not installed")
+    model = unsample.load(name, device="cpu")
+    _AS_LOADED[id(model)] = _model_state(model)
+    return model
+
+
+# The real embedded models, loaded once per run and shared by every test that asks for one (tests of
+# the `model` tier). A test must leave a shared model as it found it: `_shared_models_left_as_found`
+# checks that after each test.
+
+
+@pytest.fixture(scope="session")
+def embedded_model():
+    """The embedded default model (``unsample.load(None)`` loads the same)."""
+    return _load_embedded("embedded")
+
+
+@pytest.fixture(scope="session")
+def embedded_flow_model():
+    """The embedded rectified-flow model (SD3 architecture)."""
+    return _load_embedded("embedded-flow")
+
+
+@pytest.fixture(scope="session")
+def embedded_pixel_model():
+    """The embedded pixel-space model with its noisy classifier."""
+    return _load_embedded("embedded-pixel")
+
+
+SHARED_MODELS = ("embedded_model", "embedded_flow_model", "embedded_pixel_model")
+_AS_LOADED: dict[int, dict[str, object]] = {}
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _model_state(model: object) -> dict[str, object]:
+    """What a test could change on a shared model and leak into the next: its attributes, each
+    network's weights (a sum and an absolute sum per tensor), train/eval mode, requires_grad and
+    attention processors, and the scheduler's config. Caches (``_prompt_cache``, cached properties such
+    as ``fingerprint``) are left out."""
+    import torch
+
+    state: dict[str, object] = {"class": type(model).__name__}
+    pipe = getattr(model, "pipe", None)
+    parts = dict(pipe.components if hasattr(pipe, "components") else vars(pipe) if pipe is not None else {})
+    for key, value in vars(model).items():
+        if key in ("pipe", "_prompt_cache") or isinstance(getattr(type(model), key, None), functools.cached_property):
+            continue  # the pipeline's parts are compared below; caches are functions of the weights
+        if isinstance(value, torch.nn.Module):
+            parts[f"model.{key}"] = value
+        elif isinstance(value, (*_PLAIN, torch.device, torch.dtype)):
+            state[key] = str(value)
+        else:
+            state[key] = type(value).__name__
+    for key, part in parts.items():
+        if isinstance(part, torch.nn.Module):
+            with torch.no_grad():
+                weights = [(n, p.dtype, p.device, tuple(p.shape), p.requires_grad, float(p.double().sum()),
+                            float(p.double().abs().sum())) for n, p in part.named_parameters()]
+                buffers = [(n, float(b.double().sum())) for n, b in part.named_buffers() if b.is_floating_point()]
+            state[key] = (weights, buffers, [m.training for m in part.modules()])
+            if hasattr(part, "attn_processors"):
+                state[f"{key}.attn_processors"] = sorted((k, type(v).__name__) for k, v in part.attn_processors.items())
+        elif hasattr(part, "config"):
+            state[key] = json.dumps(dict(part.config), sort_keys=True, default=str)
+        elif isinstance(part, _PLAIN):
+            state[key] = part
+        else:
+            state[key] = type(part).__name__
+    return state
+
+
+@pytest.fixture(autouse=True)
+def _shared_models_left_as_found(request: pytest.FixtureRequest):
+    """Fails the test after which a shared embedded model differs from the model as loaded (a renamed
+    model, an attention processor left installed, weights or modes changed), so that no change made
+    by a test, or by a module fixture it uses, leaks into later tests."""
+    used = [name for name in SHARED_MODELS if name in request.fixturenames]
+    yield
+    for name in used:
+        model = request.getfixturevalue(name)
+        loaded, now = _AS_LOADED[id(model)], _model_state(model)
+        changed = sorted(k for k in set(loaded) | set(now) if loaded.get(k) != now.get(k))
+        assert not changed, f"{request.node.nodeid} left the shared {name} changed: {changed}"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by mark
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that asks for a shared embedded model is of the `model` tier even when its module
+    forgot the mark, so `make test-fast` never loads one."""
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in SHARED_MODELS) and not item.get_closest_marker("model"):
+            item.add_marker(pytest.mark.model)
 
 
 @pytest.fixture(scope="session")

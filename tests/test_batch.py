@@ -101,6 +101,7 @@ def _contents(folder: Path) -> dict[str, object]:
     return found
 
 
+@pytest.mark.subprocess
 def test_sigkill_at_random_moments_resumes_to_identical_outputs(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
     manifest = _manifest(tmp_path, 12, 20)
     cmd = [sys.executable, "-m", "unsample.cli", "batch", str(manifest), "--model", str(tiny_pipeline_dir),
@@ -139,6 +140,7 @@ of the two cores): torch's CPU kernels split their sums by thread count, so a 2-
 differ from a 1-thread run in the last bits on some CPUs, and the tests compare bit for bit."""
 
 
+@pytest.mark.subprocess
 def test_two_processes_give_the_one_process_outputs(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
     manifest = _manifest(tmp_path, 6, 4)
     common = [str(manifest), "--model", str(tiny_pipeline_dir), "--device", "cpu", "--quiet", "--out"]
@@ -152,12 +154,12 @@ def test_two_processes_give_the_one_process_outputs(tiny_pipeline_dir: Path, tmp
     assert sorted(p.name for p in (tmp_path / "two").glob("manifest.done*")) == [
         "manifest.done.0-of-2.jsonl", "manifest.done.1-of-2.jsonl"]
     assert _contents(tmp_path / "two") == _contents(tmp_path / "one")
-    # a resume with another process count skips what any shard finished
-    again = subprocess.run([sys.executable, "-m", "unsample.cli", "batch", *common, str(tmp_path / "two")],
-                           capture_output=True, text=True)
+    # a resume with another process count skips what any shard finished (one process: run in this one)
+    again = CliRunner().invoke(app, ["batch", *common, str(tmp_path / "two")])
     assert "0 done, 6 already done" in again.stdout
 
 
+@pytest.mark.subprocess
 def test_accelerate_launch_with_two_processes_gives_the_one_process_outputs(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
     manifest = _manifest(tmp_path, 6, 4)
     common = [str(manifest), "--model", str(tiny_pipeline_dir), "--quiet", "--out"]

@@ -176,6 +176,7 @@ def test_report_folder_is_written_in_full_or_not_at_all(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]  # no temp folders left
 
 
+@pytest.mark.subprocess
 def test_sigterm_while_writing_leaves_no_temp_folder(tmp_path: Path) -> None:
     import signal
     import subprocess

@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.test_batch import _contents
+
+pytestmark = pytest.mark.subprocess  # fresh interpreters are the point: another hash seed each time
 
 
 def _twice(cmd: list[str], tmp_path: Path, name: str) -> tuple[dict, dict]:

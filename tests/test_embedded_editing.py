@@ -12,21 +12,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import unsample
 from unsample_lab.bench import edit as edit_bench
 from unsample.embedded import embedded_model_path
 
-pytestmark = pytest.mark.skipif(
-    not (embedded_model_path() / "model_index.json").is_file(), reason="the embedded model is not installed"
-)
+pytestmark = [
+    pytest.mark.skipif(not (embedded_model_path() / "model_index.json").is_file(),
+                       reason="the embedded model is not installed"),
+    pytest.mark.model,
+]
 
 MEASURED_MARGIN_DB = 32.47 - 26.82
 SLACK_DB = 1.0  # room for float differences across machines (the run is deterministic on one)
 
 
 @pytest.fixture(scope="module")
-def edits() -> dict[str, list[dict]]:
-    model = unsample.load(device="cpu")
+def edits(embedded_model) -> dict[str, list[dict]]:
+    model = embedded_model
     bench = edit_bench.EditBench(methods=("ddim",), controls=("swap",), masks=("none", "noise"), pairs=8, steps=20,
                                  inversion_guidance=1.0)
     rows = edit_bench.run(model, bench, progress=False)["per_pair"]

@@ -13,22 +13,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import unsample
 from unsample_lab.bench import edit as edit_bench
 from unsample_lab.bench import embedded_methods as figures
 from unsample.embedded import embedded_model_path
 
-pytestmark = pytest.mark.skipif(
-    not (embedded_model_path("embedded-flow") / "model_index.json").is_file(),
-    reason="the embedded flow model is not installed",
-)
+pytestmark = [
+    pytest.mark.skipif(not (embedded_model_path("embedded-flow") / "model_index.json").is_file(),
+                       reason="the embedded flow model is not installed"),
+    pytest.mark.model,
+]
 
 SLACK_DB = 1.0  # room for float differences across machines (each run is deterministic on one)
 
 
 @pytest.fixture(scope="module")
-def model():
-    return unsample.load("embedded-flow", device="cpu")
+def model(embedded_flow_model):
+    """The embedded flow model, loaded once per run (tests/conftest.py)."""
+    return embedded_flow_model
 
 
 def test_fixed_point_beats_ddim_at_guidance_7(model) -> None:

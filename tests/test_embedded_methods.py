@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import pytest
 
-import unsample
 from unsample_lab.bench import embedded_methods as figures
 from unsample.embedded import embedded_model_path
 
-pytestmark = pytest.mark.skipif(
-    not (embedded_model_path() / "model_index.json").is_file(), reason="the embedded model is not installed"
-)
+pytestmark = [
+    pytest.mark.skipif(not (embedded_model_path() / "model_index.json").is_file(),
+                       reason="the embedded model is not installed"),
+    pytest.mark.model,
+]
 
 
 @pytest.fixture(scope="module")
-def model():
-    return unsample.load(device="cpu")
+def model(embedded_model):
+    """The embedded model, loaded once per run (tests/conftest.py)."""
+    return embedded_model
 
 
 def test_fixed_point_beats_ddim_at_guidance_7(model) -> None:

@@ -52,6 +52,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainConfi
     return out, config
 
 
+@pytest.mark.training
 def test_tiny_run_writes_a_loadable_sd_pipeline(tiny_run: tuple[Path, TrainConfig]) -> None:
     from diffusers import StableDiffusionPipeline
 
@@ -85,6 +86,7 @@ def test_tiny_run_writes_a_loadable_sd_pipeline(tiny_run: tuple[Path, TrainConfi
     assert state["dir"].startswith("unet-")
 
 
+@pytest.mark.training
 def test_rerun_resumes_instead_of_restarting(tiny_run: tuple[Path, TrainConfig]) -> None:
     out, config = tiny_run
     log_before = (out / "train.log").read_text()
@@ -144,6 +146,7 @@ def test_install_trained_model_refuses_a_folder_without_a_pipeline(tmp_path: Pat
     assert embedded_model_path().name == "model"
 
 
+@pytest.mark.training
 def test_install_trained_model_copies_the_pipeline(
     tiny_run: tuple[Path, TrainConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -237,6 +240,7 @@ def test_thread_tuner_settles_on_the_faster_thread_count(monkeypatch: pytest.Mon
     assert used[:3] == [2, 2, 2] and used.count(2) == 6  # only the exploration steps use 2
 
 
+@pytest.mark.training
 def test_decoder_stage_leaves_the_latents_alone(tmp_path: Path) -> None:
     """The decoder fine-tune changes the decoder and nothing the UNet's latents depend on."""
     from safetensors.torch import load_file
@@ -381,6 +385,7 @@ def test_runs_from_before_the_object_weight_gate_resume_with_a_constant_weight()
         dataclasses.replace(TrainConfig(), unet_object_weight_gate="snr")
 
 
+@pytest.mark.training
 def test_a_run_started_from_a_models_autoencoder_keeps_it_and_skips_its_stages(
     tiny_run: tuple[Path, TrainConfig], tmp_path: Path
 ) -> None:
@@ -412,6 +417,7 @@ def test_a_run_started_from_a_models_autoencoder_keeps_it_and_skips_its_stages(
     assert training["config"]["unet_object_weight_gate"] == "constant"
 
 
+@pytest.mark.training
 def test_starting_from_an_autoencoder_refuses_other_settings_and_other_runs(
     tiny_run: tuple[Path, TrainConfig], tmp_path: Path
 ) -> None:

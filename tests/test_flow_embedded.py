@@ -16,6 +16,8 @@ from unsample_lab.embedded.flow_configs import FlowTrainConfig
 
 pytestmark = pytest.mark.skipif(not (embedded_model_path() / "vae").is_dir(),
                                 reason="the flow trainer reuses the installed embedded model's autoencoder")
+# The trainer builds its parts from the embedded model's autoencoder and text encoder: tests that
+# train (`flow_run` included) or build those parts carry both the `training` and the `model` marks.
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +29,8 @@ def flow_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.model
+@pytest.mark.training
 def test_a_tiny_run_exports_an_sd3_pipeline_without_t5(flow_run: Path) -> None:
     model_dir = flow_run / "model"
     index = json.loads((model_dir / "model_index.json").read_text())
@@ -41,6 +45,7 @@ def test_a_tiny_run_exports_an_sd3_pipeline_without_t5(flow_run: Path) -> None:
     assert den.cond.embeds.shape[1] == 16  # the CLIP tokens only: no zero T5 tokens
 
 
+@pytest.mark.model
 def test_the_first_text_encoder_starts_as_the_embedded_models() -> None:
     """Every weight of the first CLIP slot's text model equals the embedded model's text encoder
     before training moves it; only the projection is new."""
@@ -57,7 +62,7 @@ def test_the_first_text_encoder_starts_as_the_embedded_models() -> None:
         assert torch.equal(ours[name], weight), name
 
 
-def test_the_training_noising_is_diffusers_flow_matching(flow_run: Path) -> None:
+def test_the_training_noising_is_diffusers_flow_matching() -> None:
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     from unsample_lab.embedded.flow_configs import build_scheduler
@@ -84,6 +89,8 @@ def test_sigmas_are_logit_normal_or_uniform() -> None:
         FlowTrainConfig(timestep_sampling="beta")
 
 
+@pytest.mark.model
+@pytest.mark.training
 def test_an_interrupted_flow_run_resumes_and_a_changed_one_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
@@ -110,6 +117,8 @@ def test_an_interrupted_flow_run_resumes_and_a_changed_one_is_refused(tmp_path: 
         flow_train.train_embedded_flow(tmp_path, config=dataclasses.replace(FlowTrainConfig.tiny(), layers=2))
 
 
+@pytest.mark.model
+@pytest.mark.training
 def test_a_run_continues_a_finished_model_from_its_exported_weights(flow_run: Path, tmp_path: Path) -> None:
     """--init-from: the new run's weights start as the finished model's (its EMA transformer), and
     the exported training.json adds both runs up; a model of another config is refused."""
@@ -146,6 +155,8 @@ def test_a_run_continues_a_finished_model_from_its_exported_weights(flow_run: Pa
     assert r.exit_code == 2 and "training.json" in r.output
 
 
+@pytest.mark.model
+@pytest.mark.training
 def test_the_card_measures_a_flow_model(flow_run: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -177,6 +188,8 @@ def test_the_edit_bench_leaves_out_what_a_flow_model_cannot_hook() -> None:
         runnable_on(flow, EditBench(controls=("p2p",), masks=("none",)))
 
 
+@pytest.mark.model
+@pytest.mark.training
 def test_max_minutes_changes_the_cap_of_a_run_and_is_kept(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

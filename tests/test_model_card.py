@@ -52,6 +52,7 @@ def test_model_card_matches_its_targets(folder: Path) -> None:
     assert card["config"]["t2i_samples"] == 200 and card["config"]["vae_scenes"] == 500  # the protocol
 
 
+@pytest.mark.model
 def test_embedded_model_loads_offline_by_name(name: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import unsample
 

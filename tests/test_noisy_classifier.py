@@ -24,6 +24,7 @@ def _noisy_batch(g: torch.Generator, n: int = 64):  # noqa: ANN202
     return alpha * x0 + sigma * torch.randn(n, 3, 8, 8, generator=g), t, labels
 
 
+@pytest.mark.training
 def test_it_learns_noisy_classes_and_survives_a_save_and_load(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = NoisyClassifier(ClassifierConfig(in_channels=3, num_classes=2, block_out_channels=(16, 32)))

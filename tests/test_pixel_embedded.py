@@ -41,6 +41,7 @@ def test_batches_are_a_pure_function_of_seed_stream_and_step() -> None:
     assert masks.shape == (4, 1, 16, 16) and float(masks.sum()) > 0
 
 
+@pytest.mark.training
 def test_a_tiny_run_exports_a_pipeline_with_its_classifier_and_class_names(pixel_run: Path) -> None:
     model_dir = pixel_run / "model"
     index = json.loads((model_dir / "model_index.json").read_text())
@@ -53,6 +54,7 @@ def test_a_tiny_run_exports_a_pipeline_with_its_classifier_and_class_names(pixel
     assert "stage=unet done: steps=3" in log and "stage=classifier done: steps=3" in log
 
 
+@pytest.mark.training
 def test_a_finished_run_resumes_to_the_same_weights_and_refuses_a_changed_model(pixel_run: Path) -> None:
     import dataclasses
 
@@ -74,6 +76,7 @@ def test_a_finished_run_resumes_to_the_same_weights_and_refuses_a_changed_model(
         train_embedded_pixel(pixel_run, config=dataclasses.replace(PixelTrainConfig.tiny(), classifier_pool="mean"))
 
 
+@pytest.mark.training
 def test_an_interrupted_unet_stage_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from unsample_lab.embedded import pixel_train
 
@@ -115,6 +118,7 @@ def test_the_classifier_may_change_until_its_stage_starts(tmp_path: Path) -> Non
         _resolve_config(tmp_path, cfg)
 
 
+@pytest.mark.training
 def test_the_backend_takes_class_names_and_a_declared_unconditional_class(pixel_run: Path) -> None:
     m = unsample.load(str(pixel_run / "model"), device="cpu")
     assert m.class_names == CLASS_NAMES
@@ -132,6 +136,7 @@ def test_the_backend_takes_class_names_and_a_declared_unconditional_class(pixel_
         m.encode_prompt("hexagon")
 
 
+@pytest.mark.training
 def test_the_classifier_takes_class_names(pixel_run: Path) -> None:
     from unsample.backends.noisy_classifier import NoisyClassifier
 
@@ -143,6 +148,7 @@ def test_the_classifier_takes_class_names(pixel_run: Path) -> None:
         clf.guidance("hexagon")
 
 
+@pytest.mark.training
 def test_the_pixel_demo_and_card_run_offline_on_a_tiny_model(pixel_run: Path, tmp_path: Path) -> None:
     run = CliRunner().invoke
     demo = run(app, ["demo", "--model", str(pixel_run / "model"), "--out", str(tmp_path / "demo"), "--steps", "4",
@@ -165,6 +171,7 @@ def test_the_pixel_demo_and_card_run_offline_on_a_tiny_model(pixel_run: Path, tm
     assert "class-conditional samples correct" in (tmp_path / "card" / "MODEL_CARD.md").read_text()
 
 
+@pytest.mark.training
 def test_the_trajectory_view_shows_a_classifier_guided_inversion(pixel_run: Path, tmp_path: Path) -> None:
     model_dir = pixel_run / "model"
     clf = str(model_dir / "classifier.safetensors")

@@ -27,6 +27,8 @@ STEPS = 20
 TIMEOUT_MS = 60_000
 
 pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.model,  # the page serves the embedded model
     pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no Chromium at {CHROMIUM}: 'make setup' installs it "
                        "(apt-get install -y chromium); playwright cannot download its own browser here"),
     pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing"),  # its pandas calls, on pandas 3

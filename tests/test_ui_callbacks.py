@@ -79,6 +79,7 @@ def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path: Path
     assert cb.read_upload(tmp_path / "small.png").size == (40, 30)
 
 
+@pytest.mark.model
 def test_the_built_in_scenes_are_offered_their_own_caption(embedded_model, state: SessionState) -> None:
     from unsample_lab.shapes import is_held_out
 
@@ -97,6 +98,7 @@ def test_no_prompt_is_offered_for_other_models(tiny_model, tiny_image) -> None:
 # ---------------------------------------------------------------- invert: refused before any model work
 
 
+@pytest.mark.model
 @pytest.mark.parametrize(("request_", "message"), [
     (cb.InvertRequest(SOURCE.replace("red", "crimson"), "edict", steps=4), "words the model does not know: crimson"),
     (cb.InvertRequest(SOURCE, "edict", {"p": 2.0}, steps=4), "method 'edict': p=2.0 must be in (0, 1]"),
@@ -115,6 +117,7 @@ def test_bad_inversion_requests_are_one_line(embedded_model, red_circle: Session
     assert not red_circle.cache  # nothing inverted
 
 
+@pytest.mark.model
 def test_inverting_without_an_image_says_so(embedded_model, state: SessionState) -> None:
     _raises("upload an image or pick a built-in scene first", cb.invert, embedded_model, state,
             cb.InvertRequest(SOURCE, "ddim", steps=4))
@@ -123,6 +126,7 @@ def test_inverting_without_an_image_says_so(embedded_model, state: SessionState)
 # ---------------------------------------------------------------- edit: refused before any model work
 
 
+@pytest.mark.model
 def test_bad_edits_are_refused_before_inverting(embedded_model, red_circle: SessionState, tmp_path: Path) -> None:
     notes = tmp_path / "mask.png"
     notes.write_text("not a mask")
@@ -240,6 +244,7 @@ def test_an_edit_is_one_spec_its_prompts_checked_once(embedded_model, red_circle
 # ---------------------------------------------------------------- the cache: invert once, edit many times
 
 
+@pytest.mark.model
 def test_a_second_edit_reuses_the_inversion_and_costs_only_the_edit(embedded_model, red_circle: SessionState) -> None:
     request = cb.InvertRequest(SOURCE, "ddim", steps=6)
     first = cb.edit(embedded_model, red_circle, request, cb.EditRequest(TARGET))
@@ -264,6 +269,7 @@ def test_a_second_edit_reuses_the_inversion_and_costs_only_the_edit(embedded_mod
     assert unsample.Inversion.load(entry.file).steps == 6
 
 
+@pytest.mark.model
 def test_a_drawn_mask_confines_the_edit(embedded_model, red_circle: SessionState) -> None:
     layer = np.zeros((256, 256, 4), np.uint8)
     layer[96:160, 96:160, 3] = 255  # painted: the middle quarter of the shown image
@@ -306,6 +312,7 @@ def test_option_controls_carry_the_config_defaults_and_bounds() -> None:
 # ---------------------------------------------------------------- the page's own handlers (no browser)
 
 
+@pytest.mark.model
 def test_the_page_handlers_show_errors_in_the_status_line(embedded_model, tmp_path: Path) -> None:
     import socket
 

@@ -23,9 +23,14 @@ from unsample.cli import app
 from unsample.embedded import embedded_model_path
 from unsample_lab.shapes.vocabulary import VOCABULARY
 
-needs_embedded = pytest.mark.skipif(
+_installed = pytest.mark.skipif(
     not (embedded_model_path() / "model_index.json").is_file(), reason="the embedded model is not installed"
 )
+
+
+def needs_embedded(test: Any) -> Any:
+    """Runs the embedded model (the `model` tier); skipped when it is not installed."""
+    return pytest.mark.model(_installed(test))
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +38,10 @@ def words_tokenizer() -> Any:
     return build_word_tokenizer(["a", "red", "circle"])
 
 
-@pytest.fixture(scope="module")
-def embedded() -> unsample.Model:
-    return unsample.load(device="cpu")
+@pytest.fixture
+def embedded(embedded_model) -> unsample.Model:
+    """The embedded model, loaded once per run (tests/conftest.py)."""
+    return embedded_model
 
 
 def _tiny_clip_tokenizer(drop: tuple[str, ...] = ()) -> Any:
