@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.subprocess  # lint-imports and a fresh interpreter run in processes of their own
+
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 CONFIG = ROOT / "pyproject.toml"
