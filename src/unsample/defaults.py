@@ -1,4 +1,5 @@
-"""Defaults of an edit, in one place for the API, the CLI and the UI (no imports: cheap to read).
+"""Defaults of an edit: the values `unsample.editing.spec.EditSpec` declares for its fields, and
+through it the API's, the CLI's, the page's and the batch manifest's (no imports: cheap to read).
 
 Chosen from the edit bench's figures (docs/benchmarks.md, "Defaults"): the best combination of
 method, guidance, mask and start step at no more than 1.5x the network evaluations of a plain
