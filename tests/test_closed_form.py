@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unsample_lab.bench.closed_form import round_trip
 from unsample.core.analytic import GaussianDenoiserModel, MeanConditioning
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import NoiseSchedule
-from unsample_lab.bench.closed_form import SCHEDULER
 from unsample.methods import ddim, euler
+from unsample_lab.bench.closed_form import SCHEDULER, round_trip
 
 STEPS = (10, 50, 200, 1000)
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
+from tests.conftest import SD_SCHEDULER_CONFIG
 from unsample.core.analytic import GaussianDenoiserModel, MeanConditioning
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import NoiseSchedule
 from unsample.methods import ddim
-from tests.conftest import SD_SCHEDULER_CONFIG
 
 
 def _latents(model, seed: int = 0) -> torch.Tensor:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.conftest import SD_SCHEDULER_CONFIG
 from unsample.core.analytic import GaussianDenoiserModel, MeanConditioning
 from unsample.core.denoiser import CFG_LAYOUT, Denoiser
 from unsample.core.schedule import NoiseSchedule
-from tests.conftest import SD_SCHEDULER_CONFIG
 
 
 class Recorder:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unsample_lab.bench import edit as edit_bench
 from unsample.embedded import embedded_model_path
+from unsample_lab.bench import edit as edit_bench
 
 pytestmark = [
     pytest.mark.skipif(not (embedded_model_path() / "model_index.json").is_file(),

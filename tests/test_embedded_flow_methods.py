@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from unsample.embedded import embedded_model_path
 from unsample_lab.bench import edit as edit_bench
 from unsample_lab.bench import embedded_methods as figures
-from unsample.embedded import embedded_model_path
 
 pytestmark = [
     pytest.mark.skipif(not (embedded_model_path("embedded-flow") / "model_index.json").is_file(),

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from unsample_lab.bench import embedded_methods as figures
 from unsample.embedded import embedded_model_path
+from unsample_lab.bench import embedded_methods as figures
 
 pytestmark = [
     pytest.mark.skipif(not (embedded_model_path() / "model_index.json").is_file(),

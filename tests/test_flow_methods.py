@@ -13,8 +13,6 @@ from typing import Any
 import pytest
 import torch
 
-from unsample_lab.bench import flow_orders
-from unsample_lab.bench.closed_form import SCHEDULER
 from unsample.core.analytic import GaussianFlowModel, MeanConditioning, exact_flow_transport
 from unsample.core.denoiser import Denoiser
 from unsample.core.flow_schedule import FlowSchedule
@@ -22,6 +20,8 @@ from unsample.core.schedule import NoiseSchedule
 from unsample.methods import ddim, fireflow, rf_inversion, rf_solver
 from unsample.methods.base import MethodOutput
 from unsample.methods.registry import get_method
+from unsample_lab.bench import flow_orders
+from unsample_lab.bench.closed_form import SCHEDULER
 
 MEAN, STD = flow_orders.MEAN, flow_orders.STD
 FLOW_METHODS = ("rf-solver", "fireflow", "rf-inversion")

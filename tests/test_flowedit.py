@@ -16,12 +16,12 @@ import pytest
 import torch
 
 import unsample
-from unsample_lab.bench.closed_form import SCHEDULER
 from unsample.core.analytic import GaussianDenoiserModel, GaussianFlowModel, MeanConditioning
 from unsample.core.denoiser import Denoiser
 from unsample.core.flow_schedule import FlowSchedule
 from unsample.core.schedule import NoiseSchedule
 from unsample.editing.flowedit import flowedit_latent
+from unsample_lab.bench.closed_form import SCHEDULER
 
 SHAPE = (2, 4, 6, 6)
 MU_SRC, MU_TAR, MU_NULL = 0.3, -0.4, 0.05

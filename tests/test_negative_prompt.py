@@ -6,13 +6,13 @@ import pytest
 import torch
 
 import unsample
-from unsample_lab.bench.closed_form import SCHEDULER
 from unsample.core.analytic import GaussianDenoiserModel, MeanConditioning
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import NoiseSchedule
 from unsample.methods import ddim, negative_prompt
 from unsample.methods.base import MethodOutput
 from unsample.methods.negative_prompt import NegativePromptConfig
+from unsample_lab.bench.closed_form import SCHEDULER
 
 F64 = torch.float64
 

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 import unsample
-from unsample_lab.bench.closed_form import SCHEDULER
 from unsample.core.analytic import GaussianDenoiserModel, MeanConditioning
 from unsample.core.denoiser import Denoiser
 from unsample.core.schedule import NoiseSchedule
 from unsample.inversion import Inversion
 from unsample.methods import ddim, null_text
 from unsample.methods.null_text import NullTextConfig
+from unsample_lab.bench.closed_form import SCHEDULER
 
 F64 = torch.float64
 SOURCE_MEAN, NULL_MEAN = 0.3, 0.0

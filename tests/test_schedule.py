@@ -6,8 +6,8 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from unsample.core.schedule import NoiseSchedule, alpha_to_sigma, sigma_to_alpha
 from tests.conftest import SD_SCHEDULER_CONFIG
+from unsample.core.schedule import NoiseSchedule, alpha_to_sigma, sigma_to_alpha
 
 
 @pytest.mark.parametrize("spacing,offset", [("leading", 1), ("leading", 0), ("trailing", 0), ("linspace", 0)])

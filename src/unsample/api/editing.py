@@ -24,6 +24,7 @@ from unsample.core.classifier import ClassifierGuidance
 from unsample.core.denoiser import CallCounter
 from unsample.core.schedule import TimestepGrid
 from unsample.editing.branches import edit_latent
+from unsample.editing.check import CheckResult, check_edit
 from unsample.editing.masks import NoiseMaskConfig
 from unsample.editing.plan import plan_edit
 from unsample.editing.spec import EditSpec
@@ -88,6 +89,7 @@ def edit(
         seconds=time.perf_counter() - begin, start_step=spec.start_step, prompt=spec.target_prompt,
         guidance=res.guidance, branches=res.branches, mask=res.mask, mask_source=plan.mask_source,
         source_prompt=source_prompt, mask_nfe=plan.mask_nfe, inversion=inversion, spec=spec,
+        check=_judged(model, spec, source_prompt, res.target_latent, inversion, res.mask) if spec.check else None,
     )
     return present(model, sample, output)
 
@@ -142,6 +144,16 @@ def _inversion_of(model: Model, source: Inversion | ImageSource, spec: EditSpec,
     return invert_pixels(model, pixels, spec.source_prompt, spec.method, config, steps=spec.steps,
                          guidance=spec.inversion_guidance, negative_prompt="", seed=spec.seed,
                          progress=progress, classifier_guidance=steer)
+
+
+def _judged(model: Model, spec: EditSpec, source_prompt: str, edited: torch.Tensor, inversion: Inversion,
+            mask: torch.Tensor | None) -> CheckResult:
+    """The model's judgement of the edit (`unsample.editing.check`): its unguided predictions under
+    the source and the target prompt on noisy copies of the edited and the source latent."""
+    den = model.denoiser(source_prompt, guidance=1.0, dtype=torch.float32)
+    den = den.with_conditioning(den.cond.cat(model.encode_prompt(spec.target_prompt)))
+    with torch.no_grad():
+        return check_edit(den, edited.float().to(model.device), inversion.image_latent.float().to(model.device), mask)
 
 
 def _target_row_callback(bar: StepCallback | None, on_step: StepCallback | None) -> StepCallback | None:

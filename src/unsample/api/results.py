@@ -11,6 +11,7 @@ from PIL import Image
 
 from unsample.api.common import Output
 from unsample.backends.base import Model
+from unsample.editing.check import CheckResult
 from unsample.editing.masks import overlay
 from unsample.editing.spec import EditSpec
 from unsample.errors import InputError
@@ -56,11 +57,13 @@ class EditSample(Sample):
     """The inversion the edit resumed (made first when the edit was given an image)."""
     spec: EditSpec | None = None
     """Every setting of the edit."""
+    check: CheckResult | None = None
+    """The model's judgement of the edit (``spec.check``), or None."""
 
     @property
     def network_evaluations(self) -> int:
-        """The edit's whole network cost: every branch's evaluations plus the mask's."""
-        return self.nfe * self.branches + self.mask_nfe
+        """The edit's whole network cost: every branch's evaluations plus the mask's and the check's."""
+        return self.nfe * self.branches + self.mask_nfe + (self.check.evaluations if self.check is not None else 0)
 
     @property
     def mask_area(self) -> float | None:

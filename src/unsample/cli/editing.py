@@ -118,6 +118,7 @@ def edit(
         **sample_record(res, m, start, "edit", str(source)),
         "source_prompt": res.source_prompt, "mask": res.mask_source if res.mask_source != "user" else spec.mask,
         "mask_nfe": res.mask_nfe, "mask_area": res.mask_area, "edit": spec.to_json(), **inversion_record(res.inversion),
+        "check": res.check.to_json() if res.check is not None else None,
     }
     written = [output.name]
     if res.mask_overlay is not None:
@@ -128,6 +129,11 @@ def edit(
     sidecar = write_png_with_sidecar(res.image, output, record)
     typer.echo(f"wrote {', '.join(written)} and {sidecar.name} (NFE {res.network_evaluations} with the mask and "
                f"every branch, {res.seconds:.2f} s)")
+    if res.check is not None:
+        verdict = "check: the edit took" if res.check.edit_took else "warning: the edit did not take"
+        typer.echo(f"{verdict} (score {res.check.score:+.4f} +/- {res.check.stderr:.4f}, threshold "
+                   f"{res.check.threshold:g}; the model's denoising errors under the two prompts)",
+                   err=not res.check.edit_took)
 
 
 edit.__doc__ = EDIT_HELP

@@ -110,6 +110,8 @@ class EditSpec:
                                 low_open=True, on_page=False)
     mask_threshold: float = setting(0.5, "The noise mask's threshold on the clamped map (DiffEdit's 0.5).", low=0,
                                     high=1, low_open=True, high_open=True, on_page=False)
+    check: bool = setting(False, "Judge the edit by the model's own denoising errors under the two prompts "
+                                 "(unsample.editing.check); off until its threshold is chosen on the bench.")
     method: str = setting(defaults.EDIT_METHOD, "Inversion method when the source is an image.", on_page=False)
     steps: int = setting(defaults.EDIT_STEPS, "Steps when the source is an image.", low=1, on_page=False)
     inversion_guidance: float = setting(defaults.INVERSION_GUIDANCE, "CFG of the inversion when the source is an "

@@ -186,6 +186,7 @@ def build_app(model: str | Model | None = None, workdir: Path | None = None, *, 
                 with gr.Row():
                     start_step = gr.Number(**_from_spec("start_step"), precision=0, label="Start step", elem_id="start-step")
                     edit_guidance = gr.Number(**_from_spec("guidance"), label="Edit guidance", elem_id="edit-guidance")
+                check = gr.Checkbox(**_from_spec("check"), label="Check the edit", elem_id="check")
                 edit_button = gr.Button("Edit", variant="primary", elem_id="edit")
             with gr.Column():
                 result = gr.ImageSlider(label="Before / after", type="pil", format="png", elem_id="result")
@@ -242,7 +243,7 @@ def build_app(model: str | Model | None = None, workdir: Path | None = None, *, 
             return state_now, view.reconstruction, view.cost, str(view.entry.file), _status(f"{done}; now edit it below")
 
         edit_names = invert_names + ["target", "control", "mask", "drawing", "mask_file", "start_step", "edit_guidance",
-                                     "reweight", "blend_words", "cross_steps", "self_steps"]
+                                     "reweight", "blend_words", "cross_steps", "self_steps", "check"]
 
         def on_edit(progress: Any = gr.Progress(track_tqdm=True), *values: Any) -> tuple[Any, ...]:
             got = unpack(edit_names, values)
@@ -252,7 +253,7 @@ def build_app(model: str | Model | None = None, workdir: Path | None = None, *, 
                     prompt=got["target"] or "", control=got["control"], mask=got["mask"], drawn_mask=got["drawing"],
                     mask_file=got["mask_file"], start_step=got["start_step"], guidance=got["edit_guidance"],
                     reweight=got["reweight"] or "", blend_words=got["blend_words"] or "",
-                    cross_steps=float(got["cross_steps"]), self_steps=float(got["self_steps"]))
+                    cross_steps=float(got["cross_steps"]), self_steps=float(got["self_steps"]), check=bool(got["check"]))
                 view = cb.edit(m, state_now, invert_request(got), request, progress=True)
             except Exception as err:  # noqa: BLE001
                 skip = gr.skip()
@@ -269,7 +270,7 @@ def build_app(model: str | Model | None = None, workdir: Path | None = None, *, 
         invert_button.click(on_invert, invert_inputs + option_inputs,
                             [state, reconstruction, invert_cost, inversion_file, status], **model_job)
         edit_inputs = invert_inputs + [target, control, mask, drawing, mask_file, start_step, edit_guidance, reweight,
-                                       blend_words, cross_steps, self_steps]
+                                       blend_words, cross_steps, self_steps, check]
         edit_button.click(on_edit, edit_inputs + option_inputs,
                           [state, result, mask_view, edit_cost, downloads, inversion_file, status], **model_job)
     app.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=MODEL_CONCURRENCY)

@@ -272,6 +272,7 @@ class EditRequest:
     """``word, word`` (`EditSpec.blend_words`' text)."""
     cross_steps: float = spec_default("cross_steps")
     self_steps: float = spec_default("self_steps")
+    check: bool = spec_default("check")
 
 
 @dataclass
@@ -324,7 +325,7 @@ def edit_spec(request: EditRequest, mask: Any, start_step: int, guidance: float)
     return spec_from_text({
         "target_prompt": request.prompt, "control": request.control, "mask": mask, "start_step": start_step,
         "guidance": guidance, "reweight": request.reweight, "blend_words": request.blend_words,
-        "cross_steps": request.cross_steps, "self_steps": request.self_steps,
+        "cross_steps": request.cross_steps, "self_steps": request.self_steps, "check": request.check,
     })
 
 
@@ -356,6 +357,7 @@ def edit(model: Model, state: SessionState, inversion: InvertRequest, request: E
         "nfe": sample.network_evaluations, "mask_nfe": sample.mask_nfe, "model_calls": sample.model_calls,
         "seconds": round(sample.seconds, 3), "inversion_reused": reused, "inversion_file": entry.file.name,
         "inversion": inv.metadata(), "edit": spec.to_json(),
+        "check": sample.check.to_json() if sample.check is not None else None,
     }
     sidecar = write_png_with_sidecar(sample.image, png, record)
     entry.edits += 1
@@ -367,5 +369,8 @@ def edit(model: Model, state: SessionState, inversion: InvertRequest, request: E
     else:
         cost += (f"inverted first: {_inversion_cost(inv)} (total NFE {sample.network_evaluations + inv.nfe}); "
                  "the next edit reuses it")
+    if sample.check is not None:
+        took = "the edit took" if sample.check.edit_took else "**the edit did not take**"
+        cost += f". Check: {took} (score {sample.check.score:+.4f} +/- {sample.check.stderr:.4f})"
     return EditView(before=for_display(state.image), after=for_display(sample.image), mask_overlay=mask_view,
                     cost=cost, files=[png, sidecar], inversion_file=entry.file, inversion_reused=reused)

@@ -61,9 +61,9 @@ def _scene(path: Path) -> None:
 
 def trace_edit(steps: int = 4) -> EditPath:
     """Run ``unsample edit`` with its defaults (but ``steps``) under the profiler."""
-    import unsample
     from typer.testing import CliRunner
 
+    import unsample
     from unsample.cli import app
 
     root = str(Path(unsample.__file__).resolve().parent)
