@@ -334,3 +334,14 @@ def test_the_page_handlers_show_errors_in_the_status_line(embedded_model, tmp_pa
     finally:
         close_app(app)
     assert not (tmp_path / "ui").exists()
+
+
+@pytest.mark.model
+def test_a_generated_setting_reaches_the_edit_and_its_record(embedded_model, red_circle: SessionState) -> None:
+    """The page's generated controls (here the edit check) go into the one EditSpec like the laid-out ones."""
+    request = cb.InvertRequest(SOURCE, "ddim", steps=4)
+    view = cb.edit(embedded_model, red_circle, request, cb.EditRequest(TARGET, settings={"check": True}))
+    record = json.loads(view.files[1].read_text())
+    assert record["edit"]["check"] is True and isinstance(record["check"]["edit_took"], bool)
+    assert "Check: " in view.cost
+

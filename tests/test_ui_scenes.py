@@ -163,6 +163,12 @@ def test_the_edit_controls_carry_the_specs_defaults_ranges_and_help(built: tuple
     assert controls["steps"].value == setting_info("steps").default
     assert controls["inversion-guidance"].value == setting_info("inversion_guidance").default
     assert controls["method"].value == setting_info("method").default
+    # every on-page setting without a hand-laid control gets a generated one, from its declaration alone
+    generated = page.generated_settings()
+    assert "check" in [info.name for info in generated]
+    for info in generated:
+        control = controls["setting-" + info.name.replace("_", "-")]
+        assert control.value == info.default and control.info == info.setting.help, info.name
 
 
 # ---------------------------------------------------------------- no module state, no environment writes

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import unsample
 from unsample.backends.base import Model as ModelBase
-from unsample.editing.spec import setting_info
+from unsample.editing.spec import SettingInfo, setting_info, settings
 from unsample.errors import InputError
 from unsample.ui import callbacks as cb
 from unsample.ui.controls import method_controls
@@ -89,6 +89,30 @@ def _from_spec(name: str) -> dict[str, Any]:
     """A control's value and help line: the edit setting ``name``'s default and help (`setting_info`)."""
     info = setting_info(name)
     return {"value": info.default, "info": info.setting.help}
+
+
+LAID_OUT = frozenset({"target_prompt", "source_prompt", "control", "mask", "start_step", "guidance", "reweight",
+                      "blend_words", "cross_steps", "self_steps"})
+"""The edit settings the page lays out by hand; every other setting the spec marks ``on_page`` gets a
+generated control (`_setting_control`), so a new setting appears on the page from its declaration."""
+
+
+def generated_settings() -> list[SettingInfo]:
+    """The on-page edit settings without a hand-laid control, in the spec's order."""
+    return [info for info in settings() if info.setting.on_page and info.name not in LAID_OUT]
+
+
+def _setting_control(gr: Any, info: SettingInfo) -> Any:
+    """A control for one edit setting, from its type, default, choices and help."""
+    common = {"label": info.name.replace("_", " ").capitalize(), "info": info.setting.help,
+              "elem_id": "setting-" + info.name.replace("_", "-")}
+    if info.choices:
+        return gr.Dropdown(list(info.choices), value=info.default, **common)
+    if isinstance(info.default, bool):
+        return gr.Checkbox(value=info.default, **common)
+    if isinstance(info.default, (int, float)):
+        return gr.Number(value=info.default, precision=0 if isinstance(info.default, int) else None, **common)
+    return gr.Textbox(value="" if info.default is None else str(info.default), **common)
 
 
 def _range(name: str) -> tuple[float, float]:
@@ -186,7 +210,7 @@ def build_app(model: str | Model | None = None, workdir: Path | None = None, *, 
                 with gr.Row():
                     start_step = gr.Number(**_from_spec("start_step"), precision=0, label="Start step", elem_id="start-step")
                     edit_guidance = gr.Number(**_from_spec("guidance"), label="Edit guidance", elem_id="edit-guidance")
-                check = gr.Checkbox(**_from_spec("check"), label="Check the edit", elem_id="check")
+                extra = [_setting_control(gr, info) for info in generated_settings()]
                 edit_button = gr.Button("Edit", variant="primary", elem_id="edit")
             with gr.Column():
                 result = gr.ImageSlider(label="Before / after", type="pil", format="png", elem_id="result")
@@ -243,17 +267,19 @@ def build_app(model: str | Model | None = None, workdir: Path | None = None, *, 
             return state_now, view.reconstruction, view.cost, str(view.entry.file), _status(f"{done}; now edit it below")
 
         edit_names = invert_names + ["target", "control", "mask", "drawing", "mask_file", "start_step", "edit_guidance",
-                                     "reweight", "blend_words", "cross_steps", "self_steps", "check"]
+                                     "reweight", "blend_words", "cross_steps", "self_steps"]
+        extra_names = [info.name for info in generated_settings()]
 
         def on_edit(progress: Any = gr.Progress(track_tqdm=True), *values: Any) -> tuple[Any, ...]:
-            got = unpack(edit_names, values)
+            got = unpack(edit_names + extra_names, values)
             state_now = session(got["state"])
             try:
                 request = cb.EditRequest(
                     prompt=got["target"] or "", control=got["control"], mask=got["mask"], drawn_mask=got["drawing"],
                     mask_file=got["mask_file"], start_step=got["start_step"], guidance=got["edit_guidance"],
                     reweight=got["reweight"] or "", blend_words=got["blend_words"] or "",
-                    cross_steps=float(got["cross_steps"]), self_steps=float(got["self_steps"]), check=bool(got["check"]))
+                    cross_steps=float(got["cross_steps"]), self_steps=float(got["self_steps"]),
+                    settings={name: got[name] for name in extra_names})
                 view = cb.edit(m, state_now, invert_request(got), request, progress=True)
             except Exception as err:  # noqa: BLE001
                 skip = gr.skip()
@@ -270,8 +296,8 @@ def build_app(model: str | Model | None = None, workdir: Path | None = None, *, 
         invert_button.click(on_invert, invert_inputs + option_inputs,
                             [state, reconstruction, invert_cost, inversion_file, status], **model_job)
         edit_inputs = invert_inputs + [target, control, mask, drawing, mask_file, start_step, edit_guidance, reweight,
-                                       blend_words, cross_steps, self_steps, check]
-        edit_button.click(on_edit, edit_inputs + option_inputs,
+                                       blend_words, cross_steps, self_steps]
+        edit_button.click(on_edit, edit_inputs + extra + option_inputs,
                           [state, result, mask_view, edit_cost, downloads, inversion_file, status], **model_job)
     app.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=MODEL_CONCURRENCY)
     setattr(app, WORKDIR_ATTRIBUTE, root)  # the app carries its folder: launch allows it, close_app removes it

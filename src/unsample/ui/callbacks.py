@@ -272,7 +272,8 @@ class EditRequest:
     """``word, word`` (`EditSpec.blend_words`' text)."""
     cross_steps: float = spec_default("cross_steps")
     self_steps: float = spec_default("self_steps")
-    check: bool = spec_default("check")
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The values of the page's generated controls (`unsample.ui.app.generated_settings`), by setting name."""
 
 
 @dataclass
@@ -322,11 +323,19 @@ def edit_spec(request: EditRequest, mask: Any, start_step: int, guidance: float)
     """The one `EditSpec` of ``request``: its text boxes (reweight ``WORD=SCALE, ...``, blend words
     ``a, b``) parsed as the spec declares (`spec_from_text`), ``mask`` a named source or the user's
     "L" image, ``start_step`` and ``guidance`` already checked by the page's own rules."""
-    return spec_from_text({
+    generated = {name: _as_declared(name, value) for name, value in request.settings.items()}
+    return spec_from_text(generated | {
         "target_prompt": request.prompt, "control": request.control, "mask": mask, "start_step": start_step,
         "guidance": guidance, "reweight": request.reweight, "blend_words": request.blend_words,
-        "cross_steps": request.cross_steps, "self_steps": request.self_steps, "check": request.check,
+        "cross_steps": request.cross_steps, "self_steps": request.self_steps,
     })
+
+
+def _as_declared(name: str, value: Any) -> Any:
+    """A generated control's value as its setting declares it: a number box gives 3.0 for an integer setting's 3."""
+    default = setting_info(name).default
+    integer = isinstance(default, int) and not isinstance(default, bool)
+    return int(value) if integer and isinstance(value, float) and value.is_integer() else value
 
 
 def edit(model: Model, state: SessionState, inversion: InvertRequest, request: EditRequest,
