@@ -111,3 +111,14 @@ def test_an_edit_with_the_check_says_so_in_its_result_its_cost_and_the_cli(tiny_
     assert "warning: the edit did not take (score" in r.output
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["check"]["edit_took"] is False and side["edit"]["check"] is True
+
+
+def test_the_bench_calibration_counts_silent_failures_and_false_alarms() -> None:
+    from unsample_lab.bench.edit import check_calibration
+
+    rows = [{"check_score": s, "success": ok} for s, ok in [(0.3, True), (0.2, True), (-0.1, False), (0.05, False),
+                                                            (-0.2, True), (None, True)]]
+    c = check_calibration(rows)
+    # scores of the 3 successes 0.3, 0.2, -0.2 against the 2 failures -0.1, 0.05: 4 of 6 pairs ordered right
+    assert c["edits"] == 5 and c["auc"] == pytest.approx(4 / 6)
+    assert c["silent_failures"] == pytest.approx(1 / 5) and c["false_alarms"] == pytest.approx(1 / 5)

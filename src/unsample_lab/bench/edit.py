@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from torchmetrics.functional.classification import binary_auroc
 
 import unsample
 from unsample import defaults
@@ -73,6 +74,8 @@ class EditBench:
     images_dir: str | None = None
     prompts_file: str | None = None
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    check: bool = False
+    """Run the edit check (`unsample.editing.check`) on every edit and report its calibration."""
 
     def edit_spec(self, method: str) -> EditSpec:
         """The settings every edit row of ``method`` shares (each row adds its prompt, control and mask)."""
@@ -81,6 +84,7 @@ class EditBench:
             self_steps=self.self_steps, mask_dilate=self.mask_dilate, blend_start=self.blend_start,
             mask_rule=self.mask_rule, mask_smooth=self.mask_smooth, method=method, steps=self.steps,
             inversion_guidance=self.inversion_cfg, options=dict(self.options.get(method, {})), seed=self.seed,
+            check=self.check,
         )
 
     @property
@@ -287,7 +291,9 @@ def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -
                     res = unsample.edit(model, inv, row_spec, output="result")
                     seconds = time.perf_counter() - t
                     cost = {"mask_area": float(res.mask.float().mean()) if res.mask is not None else 1.0,  # no mask: all may change
-                            "nfe": inv.nfe + res.network_evaluations, "seconds": t_inv + seconds, "edit_seconds": seconds}
+                            "nfe": inv.nfe + res.network_evaluations, "seconds": t_inv + seconds, "edit_seconds": seconds,
+                            "check_score": res.check.score if res.check is not None else None,
+                            "check_took": res.check.edit_took if res.check is not None else None}
                     rows.append(_scored_row(model, case, floor, res.latent, (method, control, mask), cost, shown,
                                             gallery, progress))
     return {"per_pair": rows, "summary": summarise(rows), "gallery": shown, "skipped": skipped}
@@ -396,8 +402,36 @@ def _write_report_files(result: dict[str, Any], bench: EditBench, out: Path, com
         for kind in kinds:
             body += f"\n### {set_}: {kind}\n\n" + report_table(result["summary"], kind, set_)
         body += "\n"
+    if bench.check:
+        body += "## The edit check against the detector\n\n" + calibration_table(check_calibration(result["per_pair"]))
     body += "\n![background PSNR vs NFE](bg_psnr_vs_nfe.png)\n\n![gallery](gallery.png)\n"
     (out / "report.md").write_text(body)
+
+
+def check_calibration(rows: list[dict[str, Any]], threshold: float = 0.0) -> dict[str, float]:
+    """How well the edit check's score predicts the detector's verdict over the rows that have both:
+    ROC AUC (torchmetrics), and at ``threshold`` the silent failures (detector: failed, check: took)
+    and false alarms (detector: took, check: failed), as shares of all those edits."""
+    scored = [r for r in rows if isinstance(r.get("check_score"), float) and np.isfinite(r["check_score"])
+              and r.get("success") in (True, False)]
+    if not scored:
+        return {"edits": 0}
+    score = torch.tensor([float(r["check_score"]) for r in scored])
+    took = torch.tensor([bool(r["success"]) for r in scored])
+    both = bool(took.any()) and bool((~took).any())
+    auc = float(binary_auroc(score, took.long())) if both else float("nan")
+    flagged = score > threshold
+    n = len(scored)
+    return {"edits": n, "detector_success": float(took.float().mean()), "auc": auc, "threshold": threshold,
+            "silent_failures": float((flagged & ~took).sum()) / n, "false_alarms": float((~flagged & took).sum()) / n}
+
+
+def calibration_table(c: dict[str, float]) -> str:
+    if not c.get("edits"):
+        return "No edit has both a check score and a detector verdict.\n"
+    return ("| edits | detector success | ROC AUC | threshold | silent failures | false alarms |\n|---|---|---|---|---|---|\n"
+            f"| {c['edits']} | {c['detector_success']:.1%} | {_cell(c['auc'], '.3f')} | {c['threshold']:g} | "
+            f"{c['silent_failures']:.1%} | {c['false_alarms']:.1%} |\n")
 
 
 def write_report(result: dict[str, Any], bench: EditBench, out: Path, command: str, model: Any) -> None:

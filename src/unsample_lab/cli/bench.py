@@ -132,6 +132,8 @@ def bench_edit(
     quick: Annotated[bool, typer.Option("--quick", help="8 pairs, 20 steps, ddim only.")] = False,
     option: BenchOptionOpt = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    check: Annotated[bool, typer.Option("--check", help="Run the edit check on every edit and report how well it "
+                                        "agrees with the detector (ROC AUC, silent failures, false alarms).")] = False,
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
     device: DeviceOpt = "auto",
@@ -178,7 +180,7 @@ def bench_edit(
         pairs=8 if quick else pairs, kinds=csv_values(kinds, str),
         steps=20 if quick else steps, inversion_guidance=inversion_guidance, edit_guidance=edit_guidance,
         start_step=start_step, seed=seed, images_dir=str(images) if images else None,
-        prompts_file=str(prompts) if prompts else None, options=_bench_options(option, names),
+        prompts_file=str(prompts) if prompts else None, options=_bench_options(option, names), check=check,
     )
     _check_report_folder(out)
     from unsample.api import _check_guidance  # the api loads torch: registration stays cheap
