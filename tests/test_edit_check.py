@@ -47,28 +47,31 @@ def _setup() -> tuple[Denoiser, torch.Tensor, torch.Tensor]:
 
 def test_the_score_is_the_closed_form_for_point_masses() -> None:
     """At z_e = b (the target's point) E(target) = 0 and E(source) = (alpha / sigma)^2 mean_M (b - a)^2, and
-    the other way round at z_s = a; the draws cancel exactly, so every gap is 2 (alpha / sigma)^2 mean_M (b - a)^2."""
+    the other way round at z_s = a; the draws cancel exactly, so every difference on the edit is
+    (alpha / sigma)^2 mean_M (b - a)^2 and every one on the source its negative."""
     den, a, b = _setup()
     mask = torch.zeros(4, 4, dtype=torch.bool)
     mask[1:3, 1:3] = True
     config = CheckConfig(levels=(0.2, 0.6), draws=3)
-    gaps = denoising_gaps(den, b, a, mask, config)
+    gaps, on_source = denoising_gaps(den, b, a, mask, config)
     expected = []
     for level in config.levels:
         t = torch.tensor([float(round(level * 999))], dtype=torch.float64)
         alpha, sigma = SCHEDULE.alpha_sigma_at(t)
-        expected += [float(2 * (alpha / sigma) ** 2 * ((b - a) ** 2)[..., 1:3, 1:3].mean())] * 3
+        expected += [float((alpha / sigma) ** 2 * ((b - a) ** 2)[..., 1:3, 1:3].mean())] * 3
     assert torch.allclose(gaps, torch.tensor(expected, dtype=torch.float64), rtol=1e-9)
+    assert torch.allclose(on_source, -torch.tensor(expected, dtype=torch.float64), rtol=1e-9)
     assert den.counter.calls == 2  # one batched call per level: 2 prompts x 2 latents x K draws
     result = check_edit(den, b, a, mask, config)
     assert result.edit_took and result.score == pytest.approx(sum(expected) / len(expected))
+    assert result.source_score == pytest.approx(-result.score)
     assert result.background_mse == pytest.approx(0.0) and result.evaluations == 4 * 3 * 2
 
 
 def test_an_edit_that_did_not_happen_scores_below_zero_and_is_flagged() -> None:
     den, a, b = _setup()
-    undone = check_edit(den, a, a, None, CheckConfig(draws=2))
-    assert undone.score == pytest.approx(0.0, abs=1e-12) and not undone.edit_took
+    undone = check_edit(den, a, a, None, CheckConfig(draws=2))  # the edited latent is the source's
+    assert undone.score == pytest.approx(undone.source_score) and undone.score < 0 and not undone.edit_took
     reverted = check_edit(den, a, b, None, CheckConfig(draws=2))  # the "edit" went back to the source's point
     assert reverted.score < 0 and not reverted.edit_took
 
@@ -98,9 +101,9 @@ def test_an_edit_with_the_check_says_so_in_its_result_its_cost_and_the_cli(tiny_
     assert plain.check is None and judged.check is not None
     assert torch.equal(plain.latent, judged.latent)  # the check only reads the edit
     assert judged.network_evaluations == plain.network_evaluations + judged.check.evaluations
-    # resuming at the last step changes nothing: the "edit" is the source, its score is 0, it did not take
+    # resuming at the last step changes nothing: the "edit" is the source latent, so it scores as the source does
     nothing = unsample.edit(tiny_model, inv, "a green cat", start_step=3, mask="none", check=True, output="result")
-    assert nothing.check.score == pytest.approx(0.0, abs=1e-6) and not nothing.check.edit_took
+    assert nothing.check.score == pytest.approx(nothing.check.source_score, abs=1e-6)
     src = tmp_path / "in.png"
     tiny_image.save(src)
     out = tmp_path / "e.png"
@@ -108,9 +111,10 @@ def test_an_edit_with_the_check_says_so_in_its_result_its_cost_and_the_cli(tiny_
                                  "--steps", "3", "--start-step", "3", "--check", "-o", str(out), "--model",
                                  str(tiny_pipeline_dir), "--device", "cpu", "--quiet"])
     assert r.exit_code == 0, r.output
-    assert "warning: the edit did not take (score" in r.output
     side = json.loads(out.with_suffix(".json").read_text())
-    assert side["check"]["edit_took"] is False and side["edit"]["check"] is True
+    took = side["check"]["edit_took"]
+    assert took == (side["check"]["score"] > side["check"]["threshold"]) and side["edit"]["check"] is True
+    assert ("check: the edit took (score" if took else "warning: the edit did not take (score") in r.output
 
 
 def test_the_bench_calibration_counts_silent_failures_and_false_alarms() -> None:

@@ -8,15 +8,16 @@ of a latent z under prompt c, inside the edit mask M, is
 
     E_jk(z; c) = sum_M (eps(alpha_j z + sigma_j n_k, t_j, c) - n_k)^2 / (C |M|),
 
-and the check compares the two prompts on the edited latent z_e and on the source latent z_s with
-the same draws (paired, so the draws' own noise cancels):
+and the check compares the two prompts on the edited latent z_e (each draw seen under both prompts,
+so the draw's own noise cancels in the difference):
 
     d_jk(z) = E_jk(z; source) - E_jk(z; target)
-    score   = mean_jk [ d_jk(z_e) - d_jk(z_s) ],    stderr = std_jk / sqrt(J K).
+    score   = mean_jk d_jk(z_e),    stderr = std_jk d_jk(z_e) / sqrt(J K).
 
-A positive score says the target prompt explains the edit better than it explains the source, and
-the source prompt the source better than the edit: the edit took when the score is above the
-threshold. The model's output of any family (eps, v, x0, flow velocity) is compared in the eps
+A positive score says the target prompt explains the edit better than the source prompt does: the
+edit took when the score is above the threshold. The same differences on the source latent z_s
+(``source_score``, negative when the source prompt describes the source) are reported beside it as
+the scale of the prompts' difference on this image. The model's output of any family (eps, v, x0, flow velocity) is compared in the eps
 parametrisation the Denoiser gives. All 2 prompts x 2 latents x K draws of one level go through
 the network in one batched call (unguided: the conditional predictions are the classifier).
 
@@ -68,18 +69,20 @@ class CheckResult:
     score: float
     stderr: float
     threshold: float
+    source_score: float
+    """The same differences on the source latent: the prompts' gap where the edit has not happened."""
     background_mse: float | None
     """Mean squared difference of the edited and the source latent outside the mask (None without one)."""
     evaluations: int
 
     def to_json(self) -> dict[str, float | bool | int | None]:
         return {"edit_took": self.edit_took, "score": self.score, "stderr": self.stderr, "threshold": self.threshold,
-                "background_mse": self.background_mse, "evaluations": self.evaluations}
+                "source_score": self.source_score, "background_mse": self.background_mse, "evaluations": self.evaluations}
 
 
 def denoising_gaps(denoiser: Denoiser, edited: torch.Tensor, source: torch.Tensor, mask: torch.Tensor | None,
-                   config: CheckConfig) -> torch.Tensor:
-    """The paired differences d_jk(z_e) - d_jk(z_s), one per level and draw ([J * K], float64).
+                   config: CheckConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The differences d_jk(z_e) and d_jk(z_s), one per level and draw (two [J * K], float64).
 
     ``denoiser``'s conditioning is the batch [source prompt, target prompt], unguided; ``edited``
     and ``source`` are image latents [1, C, h, w]; ``mask`` [h, w] bool or None.
@@ -97,7 +100,7 @@ def denoising_gaps(denoiser: Denoiser, edited: torch.Tensor, source: torch.Tenso
     batched = denoiser.with_conditioning(repeat_conditioning(denoiser.cond, 2 * k))
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     labels = float(denoiser.schedule.num_train_timesteps - 1)
-    gaps = []
+    on_edit, on_source = [], []
     for level in config.levels:
         t = torch.tensor(float(round(level * labels)), dtype=torch.float64)
         alpha, sigma = (c.to(edited.device, denoiser.dtype) for c in denoiser.schedule.alpha_sigma_at(t.reshape(1)))
@@ -110,15 +113,16 @@ def denoising_gaps(denoiser: Denoiser, edited: torch.Tensor, source: torch.Tenso
         errors = ((eps - torch.cat([noise, noise, noise, noise])) ** 2 * weight).sum(dim=(1, 2, 3))
         under_source, under_target = errors[: 2 * k], errors[2 * k:]
         d = (under_source - under_target).double()  # [edited K, source K]
-        gaps.append(d[:k] - d[k:])
-    return torch.cat(gaps)
+        on_edit.append(d[:k])
+        on_source.append(d[k:])
+    return torch.cat(on_edit), torch.cat(on_source)
 
 
 def check_edit(denoiser: Denoiser, edited: torch.Tensor, source: torch.Tensor, mask: torch.Tensor | None,
                config: CheckConfig = CheckConfig()) -> CheckResult:
     """Whether the edit from ``source`` to ``edited`` took, by the model's own denoising errors (see
     the module docstring); ``denoiser`` as `denoising_gaps` takes it."""
-    gaps = denoising_gaps(denoiser, edited, source, mask, config)
+    gaps, on_source = denoising_gaps(denoiser, edited, source, mask, config)
     score = float(gaps.mean())
     stderr = float(gaps.std(unbiased=True) / math.sqrt(gaps.numel())) if gaps.numel() > 1 else float("nan")
     background = None
@@ -126,4 +130,4 @@ def check_edit(denoiser: Denoiser, edited: torch.Tensor, source: torch.Tensor, m
         keep = ~mask.to(edited.device)
         background = float(((edited - source) ** 2).mean(dim=1)[0][keep].mean())
     return CheckResult(edit_took=score > config.threshold, score=score, stderr=stderr, threshold=config.threshold,
-                       background_mse=background, evaluations=config.evaluations)
+                       source_score=float(on_source.mean()), background_mse=background, evaluations=config.evaluations)
