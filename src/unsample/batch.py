@@ -276,8 +276,9 @@ def _run_edit(model: Any, job: Job, spec: EditSpec, picture: Any, base: Path, ou
               "target_prompt": spec.target_prompt, "edit_guidance": spec.guidance, "mask": res.mask_source,
               "network_evaluations": res.network_evaluations, "model_calls": res.model_calls, "edit": spec.to_json(),
               "check": res.check.to_json() if res.check is not None else None}
-    floor = tensor_to_pil(model.decode_latent(res.inversion.image_latent.float()))
-    mask_image = res.mask_overlay if res.mask_overlay is not None else floor
+    # without a mask, the mask file shows the autoencoder's reconstruction of the source
+    mask_image = res.mask_overlay if res.mask_overlay is not None else \
+        tensor_to_pil(model.decode_latent(res.inversion.image_latent.float()))
     write_png(mask_image, out / f"{job.id}.mask.png", {"id": job.id, "mask": res.mask_source, "of": f"{job.id}.png"},
               sidecar=False)
     write_png(res.image, out / f"{job.id}.png", record)

@@ -115,8 +115,7 @@ def run_demo(
     edit = unsample.edit(m, inv, TARGET_CAPTION, start_step=start_step, guidance=edit_guidance, control=control,
                          mask=mask, output="result")
     floor = tensor_to_pil(m.decode_latent(inv.image_latent))
-    recon_img = tensor_to_pil(m.decode_latent(recon.latent.float()))
-    edit_img = tensor_to_pil(m.decode_latent(edit.latent.float()))
+    recon_img, edit_img = recon.image, edit.image
     psnr = images.psnr(source, recon_img)
     floor_psnr = images.psnr(source, floor)
     shown = {"source": source, "reconstruction": recon_img, "edit": edit_img}

@@ -28,7 +28,6 @@ import unsample
 from unsample import trajectory as tv
 from unsample.backends.noisy_classifier import NoisyClassifier
 from unsample.images import psnr as image_psnr
-from unsample.images import tensor_to_pil
 from unsample_lab.demo import side_by_side, write_demo_files
 from unsample_lab.embedded import model_classifier_file
 from unsample_lab.shapes import detect, parse_caption, render, scene_from_spec
@@ -128,8 +127,7 @@ def run_pixel_demo(
     edit = unsample.edit(m, inv, target_prompt, guidance=1.0, classifier_guidance=steer, output="result",
                          mask=EDIT_MASK if target_prompt != source_prompt else "none", mask_dilate=EDIT_MASK_DILATE,
                          on_step=lambda i, x: edit_states.append(x.detach().cpu().clone()))
-    recon_img = tensor_to_pil(m.decode_latent(recon.latent.float()))
-    edit_img = tensor_to_pil(m.decode_latent(edit.latent.float()))
+    recon_img, edit_img = recon.image, edit.image
 
     grid = inv.grid(m)
     inversion_grid = _grid(m, m.denoiser(source_prompt), grid, inv.trajectory,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import time
-import warnings
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
@@ -12,7 +11,6 @@ import typer
 
 import unsample
 from unsample import defaults as edit_defaults
-from unsample.backends.vocabulary import UnknownWordsWarning
 from unsample.cli.common import (
     ClassifierOpt,
     ClassifierScaleOpt,
@@ -33,7 +31,7 @@ from unsample.cli.common import (
 )
 from unsample.editing.masks import MASK_SOURCES
 from unsample.editing.spec import SettingInfo, settings, spec_from_text
-from unsample.images import load_image, tensor_to_pil
+from unsample.images import load_image
 from unsample.outputs import atomic_write, write_png_with_sidecar
 
 EDIT_HELP = """Edit an image or a saved inversion with a new prompt: masked blending with the inversion,
@@ -174,18 +172,16 @@ def flowedit(
         raise UserError(f"--start-step {start_step} leaves no step of the {steps}; give 0..{steps - 1}")
     picture = load_image(image)
     m = load_model(model, device, dtype, model_config)
-    check_words(m, [source_prompt, target_prompt], allow_unknown_words)
+    check_words(m, [source_prompt, target_prompt, negative_prompt], allow_unknown_words)
     start = time.perf_counter()
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnknownWordsWarning)  # said once above, or refused
-        sample = unsample.flowedit(m, picture, source_prompt, target_prompt, steps=steps, start_step=start_step,
-                                   source_guidance=source_guidance, target_guidance=target_guidance, draws=draws,
-                                   negative_prompt=negative_prompt, seed=seed, output="result", progress=not quiet)
+    sample = unsample.flowedit(m, picture, source_prompt, target_prompt, steps=steps, start_step=start_step,
+                               source_guidance=source_guidance, target_guidance=target_guidance, draws=draws,
+                               negative_prompt=negative_prompt, seed=seed, output="result", progress=not quiet,
+                               unknown_words="checked")
     record = {
         **sample_record(sample, m, start, "flowedit", str(image)),
         "source_prompt": source_prompt, "source_guidance": source_guidance, "steps": steps, "draws": draws,
         "seed": seed,
     }
-    sidecar = write_png_with_sidecar(tensor_to_pil(m.decode_latent(sample.latent.float())), output, record)
+    sidecar = write_png_with_sidecar(sample.image, output, record)
     typer.echo(f"wrote {output.name} and {sidecar.name} (NFE {sample.network_evaluations}, {sample.seconds:.2f} s)")

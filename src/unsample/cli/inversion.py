@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +11,6 @@ import typer
 
 import unsample
 from unsample import trajectory as tv
-from unsample.backends.vocabulary import UnknownWordsWarning
 from unsample.cli.common import (
     ClassifierOpt,
     ClassifierScaleOpt,
@@ -32,7 +30,7 @@ from unsample.cli.common import (
     load_model,
     sample_record,
 )
-from unsample.images import load_image, tensor_to_pil
+from unsample.images import load_image
 from unsample.methods.base import MethodOutput
 from unsample.methods.options import parse_options
 from unsample.methods.registry import get_method
@@ -71,14 +69,12 @@ def invert(
     picture = load_image(image)  # a missing or unreadable image fails before the model loads
     steer = classifier_guidance_from(classifier, class_label, classifier_scale)
     m = load_model(model, device, dtype, model_config)
-    check_words(m, [prompt], allow_unknown_words)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnknownWordsWarning)  # said once above, or refused
-        inv = unsample.invert(
-            m, picture, prompt, method=method, steps=steps, guidance=guidance, negative_prompt=negative_prompt,
-            seed=seed, fit=fit, progress=not quiet, classifier_guidance=steer, **options,  # type: ignore[arg-type]
-        )
+    check_words(m, [prompt, negative_prompt], allow_unknown_words)
+    inv = unsample.invert(
+        m, picture, prompt, method=method, steps=steps, guidance=guidance, negative_prompt=negative_prompt,
+        seed=seed, fit=fit, progress=not quiet, classifier_guidance=steer, unknown_words="checked",
+        **options,  # type: ignore[arg-type]
+    )
     inv.save(output)
     typer.echo(f"wrote {output} ({inv.method}, {inv.steps} steps, NFE {inv.nfe}, {inv.seconds:.2f} s)")
 
@@ -102,10 +98,9 @@ def reconstruct(
     steer = classifier_guidance_from(classifier, class_label, classifier_scale)
     m = load_model(model, device, dtype, model_config)
     start = time.perf_counter()
-    sample = unsample.replay(m, inv, progress=not quiet, classifier_guidance=steer)
-    image = tensor_to_pil(m.decode_latent(sample.latent.float()))
+    sample = unsample.reconstruct(m, inv, output="result", progress=not quiet, classifier_guidance=steer)
     record = {**sample_record(sample, m, start, "reconstruct", str(inversion)), **inversion_record(inv)}
-    sidecar = write_png_with_sidecar(image, output, record)
+    sidecar = write_png_with_sidecar(sample.image, output, record)
     typer.echo(f"wrote {output} and {sidecar.name} (NFE {sample.nfe}, {sample.seconds:.2f} s)")
 
 

@@ -24,7 +24,7 @@ from unsample.backends.base import Model
 from unsample.editing.masks import MASK_SOURCES, overlay
 from unsample.editing.spec import EditSpec, setting_info, spec_from_text
 from unsample.errors import InputError, UnsampleError
-from unsample.images import fit_image, load_image, psnr, tensor_to_pil
+from unsample.images import fit_image, load_image, psnr
 from unsample.outputs import write_png_with_sidecar
 from unsample.ui import scenes
 from unsample.ui.controls import methods_for, options_from_values
@@ -239,7 +239,7 @@ def invert(model: Model, state: SessionState, request: InvertRequest, progress: 
     entry, reused = _inversion(model, state, request, progress)
     if entry.reconstruction is None:
         sample = unsample.reconstruct(model, entry.inversion, output="result", progress=progress)
-        entry.reconstruction = tensor_to_pil(model.decode_latent(sample.latent.float()))
+        entry.reconstruction = sample.image
         assert state.image is not None
         entry.psnr_db = psnr(state.image, entry.reconstruction)
         entry.reconstruction_nfe, entry.reconstruction_seconds = sample.nfe, sample.seconds
