@@ -44,6 +44,8 @@ from tqdm.auto import tqdm
 import unsample
 from unsample.backends.lockstep import Lockstep
 from unsample.core.bounds import Bounds, check_kind
+from unsample.api import prepare_image
+from unsample.editing.fidelity import FIDELITY_KEY, input_fidelity
 from unsample.editing.masks import MASK_SOURCES
 from unsample.editing.spec import GUIDANCE_BOUNDS, EditSpec, settings
 from unsample.errors import InputError, UnsampleError
@@ -256,12 +258,16 @@ def run_job(model: Any, job: Job, base: Path, out: Path, write_png: Callable[...
         return _run_edit(model, job, job.edit, picture, base, out, write_png)
     inv = unsample.invert(model, picture, job.prompt, method=job.method, steps=job.steps, guidance=job.guidance,
                           seed=job.seed, unknown_words="refuse", **job.options)
+    pixels = prepare_image(model, picture)
     if job.job == "invert":
+        inv.stats[FIDELITY_KEY] = input_fidelity(model, pixels, latent=inv.image_latent).to_json()
         inv.save(out / f"{job.id}.safetensors")
         return job.outputs()
     record = {"job": job.job, "id": job.id, "image": job.image, "inversion": inv.metadata()}
     sample = unsample.reconstruct(model, inv, output="result")
-    record |= {"nfe": sample.nfe, "model_calls": sample.model_calls}
+    # the reconstruction is made here anyway: its fidelity costs one more decode
+    fidelity = input_fidelity(model, pixels, latent=inv.image_latent, reconstruction=sample.latent, method=inv.method)
+    record |= {"nfe": sample.nfe, "model_calls": sample.model_calls, FIDELITY_KEY: fidelity.to_json()}
     write_png(sample.image, out / f"{job.id}.png", record)
     return job.outputs()
 
@@ -275,7 +281,8 @@ def _run_edit(model: Any, job: Job, spec: EditSpec, picture: Any, base: Path, ou
     record = {"job": job.job, "id": job.id, "image": job.image, "inversion": res.inversion.metadata(),
               "target_prompt": spec.target_prompt, "edit_guidance": spec.guidance, "mask": res.mask_source,
               "network_evaluations": res.network_evaluations, "model_calls": res.model_calls, "edit": spec.to_json(),
-              "check": res.check.to_json() if res.check is not None else None}
+              "check": res.check.to_json() if res.check is not None else None,
+              FIDELITY_KEY: res.input_fidelity.to_json() if res.input_fidelity is not None else None}
     # without a mask, the mask file shows the autoencoder's reconstruction of the source
     mask_image = res.mask_overlay if res.mask_overlay is not None else \
         tensor_to_pil(model.decode_latent(res.inversion.image_latent.float()))

@@ -23,8 +23,9 @@ from unsample.backends.base import Model
 from unsample.core.classifier import ClassifierGuidance
 from unsample.core.denoiser import CallCounter
 from unsample.core.schedule import TimestepGrid
-from unsample.editing.branches import edit_latent
+from unsample.editing.branches import EditResult, edit_latent
 from unsample.editing.check import CheckResult, check_edit
+from unsample.editing.fidelity import FIDELITY_KEY, InputFidelity, input_fidelity
 from unsample.editing.masks import NoiseMaskConfig
 from unsample.editing.plan import plan_edit
 from unsample.editing.spec import EditSpec
@@ -72,7 +73,7 @@ def edit(
     if isinstance(source, (str, Path)) and Path(source).suffix == ".safetensors":
         source = Inversion.load(source)
     begin = time.perf_counter()
-    inversion, grid = _inversion_of(model, source, spec, progress, unknown_words, source_classifier_guidance)
+    inversion, grid, pixels = _inversion_of(model, source, spec, progress, unknown_words, source_classifier_guidance)
     source_prompt = inversion.prompt if spec.source_prompt is None else spec.source_prompt
     plan = plan_edit(model, inversion, spec, source_prompt, classifier_guidance is not None)
     counter = CallCounter()
@@ -90,6 +91,7 @@ def edit(
         guidance=res.guidance, branches=res.branches, mask=res.mask, mask_source=plan.mask_source,
         source_prompt=source_prompt, mask_nfe=plan.mask_nfe, inversion=inversion, spec=spec,
         check=_judged(model, spec, source_prompt, res.target_latent, inversion, res.mask) if spec.check else None,
+        input_fidelity=_fidelity(model, pixels, inversion, res, source_prompt, spec) if spec.fidelity else None,
     )
     return present(model, sample, output)
 
@@ -123,16 +125,18 @@ def edit_spec(spec: EditSpec | str | None, settings: dict[str, Any]) -> EditSpec
 
 
 def _inversion_of(model: Model, source: Inversion | ImageSource, spec: EditSpec, progress: bool,
-                  unknown_words: UnknownWords, steer: ClassifierGuidance | None) -> tuple[Inversion, TimestepGrid]:
-    """The inversion the edit resumes and its grid: ``source`` checked against the model, or the
-    image inverted as the spec says. The prompts are checked once, here."""
+                  unknown_words: UnknownWords, steer: ClassifierGuidance | None,
+                  ) -> tuple[Inversion, TimestepGrid, torch.Tensor | None]:
+    """The inversion the edit resumes, its grid and the input's pixels (None for an inversion: it
+    holds no pixels): ``source`` checked against the model, or the image inverted as the spec says.
+    The prompts are checked once, here."""
     if isinstance(source, Inversion):
         check_prompts(model, [spec.target_prompt, spec.source_prompt, spec.negative_prompt], unknown_words)
         source.check_model(model)
         if not 0 <= spec.start_step <= source.steps:
             raise InputError(f"start_step={spec.start_step} is outside 0..{source.steps} for this "
                              f"{source.steps}-step inversion")
-        return source, source.grid(model)
+        return source, source.grid(model), None
     if spec.source_prompt is None:
         raise InputError("editing an image needs source_prompt (a prompt that describes it) to invert with")
     if spec.start_step > spec.steps:
@@ -141,9 +145,28 @@ def _inversion_of(model: Model, source: Inversion | ImageSource, spec: EditSpec,
     check_prompts(model, [spec.target_prompt, spec.source_prompt, spec.negative_prompt], unknown_words)
     pixels = prepare_image(model, source)
     # the image is inverted without a negative prompt; the spec's applies to the edit
-    return invert_pixels(model, pixels, spec.source_prompt, spec.method, config, steps=spec.steps,
-                         guidance=spec.inversion_guidance, negative_prompt="", seed=spec.seed,
-                         progress=progress, classifier_guidance=steer)
+    inversion, grid = invert_pixels(model, pixels, spec.source_prompt, spec.method, config, steps=spec.steps,
+                                    guidance=spec.inversion_guidance, negative_prompt="", seed=spec.seed,
+                                    progress=progress, classifier_guidance=steer)
+    return inversion, grid, pixels
+
+
+def _fidelity(model: Model, pixels: torch.Tensor | None, inversion: Inversion, res: EditResult, source_prompt: str,
+              spec: EditSpec) -> InputFidelity | None:
+    """How well the model keeps the input (`unsample.editing.fidelity`): one decode of the inversion's
+    image latent. The inversion's reconstruction is scored too when the edit made it, that is when its
+    source branch replayed the inversion's own prompt, negative prompt and guidance, free of the
+    trajectory (not Direct Inversion, which sets it back onto it). An inversion given without its
+    pixels has only what it recorded when it was made (``stats["input_fidelity"]``, written by
+    ``unsample invert``), or None."""
+    if pixels is None:
+        recorded = inversion.stats.get(FIDELITY_KEY)
+        return None if recorded is None else InputFidelity.from_json(recorded)
+    negative = inversion.negative_prompt if spec.negative_prompt is None else spec.negative_prompt
+    replayed = (res.source_latent is not None and not spec.direct and source_prompt == inversion.prompt
+                and res.guidance == inversion.guidance and negative == inversion.negative_prompt)
+    return input_fidelity(model, pixels, latent=inversion.image_latent,
+                          reconstruction=res.source_latent if replayed else None, method=inversion.method)
 
 
 def _judged(model: Model, spec: EditSpec, source_prompt: str, edited: torch.Tensor, inversion: Inversion,

@@ -12,6 +12,7 @@ from PIL import Image
 from unsample.api.common import Output
 from unsample.backends.base import Model
 from unsample.editing.check import CheckResult
+from unsample.editing.fidelity import InputFidelity
 from unsample.editing.masks import overlay
 from unsample.editing.spec import EditSpec
 from unsample.errors import InputError
@@ -59,6 +60,9 @@ class EditSample(Sample):
     """Every setting of the edit."""
     check: CheckResult | None = None
     """The model's judgement of the edit (``spec.check``), or None."""
+    input_fidelity: InputFidelity | None = None
+    """How well the model keeps the input image (``spec.fidelity``; `unsample.editing.fidelity`): None
+    when off or when the edit was given an inversion (it holds no pixels to compare with)."""
 
     @property
     def network_evaluations(self) -> int:

@@ -59,7 +59,9 @@ def _spec_options() -> list[inspect.Parameter]:
     for info in settings():
         kind, default = _cli_type(info)
         choices = f" ({'|'.join(map(str, info.choices))})" if info.choices and "|" not in info.setting.help else ""
-        option = typer.Option(info.flag, help=info.setting.help + choices)
+        # a setting that is on by default needs its off switch too (--fidelity / --no-fidelity)
+        names = f"{info.flag}/--no-{info.flag[2:]}" if kind is bool and default is True else info.flag
+        option = typer.Option(names, help=info.setting.help + choices)
         params.append(inspect.Parameter(info.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                         annotation=Annotated[kind, option]))
     return params
@@ -117,6 +119,7 @@ def edit(
         "source_prompt": res.source_prompt, "mask": res.mask_source if res.mask_source != "user" else spec.mask,
         "mask_nfe": res.mask_nfe, "mask_area": res.mask_area, "edit": spec.to_json(), **inversion_record(res.inversion),
         "check": res.check.to_json() if res.check is not None else None,
+        "input_fidelity": res.input_fidelity.to_json() if res.input_fidelity is not None else None,
     }
     written = [output.name]
     if res.mask_overlay is not None:
@@ -125,6 +128,8 @@ def edit(
         atomic_write(mask_path, lambda tmp: res.mask_overlay.save(tmp, format="PNG"))
         written.append(mask_path.name)
     sidecar = write_png_with_sidecar(res.image, output, record)
+    for line in res.input_fidelity.warnings() if res.input_fidelity is not None else []:
+        typer.echo(line, err=True)
     typer.echo(f"wrote {', '.join(written)} and {sidecar.name} (NFE {res.network_evaluations} with the mask and "
                f"every branch, {res.seconds:.2f} s)")
     if res.check is not None:

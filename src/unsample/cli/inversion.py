@@ -30,6 +30,8 @@ from unsample.cli.common import (
     load_model,
     sample_record,
 )
+from unsample.api import prepare_image
+from unsample.editing.fidelity import FIDELITY_KEY, input_fidelity
 from unsample.images import load_image
 from unsample.methods.base import MethodOutput
 from unsample.methods.options import parse_options
@@ -75,7 +77,11 @@ def invert(
         seed=seed, fit=fit, progress=not quiet, classifier_guidance=steer, unknown_words="checked",
         **options,  # type: ignore[arg-type]
     )
+    fidelity = input_fidelity(m, prepare_image(m, picture, fit), latent=inv.image_latent)  # one decode
+    inv.stats[FIDELITY_KEY] = fidelity.to_json()  # a later edit of the file says it again
     inv.save(output)
+    for line in fidelity.warnings():
+        typer.echo(line, err=True)
     typer.echo(f"wrote {output} ({inv.method}, {inv.steps} steps, NFE {inv.nfe}, {inv.seconds:.2f} s)")
 
 

@@ -112,6 +112,8 @@ class EditSpec:
                                     high=1, low_open=True, high_open=True, on_page=False)
     check: bool = setting(False, "Judge the edit by the model's own denoising errors under the two prompts "
                                  "(unsample.editing.check); off until its threshold is chosen on the bench.")
+    fidelity: bool = setting(True, "Say when the model cannot represent the input image (its autoencoder's round "
+                                   "trip, one decode; unsample.editing.fidelity).")
     method: str = setting(defaults.EDIT_METHOD, "Inversion method when the source is an image.", on_page=False)
     steps: int = setting(defaults.EDIT_STEPS, "Steps when the source is an image.", low=1, on_page=False)
     inversion_guidance: float = setting(defaults.INVERSION_GUIDANCE, "CFG of the inversion when the source is an "

@@ -21,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 import unsample
 from unsample.api import check_prompt_words
 from unsample.backends.base import Model
+from unsample.editing.fidelity import FIDELITY_KEY, input_fidelity
 from unsample.editing.masks import MASK_SOURCES, overlay
 from unsample.editing.spec import EditSpec, setting_info, spec_from_text
 from unsample.errors import InputError, UnsampleError
@@ -354,6 +355,9 @@ def edit(model: Model, state: SessionState, inversion: InvertRequest, request: E
     inv = entry.inversion
     sample = unsample.edit(model, inv, spec, output="result", progress=progress, unknown_words="checked")
     assert state.image is not None and sample.image is not None
+    # the page keeps the input as the model sees it: its round trip is one decode of the inversion's latent
+    fidelity = input_fidelity(model, model.image_to_tensor(state.image), latent=inv.image_latent) if spec.fidelity \
+        else None
     # the page's overlay is on the input as the model sees it (EditSample's is on the autoencoder's reconstruction)
     mask_view = None if sample.mask is None else overlay(state.image, sample.mask, min_side=DISPLAY_MIN_SIDE)
     png = state.next_path("edit", ".png")
@@ -367,6 +371,7 @@ def edit(model: Model, state: SessionState, inversion: InvertRequest, request: E
         "seconds": round(sample.seconds, 3), "inversion_reused": reused, "inversion_file": entry.file.name,
         "inversion": inv.metadata(), "edit": spec.to_json(),
         "check": sample.check.to_json() if sample.check is not None else None,
+        FIDELITY_KEY: fidelity.to_json() if fidelity is not None else None,
     }
     sidecar = write_png_with_sidecar(sample.image, png, record)
     entry.edits += 1
@@ -381,5 +386,7 @@ def edit(model: Model, state: SessionState, inversion: InvertRequest, request: E
     if sample.check is not None:
         took = "the edit took" if sample.check.edit_took else "**the edit did not take**"
         cost += f". Check: {took} (score {sample.check.score:+.4f} +/- {sample.check.stderr:.4f})"
+    for line in fidelity.warnings() if fidelity is not None else []:
+        cost += f". **{line[0].upper()}{line[1:]}**"
     return EditView(before=for_display(state.image), after=for_display(sample.image), mask_overlay=mask_view,
                     cost=cost, files=[png, sidecar], inversion_file=entry.file, inversion_reused=reused)

@@ -29,4 +29,5 @@ def register(app: typer.Typer) -> None:
     group.command("reconstruction")(bench.bench_reconstruction)
     group.command("edit")(bench.bench_edit)
     group.command("edit-path")(bench.bench_edit_path)
+    group.command("fidelity")(bench.bench_fidelity)
     app.add_typer(group, name="bench")

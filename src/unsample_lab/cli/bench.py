@@ -205,3 +205,31 @@ def bench_edit_path(
 
     for line in trace_edit(steps).lines():
         typer.echo(line)
+
+
+@friendly
+def bench_fidelity(
+    scenes: Annotated[int, typer.Option("--scenes", min=1, help="In-distribution shapes scenes (and as many per "
+                                        "robustness variant).")] = 20,
+    reconstruction: Annotated[int, typer.Option("--reconstruction", min=0, help="Scenes and photographs each "
+                                                "inverted and replayed to measure the gap below the floor.")] = 0,
+    methods: Annotated[str, typer.Option("--methods", help="Methods of the reconstruction rows.")] = "ddim,edict",
+    guidance: Annotated[str, typer.Option("--guidance", help="CFG scales of the reconstruction rows.")] = "1,5",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    model: ModelOpt = None,
+    model_config: ModelConfigOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = None,
+) -> None:
+    """The autoencoder's round-trip PSNR of shapes scenes, their robustness variants and scikit-image's
+    photographs: the figures behind the representability threshold (docs/edit_check.md)."""
+    from unsample_lab.bench.fidelity import FidelityBench, gap_table, reconstruction_gaps, run, table
+
+    bench = FidelityBench(scenes=scenes, seed=seed, reconstruction=reconstruction, methods=csv_values(methods, str),
+                          guidance=csv_values(guidance, float))
+    m = load_model(model, device, dtype, model_config)
+    rows = run(m, bench)
+    typer.echo(f"{m.name} ({m.fingerprint}), {m.resolution} px:")
+    typer.echo(table(rows))
+    if reconstruction:
+        typer.echo(gap_table(reconstruction_gaps(m, bench, rows)))
