@@ -90,8 +90,8 @@ def test_an_inexact_reconstruction_well_below_the_floor_names_an_exact_method(ti
     assert far.reconstruction_gap > RECONSTRUCTION_GAP_DB  # type: ignore[operator]
     assert far.exact_method == exact_method_for(tiny_model) == defaults.EDIT_METHOD
     assert far.representable and far.warnings() == [
-        "warning: the ddim inversion reconstructs this image at 24.0 dB, well below the autoencoder's 36.1 dB; an exact "
-        "method (--method edict) reconstructs it at the floor"]
+        ("warning: the ddim inversion reconstructs this image at 24.0 dB, well below the autoencoder's 36.1 dB; an exact "
+         "method (--method edict) reconstructs it at the floor")]
     # an exact method is never told to use one; a reconstruction above the floor is no gap
     assert input_fidelity(model, x, reconstruction=latent + 12, method="edict").exact_method is None  # type: ignore[arg-type]
     better = input_fidelity(model, x, reconstruction=latent - 3, method="ddim")  # type: ignore[arg-type]

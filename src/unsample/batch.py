@@ -42,9 +42,9 @@ import torch
 from tqdm.auto import tqdm
 
 import unsample
+from unsample.api import prepare_image
 from unsample.backends.lockstep import Lockstep
 from unsample.core.bounds import Bounds, check_kind
-from unsample.api import prepare_image
 from unsample.editing.fidelity import FIDELITY_KEY, input_fidelity
 from unsample.editing.masks import MASK_SOURCES
 from unsample.editing.spec import GUIDANCE_BOUNDS, EditSpec, settings

@@ -11,6 +11,7 @@ import typer
 
 import unsample
 from unsample import trajectory as tv
+from unsample.api import prepare_image
 from unsample.cli.common import (
     ClassifierOpt,
     ClassifierScaleOpt,
@@ -30,7 +31,6 @@ from unsample.cli.common import (
     load_model,
     sample_record,
 )
-from unsample.api import prepare_image
 from unsample.editing.fidelity import FIDELITY_KEY, input_fidelity
 from unsample.images import load_image
 from unsample.methods.base import MethodOutput
