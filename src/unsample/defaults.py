@@ -35,3 +35,9 @@ FLOWEDIT_SOURCE_GUIDANCE = 3.5
 """CFG of the source prompt's branch in FlowEdit (the paper's SD3 setting)."""
 FLOWEDIT_TARGET_GUIDANCE = 13.5
 """CFG of the target prompt's branch in FlowEdit (the paper's SD3 setting)."""
+PASTE_SEAM = 2
+"""Seam width of paste-back in pixels (`unsample.editing.paste`): the decoded edit fades into the input's
+own pixels over this many pixels inside the mask (0 = a hard cut); chosen on the edit bench
+(docs/edit_check.md, "Paste-back")."""
+PASTE_SEAM_MAX = 64
+"""The widest seam an edit takes (pixels)."""

@@ -54,12 +54,14 @@ def _cli_type(info: SettingInfo) -> tuple[Any, Any]:
 
 
 def _spec_options() -> list[inspect.Parameter]:
-    """One typer option per `EditSpec` field, with the spec's default and help line."""
+    """One typer option per `EditSpec` field, with the spec's default and help line (a yes/no
+    setting is a pair of flags, ``--paste-back/--no-paste-back``)."""
     params = []
     for info in settings():
         kind, default = _cli_type(info)
         choices = f" ({'|'.join(map(str, info.choices))})" if info.choices and "|" not in info.setting.help else ""
-        option = typer.Option(info.flag, help=info.setting.help + choices)
+        flag = info.flag + (f"/--no-{info.flag.removeprefix('--')}" if isinstance(info.default, bool) else "")
+        option = typer.Option(flag, help=info.setting.help + choices)
         params.append(inspect.Parameter(info.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                         annotation=Annotated[kind, option]))
     return params
