@@ -2,11 +2,12 @@
 
 A file is one ``.safetensors`` holding the tensors (``trajectory``, ``image_latent``, the
 method's ``extra.*`` tensors and, when known, ``pixels``: the inverted image at the working size
-as uint8, which an edit pastes back outside its mask; files written before it load without) and, under the metadata key ``"unsample"``, a JSON object with
-every parameter, the cost and a SHA-256 of the tensor bytes and of that metadata (so an edited
-prompt is caught like an edited tensor). Loading never unpickles; it checks
-the format name and version and the digest, and `Inversion.check_model` checks that the model
-an inversion is replayed with is the one it was made with.
+as uint8, which an edit pastes back outside its mask; files written before it load without) and,
+under the metadata key ``"unsample"``, a JSON object with every parameter, the cost and a
+SHA-256 of the tensor bytes and of that metadata (so an edited prompt is caught like an edited
+tensor). Loading never unpickles; it checks the format name and version, the digest and the
+pixels' shape, and `Inversion.check_model` checks that the model an inversion is replayed with
+is the one it was made with.
 """
 
 from __future__ import annotations

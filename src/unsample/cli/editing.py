@@ -119,6 +119,7 @@ def edit(
         "source_prompt": res.source_prompt, "mask": res.mask_source if res.mask_source != "user" else spec.mask,
         "mask_nfe": res.mask_nfe, "mask_area": res.mask_area, "edit": spec.to_json(), **inversion_record(res.inversion),
         "check": res.check.to_json() if res.check is not None else None,
+        "paste": res.paste.to_json() if res.paste is not None else None,
     }
     written = [output.name]
     if res.mask_overlay is not None:
@@ -129,6 +130,8 @@ def edit(
     sidecar = write_png_with_sidecar(res.image, output, record)
     typer.echo(f"wrote {', '.join(written)} and {sidecar.name} (NFE {res.network_evaluations} with the mask and "
                f"every branch, {res.seconds:.2f} s)")
+    if res.paste is not None and not res.paste.applied and spec.paste_back and res.mask is not None:
+        typer.echo(f"note: no paste-back: {res.paste.reason}", err=True)
     if res.check is not None:
         verdict = "check: the edit took" if res.check.edit_took else "warning: the edit did not take"
         typer.echo(f"{verdict} (score {res.check.score:+.4f} +/- {res.check.stderr:.4f}, threshold "
