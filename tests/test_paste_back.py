@@ -189,3 +189,21 @@ def test_a_malformed_pixels_tensor_is_an_inversion_file_error(
     r = CliRunner().invoke(app, ["edit", str(path), "--target-prompt", TARGET, "-o", str(tmp_path / "e.png"),
                                  "--model", str(tiny_pipeline_dir), "--device", "cpu", "--quiet"])
     assert r.exit_code == 2 and "'pixels'" in r.output and "Traceback" not in r.output
+
+
+def test_the_edit_bench_scores_the_background_with_paste_back_and_without(tiny_model: Any, tmp_path: Path) -> None:
+    from unsample_lab.bench import edit as edit_bench
+    from unsample_lab.bench.paste import PSNR_CAP
+
+    bench = edit_bench.EditBench(methods=("ddim",), controls=("swap",), masks=("none", "exact"), pairs=2,
+                                 kinds=("color",), steps=3, seed=1, paste_seam=1)
+    result = edit_bench.run(tiny_model, bench, progress=False)
+    for r in result["per_pair"]:
+        if r["mask"] == "none":  # nothing to paste: the figures are the decoded ones, and no seam
+            assert r["bg_psnr_paste"] == r["bg_psnr"] and r["target_psnr_paste"] == r["target_psnr"]
+            assert np.isnan(r["seam_psnr"]) and r["seam_area"] == 0.0
+        else:
+            assert PSNR_CAP >= r["bg_psnr_paste"] > r["bg_psnr"] + 3
+            assert 0 < r["seam_area"] < r["mask_area"] and np.isfinite(r["seam_psnr"]) and np.isfinite(r["seam_psnr_decoded"])
+    edit_bench.write_report(result, bench, tmp_path / "r", "test", tiny_model)
+    assert "## Paste-back (seam 1 px)" in (tmp_path / "r" / "report.md").read_text()
