@@ -41,3 +41,11 @@ REPRESENTABLE_PSNR = 25.0
 flow models share one autoencoder): 1100 in-distribution shapes scenes keep 28.2-42.5 dB, 20 of the
 21 pictures in scikit-image's wheel 7.8-24.3 dB (the cat, chelsea: 18.4; the moon 27.0). 25 dB leaves
 3.2 dB below the worst scene; the pixel model's round trip is lossless and never warns."""
+PASTE_SEAM = 1
+"""Seam width of paste-back in pixels (`unsample.editing.paste`): the decoded edit fades into the input's
+own pixels over this many pixels inside the mask (0 = a hard cut). Chosen on the edit bench (docs/edit_check.md,
+"Paste-back"; the embedded model, 64 px): the only width whose seam band is closer to the exact target pasted than
+decoded (29.70 vs 28.78 dB; 2 px: 26.73 vs 26.85, 4 px: 22.81 vs 24.50), with the target PSNR of a hard cut
+(27.01 vs 27.03 dB)."""
+PASTE_SEAM_MAX = 64
+"""The widest seam an edit takes (pixels)."""

@@ -1,11 +1,13 @@
 """`Inversion`: the result of inverting one image, and its file format.
 
-A file is one ``.safetensors`` holding the tensors (``trajectory``, ``image_latent`` and the
-method's ``extra.*`` tensors) and, under the metadata key ``"unsample"``, a JSON object with
-every parameter, the cost and a SHA-256 of the tensor bytes and of that metadata (so an edited
-prompt is caught like an edited tensor). Loading never unpickles; it checks
-the format name and version and the digest, and `Inversion.check_model` checks that the model
-an inversion is replayed with is the one it was made with.
+A file is one ``.safetensors`` holding the tensors (``trajectory``, ``image_latent``, the
+method's ``extra.*`` tensors and, when known, ``pixels``: the inverted image at the working size
+as uint8, which an edit pastes back outside its mask; files written before it load without) and,
+under the metadata key ``"unsample"``, a JSON object with every parameter, the cost and a
+SHA-256 of the tensor bytes and of that metadata (so an edited prompt is caught like an edited
+tensor). Loading never unpickles; it checks the format name and version, the digest and the
+pixels' shape, and `Inversion.check_model` checks that the model an inversion is replayed with
+is the one it was made with.
 """
 
 from __future__ import annotations
@@ -56,6 +58,15 @@ class Inversion:
     seconds: float
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    pixels: torch.Tensor | None = None
+    """[B, 3, H, W] uint8: the image that was inverted, at the working size (``image_size``), or
+    None (a file written before it was kept); an edit pastes it back outside its mask."""
+
+    def __post_init__(self) -> None:
+        if self.pixels is not None:
+            problem = _pixels_problem(self.pixels, self.image_latent, self.image_size)
+            if problem:
+                raise InputError(f"an inversion's pixels {problem}")
 
     @property
     def noise(self) -> torch.Tensor:
@@ -64,7 +75,7 @@ class Inversion:
 
     def metadata(self) -> dict[str, Any]:
         """Every field but the tensors, JSON-able."""
-        meta = {k: v for k, v in asdict(self).items() if k not in ("trajectory", "image_latent", "extras")}
+        meta = {k: v for k, v in asdict(self).items() if k not in ("trajectory", "image_latent", "extras", "pixels")}
         meta["image_size"] = list(self.image_size)
         return meta
 
@@ -98,6 +109,8 @@ class Inversion:
     def _tensors(self) -> dict[str, torch.Tensor]:
         tensors = {"trajectory": self.trajectory, "image_latent": self.image_latent}
         tensors.update({f"extra.{k}": v for k, v in self.extras.items()})
+        if self.pixels is not None:
+            tensors["pixels"] = self.pixels
         return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
 
     def save(self, path: str | Path) -> Path:
@@ -163,7 +176,13 @@ class Inversion:
             raise InversionFileError(f"{str(path)!r}: its metadata lacks the field {err}; the file is damaged") from err
         _check_field_types(fields_, path)
         fields_["image_size"] = tuple(fields_["image_size"])
-        inv = cls(trajectory=tensors["trajectory"], image_latent=tensors["image_latent"], extras=extras, **fields_)
+        pixels = tensors.get("pixels")
+        if pixels is not None:
+            problem = _pixels_problem(pixels, tensors["image_latent"], fields_["image_size"])
+            if problem:
+                raise InversionFileError(f"{str(path)!r}: its tensor 'pixels' {problem}; the file is damaged")
+        inv = cls(trajectory=tensors["trajectory"], image_latent=tensors["image_latent"], extras=extras, pixels=pixels,
+                  **fields_)
         if inv.trajectory.shape[0] != inv.steps + 1:
             raise InversionFileError(f"{str(path)!r}: trajectory has {inv.trajectory.shape[0]} states for {inv.steps} steps; damaged file")
         return inv
@@ -193,6 +212,17 @@ def _check_field_types(fields_: dict[str, Any], path: Path) -> None:
     size = fields_["image_size"]
     if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
         raise InversionFileError(f"{str(path)!r}: its metadata field 'image_size' is {size!r}, not [height, width]; the file is damaged")
+
+
+def _pixels_problem(pixels: Any, image_latent: torch.Tensor, image_size: tuple[int, int]) -> str:
+    """What is wrong with an inversion's ``pixels`` (empty: nothing): a uint8 [B, 3, H, W] tensor,
+    B the latent's batch, (H, W) the recorded ``image_size``."""
+    if not isinstance(pixels, torch.Tensor):
+        return f"must be a tensor, got {type(pixels).__name__}"
+    want = (int(image_latent.shape[0]), 3, *image_size)
+    if pixels.dtype != torch.uint8 or tuple(pixels.shape) != want:
+        return f"are {pixels.dtype} of shape {list(pixels.shape)}, not torch.uint8 of shape {list(want)}"
+    return ""
 
 
 def _digest(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:

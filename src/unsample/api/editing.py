@@ -61,7 +61,10 @@ def edit(
 
     ``output="pil"`` gives the edited image, ``"latent"`` the edited latent, ``"result"`` an
     `EditSample` with both, the mask and its overlay, the inversion and the whole cost (the noise
-    mask's evaluations included). ``classifier_guidance`` steers the edit toward its class (one
+    mask's evaluations included). With a mask and ``paste_back`` (the default) the image takes the
+    input's own pixels outside the mask over a feathered seam of ``paste_seam`` pixels
+    (`unsample.editing.paste`); the latent is the model's, and `EditSample.paste` says whether it
+    was applied and why not (no mask, or an inversion file that holds no pixels). ``classifier_guidance`` steers the edit toward its class (one
     branch; the mask defaults to "none"). ``on_step(i, latent)`` is called after each sampling step
     with the target branch's state ([1, C, h, w], the model's latent space).
     """

@@ -95,9 +95,15 @@ def invert_pixels(
         guidance=float(guidance), steps=steps, seed=seed, options=config.to_dict(), model_name=model.name,
         model_fingerprint=model.fingerprint, image_size=(int(pixels.shape[-2]), int(pixels.shape[-1])),
         nfe=counter.nfe, model_calls=counter.calls, seconds=time.perf_counter() - start, extras=out.extras,
-        stats=out.stats | classifier_record(classifier_guidance),
+        stats=out.stats | classifier_record(classifier_guidance), pixels=pixels_uint8(pixels),
     )
     return inversion, grid
+
+
+def pixels_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    """Checked pixels ([B, 3, H, W] in [0, 1], made from 8-bit images) as the uint8 tensor an
+    inversion keeps (exact: each value is k / 255)."""
+    return (pixels.detach().float().cpu() * 255).round().clamp(0, 255).to(torch.uint8)
 
 
 def replay(

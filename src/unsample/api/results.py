@@ -1,11 +1,13 @@
 """What the API's calls return: one result type per call, carrying the latent, the cost and, for
-an edit, the decoded image, the mask, its overlay, the inversion it started from and its spec."""
+an edit, the image (the input's own pixels pasted back outside the mask), the mask, its overlay,
+the inversion it started from and its spec."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -14,6 +16,7 @@ from unsample.backends.base import Model
 from unsample.editing.check import CheckResult
 from unsample.editing.fidelity import InputFidelity
 from unsample.editing.masks import overlay
+from unsample.editing.paste import PasteBack, paste_back
 from unsample.editing.spec import EditSpec
 from unsample.errors import InputError
 from unsample.images import tensor_to_pil
@@ -63,6 +66,11 @@ class EditSample(Sample):
     input_fidelity: InputFidelity | None = None
     """How well the model keeps the input image (``spec.fidelity``; `unsample.editing.fidelity`): None
     when off or when the edit was given an inversion (it holds no pixels to compare with)."""
+    paste: PasteBack | None = None
+    """Whether ``image`` took the input's own pixels outside the mask (``spec.paste_back``), and
+    why not; None when no image was made (``output="latent"``)."""
+    decoded: Image.Image | None = None
+    """The decoded latent before paste-back (``image`` is this one when paste-back was not applied)."""
 
     @property
     def network_evaluations(self) -> int:
@@ -83,9 +91,49 @@ def present(model: Model, sample: Sample, output: Output) -> Any:
     if output == "latent":
         return sample.latent
     sample.image = tensor_to_pil(model.decode_latent(sample.latent.float()))
+    if isinstance(sample, EditSample):
+        _paste(sample)
     if output == "pil":
         return sample.image
     if isinstance(sample, EditSample) and sample.mask is not None and sample.inversion is not None:
         source = tensor_to_pil(model.decode_latent(sample.inversion.image_latent.float()))
         sample.mask_overlay = overlay(source, sample.mask)
     return sample
+
+
+def _paste(sample: EditSample) -> None:
+    """Paste the input's own pixels back outside the edit's mask (`unsample.editing.paste`) when the
+    spec asks and there is something to paste; record in ``sample.paste`` what was done and why."""
+    assert sample.image is not None
+    sample.decoded = sample.image
+    seam = sample.spec.paste_seam if sample.spec is not None else 0
+    reason = _no_paste_reason(sample)
+    if reason:
+        sample.paste = PasteBack(applied=False, seam=seam, reason=reason)
+        return
+    assert sample.inversion is not None and sample.inversion.pixels is not None and sample.mask is not None
+    source = sample.inversion.pixels[0].permute(1, 2, 0).numpy()
+    decoded = np.asarray(sample.image)
+    if decoded.shape != source.shape:
+        raise InputError(f"the edit decoded to {decoded.shape[1]} x {decoded.shape[0]} pixels but its inversion "
+                         f"holds the input at {source.shape[1]} x {source.shape[0]}: nothing to paste back at one "
+                         "size; edit with paste_back=False")
+    sample.image = Image.fromarray(paste_back(decoded, source, sample.mask, seam))
+    sample.paste = PasteBack(applied=True, seam=seam)
+
+
+def _no_paste_reason(sample: EditSample) -> str:
+    """Why paste-back does not apply to ``sample`` (empty: it applies)."""
+    if sample.spec is None or not sample.spec.paste_back:
+        return "paste_back is off: the image is the decoded edit"
+    if sample.mask is None:
+        return "the edit has no mask: every pixel may change, nothing to paste back"
+    if bool(sample.mask.all()):
+        return "the mask covers every latent cell: nothing outside it to paste back"
+    pixels = sample.inversion.pixels if sample.inversion is not None else None
+    if pixels is None:
+        return ("the inversion holds no input pixels (a file saved before inversions kept them): the image is the "
+                "decoded edit; invert the image again to paste back")
+    if pixels.shape[0] != 1:
+        return f"the inversion holds {pixels.shape[0]} images: paste-back takes one"
+    return ""

@@ -54,14 +54,14 @@ def _cli_type(info: SettingInfo) -> tuple[Any, Any]:
 
 
 def _spec_options() -> list[inspect.Parameter]:
-    """One typer option per `EditSpec` field, with the spec's default and help line."""
+    """One typer option per `EditSpec` field, with the spec's default and help line (a yes/no
+    setting is a pair of flags, ``--paste-back/--no-paste-back``)."""
     params = []
     for info in settings():
         kind, default = _cli_type(info)
         choices = f" ({'|'.join(map(str, info.choices))})" if info.choices and "|" not in info.setting.help else ""
-        # a setting that is on by default needs its off switch too (--fidelity / --no-fidelity)
-        names = f"{info.flag}/--no-{info.flag[2:]}" if kind is bool and default is True else info.flag
-        option = typer.Option(names, help=info.setting.help + choices)
+        flag = info.flag + (f"/--no-{info.flag.removeprefix('--')}" if isinstance(info.default, bool) else "")
+        option = typer.Option(flag, help=info.setting.help + choices)
         params.append(inspect.Parameter(info.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                         annotation=Annotated[kind, option]))
     return params
@@ -120,6 +120,7 @@ def edit(
         "mask_nfe": res.mask_nfe, "mask_area": res.mask_area, "edit": spec.to_json(), **inversion_record(res.inversion),
         "check": res.check.to_json() if res.check is not None else None,
         "input_fidelity": res.input_fidelity.to_json() if res.input_fidelity is not None else None,
+        "paste": res.paste.to_json() if res.paste is not None else None,
     }
     written = [output.name]
     if res.mask_overlay is not None:
@@ -132,6 +133,8 @@ def edit(
         typer.echo(line, err=True)
     typer.echo(f"wrote {', '.join(written)} and {sidecar.name} (NFE {res.network_evaluations} with the mask and "
                f"every branch, {res.seconds:.2f} s)")
+    if res.paste is not None and not res.paste.applied and spec.paste_back and res.mask is not None:
+        typer.echo(f"note: no paste-back: {res.paste.reason}", err=True)
     if res.check is not None:
         verdict = "check: the edit took" if res.check.edit_took else "warning: the edit did not take"
         typer.echo(f"{verdict} (score {res.check.score:+.4f} +/- {res.check.stderr:.4f}, threshold "

@@ -114,6 +114,12 @@ class EditSpec:
                                  "(unsample.editing.check); off until its threshold is chosen on the bench.")
     fidelity: bool = setting(True, "Say when the model cannot represent the input image (its autoencoder's round "
                                    "trip, one decode; unsample.editing.fidelity).")
+    paste_back: bool = setting(True, "Outside the mask, take the input's own pixels (at the working size) over a "
+                                     "feathered seam, so the background is exact (unsample.editing.paste); "
+                                     "--no-paste-back keeps the decoded pixels.")
+    paste_seam: int = setting(defaults.PASTE_SEAM, "Paste-back's seam width in pixels, feathered inside the mask "
+                                                   "(0 = a hard cut).", low=0, high=defaults.PASTE_SEAM_MAX,
+                              on_page=False, label="paste seam")
     method: str = setting(defaults.EDIT_METHOD, "Inversion method when the source is an image.", on_page=False)
     steps: int = setting(defaults.EDIT_STEPS, "Steps when the source is an image.", low=1, on_page=False)
     inversion_guidance: float = setting(defaults.INVERSION_GUIDANCE, "CFG of the inversion when the source is an "

@@ -372,6 +372,7 @@ def edit(model: Model, state: SessionState, inversion: InvertRequest, request: E
         "inversion": inv.metadata(), "edit": spec.to_json(),
         "check": sample.check.to_json() if sample.check is not None else None,
         FIDELITY_KEY: fidelity.to_json() if fidelity is not None else None,
+        "paste": sample.paste.to_json() if sample.paste is not None else None,
     }
     sidecar = write_png_with_sidecar(sample.image, png, record)
     entry.edits += 1

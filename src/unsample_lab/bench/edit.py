@@ -5,7 +5,9 @@ the exact target render and the edit mask. For every method x control we invert 
 the source caption, edit with the target caption, and measure: edit success (the analytic
 detector reads the target caption's objects and background in the edited image), MSE / PSNR /
 SSIM of the background outside the edit mask (against the source), PSNR to the exact target
-render, model evaluations and wall time. Results are grouped by edit kind.
+render, model evaluations and wall time. Results are grouped by edit kind. Each masked edit is
+scored with paste-back (the input's own pixels outside its mask) and without
+(`unsample_lab.bench.paste`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from unsample.editing.tokens import changed_words
 from unsample.errors import InputError
 from unsample.images import load_image
 from unsample.methods.registry import get_method
+from unsample_lab.bench.paste import PASTE_KEYS, paste_figures, paste_table
 from unsample_lab.bench.report import report_folder, run_metadata, write_csv, write_json
 from unsample_lab.bench.stats import decoded_uint8, image_metrics
 from unsample_lab.shapes import SHAPES, detect, detection_matches, random_edit_pairs
@@ -76,6 +79,8 @@ class EditBench:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     check: bool = False
     """Run the edit check (`unsample.editing.check`) on every edit and report its calibration."""
+    paste_seam: int = defaults.PASTE_SEAM
+    """Paste-back's seam width in pixels (`unsample.editing.paste`)."""
 
     def edit_spec(self, method: str) -> EditSpec:
         """The settings every edit row of ``method`` shares (each row adds its prompt, control and mask)."""
@@ -84,7 +89,7 @@ class EditBench:
             self_steps=self.self_steps, mask_dilate=self.mask_dilate, blend_start=self.blend_start,
             mask_rule=self.mask_rule, mask_smooth=self.mask_smooth, method=method, steps=self.steps,
             inversion_guidance=self.inversion_cfg, options=dict(self.options.get(method, {})), seed=self.seed,
-            check=self.check,
+            check=self.check, paste_seam=self.paste_seam,
         )
 
     @property
@@ -217,13 +222,14 @@ the edit guidance, and the paper's share of skipped steps (17 of 50)."""
 
 def _scored_row(model: Any, case: EditCase, floor: dict[str, float], latent: Any, labels: tuple[str, str, str],
                 cost: dict[str, float], shown: dict[str, list[tuple[np.ndarray, ...]]], gallery: int,
-                progress: bool) -> dict[str, Any]:
+                progress: bool, edit: Any = None) -> dict[str, Any]:
     """One pair's row: ``latent`` decoded and scored against the case (edit success, background
     and target figures), ``labels`` = (method, control, mask), ``cost`` = its mask_area, nfe,
-    seconds and edit_seconds; the first ``gallery`` edits of each row are kept in ``shown``."""
+    seconds and edit_seconds; the first ``gallery`` edits of each row are kept in ``shown``. With
+    ``edit`` (the `EditSample`), also its paste-back figures (`unsample_lab.bench.paste`)."""
     nan = float("nan")
     method, control, mask = labels
-    edited = decoded_uint8(model, latent)
+    edited = np.asarray(edit.decoded) if edit is not None and edit.decoded is not None else decoded_uint8(model, latent)
     bg = image_metrics(edited, case.source, ~case.mask)
     row = {
         "set": case.variant, "method": method, "control": control, "mask": mask, "kind": case.kind, "pair": case.name,
@@ -231,7 +237,7 @@ def _scored_row(model: Any, case: EditCase, floor: dict[str, float], latent: Any
         "judge_ceiling": case.judge(case.target) if case.judge and case.target is not None else nan,
         "bg_mse": bg["mse"], "bg_psnr": bg["psnr"], "bg_ssim": bg["ssim"], "floor_psnr": floor["psnr"],
         "target_psnr": image_metrics(edited, case.target)["psnr"] if case.target is not None else nan,
-    } | cost
+    } | cost | (paste_figures(edit, case, edited) if edit is not None else dict.fromkeys(PASTE_KEYS, nan))
     key = f"{method} / {control} / {mask}" + ("" if case.variant == "clean" else f" / {case.variant}")
     if len(shown[key]) < gallery:
         shown[key].append((case.source, edited) + ((case.target,) if case.target is not None else ()))
@@ -295,7 +301,7 @@ def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -
                             "check_score": res.check.score if res.check is not None else None,
                             "check_took": res.check.edit_took if res.check is not None else None}
                     rows.append(_scored_row(model, case, floor, res.latent, (method, control, mask), cost, shown,
-                                            gallery, progress))
+                                            gallery, progress, res))
     return {"per_pair": rows, "summary": summarise(rows), "gallery": shown, "skipped": skipped}
 
 
@@ -306,7 +312,7 @@ def _mean(values: list[float]) -> float:
 
 
 SUMMARY_KEYS = ("success", "judge_ceiling", "bg_psnr", "floor_psnr", "bg_ssim", "bg_mse", "target_psnr", "mask_area",
-                "nfe", "seconds")
+                "nfe", "seconds", *PASTE_KEYS)
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -402,6 +408,8 @@ def _write_report_files(result: dict[str, Any], bench: EditBench, out: Path, com
         for kind in kinds:
             body += f"\n### {set_}: {kind}\n\n" + report_table(result["summary"], kind, set_)
         body += "\n"
+    body += f"## Paste-back (seam {bench.paste_seam} px): decoded | pasted\n\n" + paste_table(result["summary"], "all")
+    body += "\n"
     if bench.check:
         body += "## The edit check against the detector\n\n" + calibration_table(check_calibration(result["per_pair"]))
     body += "\n![background PSNR vs NFE](bg_psnr_vs_nfe.png)\n\n![gallery](gallery.png)\n"

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from unsample import defaults as edit_defaults
 from unsample.cli.common import (
     DeviceOpt,
     DtypeOpt,
@@ -134,6 +135,9 @@ def bench_edit(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     check: Annotated[bool, typer.Option("--check", help="Run the edit check on every edit and report how well it "
                                         "agrees with the detector (ROC AUC, silent failures, false alarms).")] = False,
+    paste_seam: Annotated[int, typer.Option("--paste-seam", min=0, help="Paste-back's seam width in pixels (every "
+                                             "masked edit is scored with paste-back and without).")]
+    = edit_defaults.PASTE_SEAM,
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
     device: DeviceOpt = "auto",
@@ -181,6 +185,7 @@ def bench_edit(
         steps=20 if quick else steps, inversion_guidance=inversion_guidance, edit_guidance=edit_guidance,
         start_step=start_step, seed=seed, images_dir=str(images) if images else None,
         prompts_file=str(prompts) if prompts else None, options=_bench_options(option, names), check=check,
+        paste_seam=paste_seam,
     )
     _check_report_folder(out)
     from unsample.api import _check_guidance  # the api loads torch: registration stays cheap
