@@ -158,6 +158,17 @@ def test_edit_bench_robustness_set_runs_every_variant(tiny_model) -> None:
     assert "| noise | ddim | swap | exact |" in edit_bench.report_table(summary, "all", "noise")
 
 
+def test_edit_bench_new_backgrounds_are_sets_of_their_own(tiny_model, tmp_path: Path) -> None:
+    bench = edit_bench.EditBench(methods=("ddim",), controls=("swap",), masks=("exact",), pairs=1, kinds=("color",),
+                                 steps=2, backgrounds=True, variants=("new-pattern", "photo"))
+    result = edit_bench.run(tiny_model, bench, progress=False)
+    # (the tiny pipeline draws 16 px scenes: objects 2-4 px wide, too small for either judge to read)
+    assert [r["set"] for r in result["per_pair"]] == ["new-pattern", "photo"]
+    edit_bench.write_report(result, bench, tmp_path / "bg", "t", tiny_model)
+    report = (tmp_path / "bg" / "report.md").read_text()
+    assert "## photo: all kinds" in report and "new backgrounds (object edits only)" in report
+
+
 def test_report_folder_is_written_in_full_or_not_at_all(tmp_path: Path) -> None:
     from unsample_lab.bench.report import report_folder
 

@@ -37,6 +37,8 @@ from unsample_lab.bench.paste import PASTE_KEYS, paste_figures, paste_table
 from unsample_lab.bench.report import report_folder, run_metadata, write_csv, write_json
 from unsample_lab.bench.stats import decoded_uint8, image_metrics
 from unsample_lab.shapes import SHAPES, detect, detection_matches, random_edit_pairs
+from unsample_lab.shapes.backgrounds import NEW_BACKGROUNDS, background_pair, background_seed
+from unsample_lab.shapes.object_judge import object_judge
 from unsample_lab.shapes.robustness import ROBUSTNESS_VARIANTS, pair_seed, perturb_pair
 
 CONTROLS: dict[str, dict[str, Any]] = {
@@ -62,8 +64,10 @@ class EditBench:
     blend_start: float = 0.0
     robustness: bool = False
     """Run the pairs under every robustness variant (`unsample_lab.shapes.robustness`) instead of clean."""
+    backgrounds: bool = False
+    """Run the object-edit pairs over every new background (`unsample_lab.shapes.backgrounds`)."""
     variants: tuple[str, ...] = ()
-    """Robustness variants to run (empty: all)."""
+    """Variants to run, robustness ones and new backgrounds (empty: every one of the families asked for)."""
     pairs: int = 50
     kinds: tuple[str, ...] = ("color", "shape", "size", "background")
     steps: int = 50
@@ -91,6 +95,12 @@ class EditBench:
             inversion_guidance=self.inversion_cfg, options=dict(self.options.get(method, {})), seed=self.seed,
             check=self.check, paste_seam=self.paste_seam,
         )
+
+    @property
+    def variant_names(self) -> tuple[str, ...]:
+        """The sets to run besides clean: ``variants``, or every variant of the families asked for."""
+        return self.variants or ((ROBUSTNESS_VARIANTS if self.robustness else ())
+                                 + (NEW_BACKGROUNDS if self.backgrounds else ()))
 
     @property
     def inversion_cfg(self) -> float:
@@ -132,10 +142,12 @@ def shapes_cases(bench: EditBench, resolution: int) -> list[EditCase]:
                                                   check_texture=kind == "background"))
 
     pairs = random_edit_pairs(bench.pairs, bench.seed, kinds=bench.kinds, size=resolution, split="heldout")
-    if bench.robustness:
-        variants = bench.variants or ROBUSTNESS_VARIANTS
+    if bench.robustness or bench.backgrounds:
         out = []
-        for variant in variants:
+        for variant in bench.variant_names:
+            if variant in NEW_BACKGROUNDS:
+                out += background_cases(pairs, variant, bench.seed)
+                continue
             for k, p in enumerate(pairs):
                 q = perturb_pair(p, variant, pair_seed(bench.seed, k, variant))
                 out.append(EditCase(
@@ -149,6 +161,21 @@ def shapes_cases(bench: EditBench, resolution: int) -> list[EditCase]:
                  target=p.target.image, judge=judge_for(p.target_caption, p.kind))
         for k, p in enumerate(pairs)
     ]
+
+
+def background_cases(pairs: list[Any], variant: str, seed: int) -> list[EditCase]:
+    """The object-edit pairs over one new background, judged by their objects (`object_judge`);
+    background-kind pairs are skipped (a new background replaces what they edit)."""
+    out = []
+    for k, p in enumerate(pairs):
+        if p.object_index is None:
+            continue
+        q = background_pair(p, variant, background_seed(seed, k, variant))
+        out.append(EditCase(
+            name=f"pair{k:03d}", kind=p.kind, source=q.source, source_caption=p.source_caption,
+            target_caption=p.target_caption, mask=np.asarray(q.mask, dtype=bool), blend_words=blend_words_for(p),
+            target=q.target, judge=object_judge(q), variant=variant))
+    return out
 
 
 def folder_cases(images_dir: Path, prompts_file: Path, resolution: int) -> list[EditCase]:
@@ -398,7 +425,8 @@ def _write_report_files(result: dict[str, Any], bench: EditBench, out: Path, com
     n_cases = len({r["pair"] for r in result["per_pair"]})
     body = f"# Edit benchmark\n\nCommand: `{command}`\n\nModel: {model.name} ({model.fingerprint}); {n_cases} edits " \
            f"({'from ' + str(bench.prompts_file) if bench.prompts_file else 'held-out shapes edit pairs'}" \
-           f"{', robustness variants' if bench.robustness else ''}); " \
+           f"{', robustness variants' if bench.robustness else ''}" \
+           f"{', new backgrounds (object edits only)' if bench.backgrounds else ''}); " \
            f"inversion guidance {bench.inversion_cfg:g}, edit guidance {bench.edit_guidance:g}, {bench.steps} steps, " \
            f"noise-mask rule {bench.mask_rule} (smoothing {bench.mask_smooth}), mask dilation {bench.mask_dilate}, blend start {bench.blend_start:g}.\n\n"
     if result.get("skipped"):
@@ -412,6 +440,9 @@ def _write_report_files(result: dict[str, Any], bench: EditBench, out: Path, com
     body += "\n"
     if bench.check:
         body += "## The edit check against the detector\n\n" + calibration_table(check_calibration(result["per_pair"]))
+        for set_ in sets if len(sets) > 1 else ():  # each set's own: does the check flag its failures?
+            rows = [r for r in result["per_pair"] if r["set"] == set_]
+            body += f"\n### {set_}\n\n" + calibration_table(check_calibration(rows))
     body += "\n![background PSNR vs NFE](bg_psnr_vs_nfe.png)\n\n![gallery](gallery.png)\n"
     (out / "report.md").write_text(body)
 

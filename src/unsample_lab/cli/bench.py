@@ -119,7 +119,11 @@ def bench_edit(
     mask_rule: Annotated[str, typer.Option("--mask-rule", help="Noise mask threshold: diffedit|otsu.")] = "diffedit",
     mask_smooth: Annotated[int, typer.Option("--mask-smooth", min=0, help="Noise mask smoothing radius (latent cells).")] = 0,
     robustness: Annotated[bool, typer.Option("--robustness", help="Run the pairs under every robustness variant (off-distribution images).")] = False,
-    variants: Annotated[str, typer.Option("--variants", help="Robustness variants (default all): stripe-angle,stripe-width,off-palette,noise,blur,jpeg")] = "",
+    backgrounds: Annotated[bool, typer.Option("--backgrounds", help="Run the object-edit pairs over new backgrounds "
+                                              "(patterns, checkers, gradients off the palette; photo crops).")] = False,
+    variants: Annotated[str, typer.Option("--variants", help="Variants to run (default: all of each family asked for): "
+                                          "stripe-angle,stripe-width,off-palette,noise,blur,jpeg (--robustness); "
+                                          "new-pattern,new-checker,new-gradient,photo (--backgrounds)")] = "",
     pairs: Annotated[int, typer.Option("--pairs", min=1)] = 50,
     kinds: Annotated[str, typer.Option("--kinds")] = "color,shape,size,background",
     steps: Annotated[int, typer.Option("--steps", min=1)] = 50,
@@ -167,20 +171,23 @@ def bench_edit(
     for mk in mask_names:
         if mk not in MASKS:
             raise UserError(f"mask {mk!r} is not one of {', '.join(MASKS)}")
-    from unsample_lab.shapes.robustness import ROBUSTNESS_VARIANTS  # registration stays cheap
+    from unsample_lab.shapes.backgrounds import NEW_BACKGROUNDS  # registration stays cheap
+    from unsample_lab.shapes.robustness import ROBUSTNESS_VARIANTS
 
     variant_names = csv_values(variants, str)
     for v in variant_names:
-        if v not in ROBUSTNESS_VARIANTS:
-            raise UserError(f"variant {v!r} is not one of {', '.join(ROBUSTNESS_VARIANTS)}")
-    if variant_names and not robustness:
-        raise UserError("--variants chooses robustness variants; add --robustness")
-    if (images or prompts) and robustness:
-        raise UserError("--robustness perturbs the shapes pairs; it does not apply to --images/--prompts")
+        if v in ROBUSTNESS_VARIANTS and not robustness:
+            raise UserError(f"variant {v!r} is a robustness variant; add --robustness")
+        if v in NEW_BACKGROUNDS and not backgrounds:
+            raise UserError(f"variant {v!r} is a new background; add --backgrounds")
+        if v not in ROBUSTNESS_VARIANTS + NEW_BACKGROUNDS:
+            raise UserError(f"variant {v!r} is not one of {', '.join(ROBUSTNESS_VARIANTS + NEW_BACKGROUNDS)}")
+    if (images or prompts) and (robustness or backgrounds):
+        raise UserError("--robustness and --backgrounds change the shapes pairs; they do not apply to --images/--prompts")
     bench = EditBench(
         methods=("ddim",) if quick else names, controls=ctrl, masks=mask_names, mask_dilate=mask_dilate, mask_rule=mask_rule,
         mask_smooth=mask_smooth,
-        blend_start=blend_start, robustness=robustness, variants=variant_names,
+        blend_start=blend_start, robustness=robustness, backgrounds=backgrounds, variants=variant_names,
         pairs=8 if quick else pairs, kinds=csv_values(kinds, str),
         steps=20 if quick else steps, inversion_guidance=inversion_guidance, edit_guidance=edit_guidance,
         start_step=start_step, seed=seed, images_dir=str(images) if images else None,

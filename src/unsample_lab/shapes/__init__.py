@@ -16,6 +16,8 @@ Modules, each small and importable on its own (nothing runs at import time):
 - `geometry` / `render`: point-in-shape tests and a supersampled, deterministic renderer.
 - `edits`: source/target pairs differing in one thing, with the mask of changed pixels.
 - `detect`: an analytic detector that reads a caption's content back from pixels.
+- `robustness`, `backgrounds`: edit pairs off the training distribution (perturbed; over new
+  backgrounds, judged by `object_judge` against the known background).
 """
 
 from unsample_lab.shapes.captions import HELD_OUT_FRACTION, SPLITS, caption, is_held_out, parse_caption

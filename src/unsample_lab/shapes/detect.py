@@ -62,7 +62,7 @@ _OBJECT_RGB = np.array([OBJECT_RGB[c] for c in OBJECT_COLORS], dtype=np.float64)
 
 
 @dataclass(frozen=True)
-class _ShapeFit:
+class ShapeFit:
     shape: str
     radius: float  # bounding radius, pixels
     angle: float
@@ -143,8 +143,12 @@ def _angles(shape: str) -> np.ndarray:
     return np.arange(0.0, SYMMETRY_DEGREES[shape], ANGLE_STEP)
 
 
-def _classify_shape(alpha: np.ndarray) -> _ShapeFit:
-    """Fit every shape's templates to a soft coverage map (module docstring, step 4)."""
+def classify_shape(alpha: np.ndarray) -> ShapeFit:
+    """Fit every shape's templates to a soft coverage map (module docstring, step 4).
+
+    `alpha` is a float (H, W) coverage map of one object (zero elsewhere); the best fit's bounding
+    radius and centroid are in pixels, its `score` the soft IoU.
+    """
     area = float(alpha.sum())
     h, w = alpha.shape
     rows, cols = np.arange(h) + 0.5, np.arange(w) + 0.5
@@ -158,7 +162,7 @@ def _classify_shape(alpha: np.ndarray) -> _ShapeFit:
     dy = (cy - rows[top:bottom, None]) + np.zeros((1, right - left))
     distance = np.hypot(dx, dy).reshape(-1)
     ray = np.rint(np.degrees(np.arctan2(dy, dx)).reshape(-1) * PROFILE_STEPS / 360.0).astype(int)
-    best = _ShapeFit("circle", 0.0, 0.0, -1.0, cx, cy)
+    best = ShapeFit("circle", 0.0, 0.0, -1.0, cx, cy)
     for shape in SHAPES:
         radius = math.sqrt(area / UNIT_AREA[shape])
         angles = _angles(shape)
@@ -178,7 +182,7 @@ def _classify_shape(alpha: np.ndarray) -> _ShapeFit:
         iou = overlap / (fixed_union + np.maximum(template, seen).sum(axis=1))
         k = int(np.argmax(iou))
         if iou[k] > best.score:
-            best = _ShapeFit(shape, radius, float(angles[k]), float(iou[k]), cx, cy)
+            best = ShapeFit(shape, radius, float(angles[k]), float(iou[k]), cx, cy)
     return best
 
 
@@ -233,7 +237,7 @@ def detect(image: np.ndarray) -> Detection:
         if not mask.any():
             continue
         mask.setflags(write=False)
-        fit = _classify_shape(alpha)
+        fit = classify_shape(alpha)
         objects.append(
             DetectedObject(
                 shape=fit.shape,

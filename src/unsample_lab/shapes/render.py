@@ -192,6 +192,32 @@ def render(
         canvas = _background_cached(scene.background, scene.texture, size).copy()
     else:
         canvas = _background_cached(scene.background, scene.texture, size, style).copy()
+    return _paint_objects(canvas, scene)
+
+
+def composite(scene: Scene, background: np.ndarray) -> Render:
+    """The scene's objects painted over any float (size, size, 3) background, as `render` paints.
+
+    The scene's own background words are not drawn: `background` (values in [0, 255]) takes their
+    place, so a scene can sit on a background the shapes world never has.
+    """
+    if not isinstance(scene, Scene):
+        raise TypeError(f"composite() takes a Scene, got {type(scene).__name__}")
+    if not isinstance(background, np.ndarray) or background.ndim != 3 or background.shape[2] != 3:
+        raise InputError(
+            f"background must be an (H, W, 3) array, got {getattr(background, 'shape', background)!r}"
+        )
+    if background.shape[0] != background.shape[1]:
+        raise InputError(f"background must be square, got {background.shape[:2]}")
+    _check_size(background.shape[0])
+    if not np.all(np.isfinite(background)):
+        raise InputError("background has non-finite values (NaN or infinity)")
+    return _paint_objects(np.array(background, dtype=np.float64), scene)
+
+
+def _paint_objects(canvas: np.ndarray, scene: Scene) -> Render:
+    """Paint the scene's objects into the float canvas (in place) and round it to uint8."""
+    size = canvas.shape[0]
     masks = []
     for obj in scene.objects:
         (top, left), alpha = object_coverage(obj, size)
