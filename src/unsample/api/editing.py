@@ -18,13 +18,14 @@ from unsample.api.common import (
     progress_bar,
 )
 from unsample.api.inverting import invert_pixels, method_config
-from unsample.api.results import EditSample, present
+from unsample.api.results import EditSample, decode_and_paste, encode_pil, present
 from unsample.backends.base import Model
 from unsample.core.classifier import ClassifierGuidance
 from unsample.core.denoiser import CallCounter
 from unsample.core.schedule import TimestepGrid
 from unsample.editing.branches import EditResult, edit_latent
 from unsample.editing.check import CheckResult, check_edit
+from unsample.editing.ladder import Attempt, LadderResult, Rung, rungs_for
 from unsample.editing.fidelity import FIDELITY_KEY, InputFidelity, input_fidelity
 from unsample.editing.masks import NoiseMaskConfig
 from unsample.editing.plan import plan_edit
@@ -78,6 +79,40 @@ def edit(
     begin = time.perf_counter()
     inversion, grid, pixels = _inversion_of(model, source, spec, progress, unknown_words, source_classifier_guidance)
     source_prompt = inversion.prompt if spec.source_prompt is None else spec.source_prompt
+    escalate = spec.escalate and spec.check and classifier_guidance is None
+    rungs = rungs_for(spec.recipe, escalate, model.supports_attention_control)
+    attempts: list[tuple[Rung, EditSample]] = []
+    spent = 0
+    for rung in rungs:
+        rung_spec = spec.replace(**rung.changes)
+        if attempts and spent + _predicted_cost(attempts[0][1], rung_spec) > spec.budget:
+            break
+        sample = _attempt(model, inversion, grid, rung_spec, source_prompt, progress, on_step, classifier_guidance,
+                          begin, output != "latent" or spec.check)
+        attempts.append((rung, sample))
+        spent += sample.network_evaluations
+        if sample.check is None or sample.check.edit_took:
+            break
+    kept = _kept(attempts)
+    sample = kept[1]
+    sample.spec = spec.replace(**kept[0].changes)
+    sample.seconds = time.perf_counter() - begin
+    sample.ladder = LadderResult(
+        attempts=tuple(Attempt(r.name, a.check.edit_took if a.check else None, a.check.score if a.check else None,
+                               a.network_evaluations) for r, a in attempts),
+        succeeded=kept[0].name if sample.check is not None and sample.check.edit_took else None, kept=kept[0].name,
+        untried=tuple(r.name for r in rungs[len(attempts):]), budget=spec.budget, spent=spent)
+    sample.earlier_evaluations = spent - sample.network_evaluations
+    if spec.fidelity:
+        sample.input_fidelity = _fidelity(model, pixels, inversion, sample.edit_result, source_prompt, sample.spec)
+    return present(model, sample, output)
+
+
+def _attempt(model: Model, inversion: Inversion, grid: TimestepGrid, spec: EditSpec, source_prompt: str,
+             progress: bool, on_step: StepCallback | None, classifier_guidance: ClassifierGuidance | None,
+             begin: float, decode: bool) -> EditSample:
+    """One rung: the edit as ``spec`` says, decoded and pasted back when ``decode``, and judged by
+    the check (on the image the user gets, encoded again) when ``spec.check``."""
     plan = plan_edit(model, inversion, spec, source_prompt, classifier_guidance is not None)
     counter = CallCounter()
     with progress_bar(progress, inversion.steps - spec.start_step, f"edit ({inversion.method})") as bar, \
@@ -92,11 +127,30 @@ def edit(
         latent=res.target_latent, nfe=counter.nfe, model_calls=counter.calls + plan.mask_calls,
         seconds=time.perf_counter() - begin, start_step=spec.start_step, prompt=spec.target_prompt,
         guidance=res.guidance, branches=res.branches, mask=res.mask, mask_source=plan.mask_source,
-        source_prompt=source_prompt, mask_nfe=plan.mask_nfe, inversion=inversion, spec=spec,
-        check=_judged(model, spec, source_prompt, res.target_latent, inversion, res.mask) if spec.check else None,
-        input_fidelity=_fidelity(model, pixels, inversion, res, source_prompt, spec) if spec.fidelity else None,
+        source_prompt=source_prompt, mask_nfe=plan.mask_nfe, inversion=inversion, spec=spec, edit_result=res,
     )
-    return present(model, sample, output)
+    if decode:
+        decode_and_paste(model, sample)
+    if spec.check:
+        assert sample.image is not None
+        sample.check = _judged(model, spec, source_prompt, encode_pil(model, sample.image), inversion, res.mask)
+    return sample
+
+
+def _predicted_cost(first: EditSample, spec: EditSpec) -> int:
+    """A rung's network evaluations, predicted from the first attempt's: its per-branch steps on one
+    or two branches (prompt-to-prompt control and Direct Inversion run the source branch too), the
+    first's mask and check."""
+    branches = 2 if spec.control != "none" or spec.direct or spec.mask_source() in ("attention", "intersect") else 1
+    return first.nfe * branches + first.mask_nfe + (first.check.evaluations if first.check is not None else 0)
+
+
+def _kept(attempts: list[tuple[Rung, EditSample]]) -> tuple[Rung, EditSample]:
+    """The attempt an edit returns: the first the check passed, else the best-scored one."""
+    for rung, sample in attempts:
+        if sample.check is None or sample.check.edit_took:
+            return rung, sample
+    return max(attempts, key=lambda a: a[1].check.score if a[1].check is not None else float("-inf"))
 
 
 def edit_spec(spec: EditSpec | str | None, settings: dict[str, Any]) -> EditSpec:

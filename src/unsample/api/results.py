@@ -4,7 +4,7 @@ the inversion it started from and its spec."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,8 +13,10 @@ from PIL import Image
 
 from unsample.api.common import Output
 from unsample.backends.base import Model
+from unsample.editing.branches import EditResult
 from unsample.editing.check import CheckResult
 from unsample.editing.fidelity import InputFidelity
+from unsample.editing.ladder import LadderResult
 from unsample.editing.masks import overlay
 from unsample.editing.paste import PasteBack, paste_back
 from unsample.editing.spec import EditSpec
@@ -71,11 +73,18 @@ class EditSample(Sample):
     why not; None when no image was made (``output="latent"``)."""
     decoded: Image.Image | None = None
     """The decoded latent before paste-back (``image`` is this one when paste-back was not applied)."""
+    ladder: LadderResult | None = None
+    """The recipes the edit tried (`unsample.editing.ladder`), the one that took, the budget and the spend."""
+    earlier_evaluations: int = 0
+    """Network evaluations of the ladder's earlier attempts (counted in ``network_evaluations``)."""
+    edit_result: EditResult | None = field(default=None, repr=False)
+    """The editing loop's own result (both branches' latents)."""
 
     @property
     def network_evaluations(self) -> int:
         """The edit's whole network cost: every branch's evaluations plus the mask's and the check's."""
-        return self.nfe * self.branches + self.mask_nfe + (self.check.evaluations if self.check is not None else 0)
+        return (self.nfe * self.branches + self.mask_nfe + (self.check.evaluations if self.check is not None else 0)
+                + self.earlier_evaluations)
 
     @property
     def mask_area(self) -> float | None:
@@ -90,15 +99,30 @@ def present(model: Model, sample: Sample, output: Output) -> Any:
         raise InputError(f"output={output!r} is not supported; use pil, latent or result")
     if output == "latent":
         return sample.latent
-    sample.image = tensor_to_pil(model.decode_latent(sample.latent.float()))
     if isinstance(sample, EditSample):
-        _paste(sample)
+        if sample.image is None:
+            decode_and_paste(model, sample)
+    else:
+        sample.image = tensor_to_pil(model.decode_latent(sample.latent.float()))
     if output == "pil":
         return sample.image
     if isinstance(sample, EditSample) and sample.mask is not None and sample.inversion is not None:
         source = tensor_to_pil(model.decode_latent(sample.inversion.image_latent.float()))
         sample.mask_overlay = overlay(source, sample.mask)
     return sample
+
+
+def decode_and_paste(model: Model, sample: EditSample) -> None:
+    """Decode the edit into ``sample.image`` and paste the input's pixels back outside its mask."""
+    sample.image = tensor_to_pil(model.decode_latent(sample.latent.float()))
+    _paste(sample)
+
+
+def encode_pil(model: Model, image: Image.Image) -> torch.Tensor:
+    """An RGB image at the working size -> the model's latent of it [1, C, h, w] (float32)."""
+    pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        return model.encode_image(pixels.to(model.device)).float()
 
 
 def _paste(sample: EditSample) -> None:

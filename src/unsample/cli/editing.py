@@ -29,6 +29,7 @@ from unsample.cli.common import (
     load_model,
     sample_record,
 )
+from unsample.editing.ladder import verdict_line
 from unsample.editing.masks import MASK_SOURCES
 from unsample.editing.spec import SettingInfo, settings, spec_from_text
 from unsample.images import load_image
@@ -121,6 +122,7 @@ def edit(
         "check": res.check.to_json() if res.check is not None else None,
         "input_fidelity": res.input_fidelity.to_json() if res.input_fidelity is not None else None,
         "paste": res.paste.to_json() if res.paste is not None else None,
+        "ladder": res.ladder.to_json() if res.ladder is not None else None,
     }
     written = [output.name]
     if res.mask_overlay is not None:
@@ -136,10 +138,8 @@ def edit(
     if res.paste is not None and not res.paste.applied and spec.paste_back and res.mask is not None:
         typer.echo(f"note: no paste-back: {res.paste.reason}", err=True)
     if res.check is not None:
-        verdict = "check: the edit took" if res.check.edit_took else "warning: the edit did not take"
-        typer.echo(f"{verdict} (score {res.check.score:+.4f} +/- {res.check.stderr:.4f}, threshold "
-                   f"{res.check.threshold:g}; the model's denoising errors under the two prompts)",
-                   err=not res.check.edit_took)
+        c = res.check
+        typer.echo(verdict_line(c.edit_took, c.score, c.stderr, c.threshold, res.ladder), err=not c.edit_took)
 
 
 edit.__doc__ = EDIT_HELP

@@ -23,6 +23,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from unsample import defaults
 from unsample.core.bounds import BOUNDS_KEY, Bounds, bounds_of, check_kind
+from unsample.editing.ladder import DEFAULT_BUDGET, rung_names
 from unsample.editing.masks import MASK_SOURCES, NoiseMaskConfig
 from unsample.errors import InputError
 from unsample.methods.options import parse_options
@@ -110,8 +111,14 @@ class EditSpec:
                                 low_open=True, on_page=False)
     mask_threshold: float = setting(0.5, "The noise mask's threshold on the clamped map (DiffEdit's 0.5).", low=0,
                                     high=1, low_open=True, high_open=True, on_page=False)
-    check: bool = setting(False, "Judge the edit by the model's own denoising errors under the two prompts "
-                                 "(unsample.editing.check); off until its threshold is chosen on the bench.")
+    check: bool = setting(True, "Judge the edit by the model's own denoising errors under the two prompts "
+                                "(unsample.editing.check; about a fifth of the edit's cost).")
+    recipe: str | None = setting(None, f"Pin one recipe of the ladder ({', '.join(rung_names())}) instead of "
+                                       "escalating.", on_page=False)
+    escalate: bool = setting(True, "When the check says the edit did not take, try the ladder's next recipe "
+                                   "(unsample.editing.ladder) within the budget.")
+    budget: int = setting(DEFAULT_BUDGET, "Network evaluations an escalating edit may spend in all.", low=1,
+                          on_page=False)
     fidelity: bool = setting(True, "Say when the model cannot represent the input image (its autoencoder's round "
                                    "trip, one decode; unsample.editing.fidelity).")
     paste_back: bool = setting(True, "Outside the mask, take the input's own pixels (at the working size) over a "
@@ -137,6 +144,8 @@ class EditSpec:
             raise InputError("control='reweight' needs reweight={word: scale}")
         if isinstance(self.mask, str) and self.mask not in MASK_SOURCES and not Path(self.mask).suffix:
             raise InputError(f"mask={self.mask!r} is not one of {', '.join(MASK_SOURCES)} nor an image file (PNG)")
+        if self.recipe is not None and self.recipe not in rung_names():
+            raise InputError(f"recipe={self.recipe!r} is not a rung of the ladder; use one of {', '.join(rung_names())}")
         object.__setattr__(self, "blend_words", tuple(self.blend_words))
 
     # ------------------------------------------------------------ the rules that read settings

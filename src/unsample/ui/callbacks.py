@@ -22,6 +22,7 @@ import unsample
 from unsample.api import check_prompt_words
 from unsample.backends.base import Model
 from unsample.editing.fidelity import FIDELITY_KEY, input_fidelity
+from unsample.editing.ladder import verdict_line
 from unsample.editing.masks import MASK_SOURCES, overlay
 from unsample.editing.spec import EditSpec, setting_info, spec_from_text
 from unsample.errors import InputError, UnsampleError
@@ -373,6 +374,7 @@ def edit(model: Model, state: SessionState, inversion: InvertRequest, request: E
         "check": sample.check.to_json() if sample.check is not None else None,
         FIDELITY_KEY: fidelity.to_json() if fidelity is not None else None,
         "paste": sample.paste.to_json() if sample.paste is not None else None,
+        "ladder": sample.ladder.to_json() if sample.ladder is not None else None,
     }
     sidecar = write_png_with_sidecar(sample.image, png, record)
     entry.edits += 1
@@ -385,8 +387,9 @@ def edit(model: Model, state: SessionState, inversion: InvertRequest, request: E
         cost += (f"inverted first: {_inversion_cost(inv)} (total NFE {sample.network_evaluations + inv.nfe}); "
                  "the next edit reuses it")
     if sample.check is not None:
-        took = "the edit took" if sample.check.edit_took else "**the edit did not take**"
-        cost += f". Check: {took} (score {sample.check.score:+.4f} +/- {sample.check.stderr:.4f})"
+        c = sample.check
+        line = verdict_line(c.edit_took, c.score, c.stderr, c.threshold, sample.ladder)
+        cost += f". {line[0].upper()}{line[1:]}" if c.edit_took else f". **{line[0].upper()}{line[1:]}**"
     for line in fidelity.warnings() if fidelity is not None else []:
         cost += f". **{line[0].upper()}{line[1:]}**"
     return EditView(before=for_display(state.image), after=for_display(sample.image), mask_overlay=mask_view,

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from torchmetrics.functional.classification import binary_auroc
 
 import unsample
 from unsample import defaults
@@ -33,6 +32,7 @@ from unsample.editing.tokens import changed_words
 from unsample.errors import InputError
 from unsample.images import load_image
 from unsample.methods.registry import get_method
+from unsample_lab.bench.check_calibration import calibration_table, check_calibration, ladder_table
 from unsample_lab.bench.paste import PASTE_KEYS, paste_figures, paste_table
 from unsample_lab.bench.report import report_folder, run_metadata, write_csv, write_json
 from unsample_lab.bench.stats import decoded_uint8, image_metrics
@@ -83,6 +83,8 @@ class EditBench:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     check: bool = False
     """Run the edit check (`unsample.editing.check`) on every edit and report its calibration."""
+    ladder: bool = False
+    """Escalate through the recipe ladder (`unsample.editing.ladder`) when the check says an edit did not take."""
     paste_seam: int = defaults.PASTE_SEAM
     """Paste-back's seam width in pixels (`unsample.editing.paste`)."""
 
@@ -93,7 +95,7 @@ class EditBench:
             self_steps=self.self_steps, mask_dilate=self.mask_dilate, blend_start=self.blend_start,
             mask_rule=self.mask_rule, mask_smooth=self.mask_smooth, method=method, steps=self.steps,
             inversion_guidance=self.inversion_cfg, options=dict(self.options.get(method, {})), seed=self.seed,
-            check=self.check, paste_seam=self.paste_seam,
+            check=self.check or self.ladder, escalate=self.ladder, paste_seam=self.paste_seam,
         )
 
     @property
@@ -326,7 +328,9 @@ def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -
                     cost = {"mask_area": float(res.mask.float().mean()) if res.mask is not None else 1.0,  # no mask: all may change
                             "nfe": inv.nfe + res.network_evaluations, "seconds": t_inv + seconds, "edit_seconds": seconds,
                             "check_score": res.check.score if res.check is not None else None,
-                            "check_took": res.check.edit_took if res.check is not None else None}
+                            "check_took": res.check.edit_took if res.check is not None else None,
+                            "rung": res.ladder.kept if res.ladder is not None else None,
+                            "rungs_tried": len(res.ladder.attempts) if res.ladder is not None else 1}
                     rows.append(_scored_row(model, case, floor, res.latent, (method, control, mask), cost, shown,
                                             gallery, progress, res))
     return {"per_pair": rows, "summary": summarise(rows), "gallery": shown, "skipped": skipped}
@@ -438,39 +442,15 @@ def _write_report_files(result: dict[str, Any], bench: EditBench, out: Path, com
         body += "\n"
     body += f"## Paste-back (seam {bench.paste_seam} px): decoded | pasted\n\n" + paste_table(result["summary"], "all")
     body += "\n"
-    if bench.check:
+    if bench.ladder:
+        body += "## The recipe ladder\n\n" + ladder_table(result["per_pair"]) + "\n"
+    if bench.check or bench.ladder:
         body += "## The edit check against the detector\n\n" + calibration_table(check_calibration(result["per_pair"]))
         for set_ in sets if len(sets) > 1 else ():  # each set's own: does the check flag its failures?
             rows = [r for r in result["per_pair"] if r["set"] == set_]
             body += f"\n### {set_}\n\n" + calibration_table(check_calibration(rows))
     body += "\n![background PSNR vs NFE](bg_psnr_vs_nfe.png)\n\n![gallery](gallery.png)\n"
     (out / "report.md").write_text(body)
-
-
-def check_calibration(rows: list[dict[str, Any]], threshold: float = 0.0) -> dict[str, float]:
-    """How well the edit check's score predicts the detector's verdict over the rows that have both:
-    ROC AUC (torchmetrics), and at ``threshold`` the silent failures (detector: failed, check: took)
-    and false alarms (detector: took, check: failed), as shares of all those edits."""
-    scored = [r for r in rows if isinstance(r.get("check_score"), float) and np.isfinite(r["check_score"])
-              and r.get("success") in (True, False)]
-    if not scored:
-        return {"edits": 0}
-    score = torch.tensor([float(r["check_score"]) for r in scored])
-    took = torch.tensor([bool(r["success"]) for r in scored])
-    both = bool(took.any()) and bool((~took).any())
-    auc = float(binary_auroc(score, took.long())) if both else float("nan")
-    flagged = score > threshold
-    n = len(scored)
-    return {"edits": n, "detector_success": float(took.float().mean()), "auc": auc, "threshold": threshold,
-            "silent_failures": float((flagged & ~took).sum()) / n, "false_alarms": float((~flagged & took).sum()) / n}
-
-
-def calibration_table(c: dict[str, float]) -> str:
-    if not c.get("edits"):
-        return "No edit has both a check score and a detector verdict.\n"
-    return ("| edits | detector success | ROC AUC | threshold | silent failures | false alarms |\n|---|---|---|---|---|---|\n"
-            f"| {c['edits']} | {c['detector_success']:.1%} | {_cell(c['auc'], '.3f')} | {c['threshold']:g} | "
-            f"{c['silent_failures']:.1%} | {c['false_alarms']:.1%} |\n")
 
 
 def write_report(result: dict[str, Any], bench: EditBench, out: Path, command: str, model: Any) -> None:

@@ -139,6 +139,8 @@ def bench_edit(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     check: Annotated[bool, typer.Option("--check", help="Run the edit check on every edit and report how well it "
                                         "agrees with the detector (ROC AUC, silent failures, false alarms).")] = False,
+    ladder: Annotated[bool, typer.Option("--ladder", help="Escalate through the recipe ladder when the check says an "
+                                         "edit did not take (the check runs too).")] = False,
     paste_seam: Annotated[int, typer.Option("--paste-seam", min=0, help="Paste-back's seam width in pixels (every "
                                              "masked edit is scored with paste-back and without).")]
     = edit_defaults.PASTE_SEAM,
@@ -191,7 +193,7 @@ def bench_edit(
         pairs=8 if quick else pairs, kinds=csv_values(kinds, str),
         steps=20 if quick else steps, inversion_guidance=inversion_guidance, edit_guidance=edit_guidance,
         start_step=start_step, seed=seed, images_dir=str(images) if images else None,
-        prompts_file=str(prompts) if prompts else None, options=_bench_options(option, names), check=check,
+        prompts_file=str(prompts) if prompts else None, options=_bench_options(option, names), check=check, ladder=ladder,
         paste_seam=paste_seam,
     )
     _check_report_folder(out)
