@@ -49,13 +49,12 @@ LADDER: tuple[Rung, ...] = (
     Rung("as-asked", {}, "the edit with the settings given (the defaults when none are)"),
     Rung("no-mask", {"mask": "none"}, "every cell may change"),
     Rung("p2p", {"control": "replace", "mask": "none"}, "prompt-to-prompt replace, every cell may change"),
-    Rung("grown-mask", {"mask_dilate": 2, "guidance": 10.0}, "the noise mask grown by two cells, guidance 10"),
 )
 """The rungs in the order they are tried (the first is the edit as asked)."""
 
 DEFAULT_BUDGET = 1024
-"""The network evaluations an escalating edit may spend in all (inversion, every rung, masks and checks):
-4x the default edit's 256."""
+"""The network evaluations an escalating edit's rungs may spend in all (their edits, masks and checks; the
+inversion they share is not counted): room for every rung of the ladder after a default first rung."""
 
 
 def rung_names() -> tuple[str, ...]:
