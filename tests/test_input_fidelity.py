@@ -3,6 +3,8 @@ answers, the warning on a photograph and not on a shapes scene, the pixel model,
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 from pathlib import Path
@@ -208,8 +210,12 @@ def test_invert_warns_and_the_file_remembers_it_for_a_later_edit(embedded_model:
     assert inv.stats[FIDELITY_KEY]["representable"] is False
     res = unsample.edit(embedded_model, inv, "a large red circle on a plain gray background", output="result")
     assert res.input_fidelity == InputFidelity.from_json(inv.stats[FIDELITY_KEY])
-    bare = unsample.invert(embedded_model, cat, "", steps=4)  # the API's inversion records nothing: no pixels, None
-    assert unsample.edit(embedded_model, bare, "a large red circle", output="result").input_fidelity is None
+    bare = unsample.invert(embedded_model, cat, "", steps=4)  # the API's inversion keeps the input's pixels
+    kept = unsample.edit(embedded_model, bare, "a large red circle", output="result").input_fidelity
+    assert kept is not None and not kept.representable
+    assert kept.autoencoder_psnr == pytest.approx(inv.stats[FIDELITY_KEY]["autoencoder_psnr"], abs=1e-6)
+    old = dataclasses.replace(bare, pixels=None)  # a file saved before inversions kept pixels: nothing to score
+    assert unsample.edit(embedded_model, old, "a large red circle", output="result").input_fidelity is None
 
 
 @pytest.mark.model

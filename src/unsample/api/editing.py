@@ -213,9 +213,11 @@ def _fidelity(model: Model, pixels: torch.Tensor | None, inversion: Inversion, r
     """How well the model keeps the input (`unsample.editing.fidelity`): one decode of the inversion's
     image latent. The inversion's reconstruction is scored too when the edit made it, that is when its
     source branch replayed the inversion's own prompt, negative prompt and guidance, free of the
-    trajectory (not Direct Inversion, which sets it back onto it). An inversion given without its
-    pixels has only what it recorded when it was made (``stats["input_fidelity"]``, written by
-    ``unsample invert``), or None."""
+    trajectory (not Direct Inversion, which sets it back onto it). An inversion is scored on the input
+    pixels it keeps; one saved before inversions kept them has only what it recorded when it was made
+    (``stats["input_fidelity"]``, written by ``unsample invert``), or None."""
+    if pixels is None and inversion.pixels is not None and inversion.pixels.shape[0] == 1:
+        pixels = inversion.pixels.float().div(255.0).to(model.device)  # the input it kept, at the working size
     if pixels is None:
         recorded = inversion.stats.get(FIDELITY_KEY)
         return None if recorded is None else InputFidelity.from_json(recorded)

@@ -67,7 +67,7 @@ class EditSample(Sample):
     """The model's judgement of the edit (``spec.check``), or None."""
     input_fidelity: InputFidelity | None = None
     """How well the model keeps the input image (``spec.fidelity``; `unsample.editing.fidelity`): None
-    when off or when the edit was given an inversion (it holds no pixels to compare with)."""
+    when off, or for an inversion file saved before inversions kept the input's pixels."""
     paste: PasteBack | None = None
     """Whether ``image`` took the input's own pixels outside the mask (``spec.paste_back``), and
     why not; None when no image was made (``output="latent"``)."""

@@ -133,8 +133,8 @@ def edit(
     sidecar = write_png_with_sidecar(res.image, output, record)
     for line in res.input_fidelity.warnings() if res.input_fidelity is not None else []:
         typer.echo(line, err=True)
-    typer.echo(f"wrote {', '.join(written)} and {sidecar.name} (NFE {res.network_evaluations} with the mask and "
-               f"every branch, {res.seconds:.2f} s)")
+    typer.echo(f"wrote {', '.join(written)} and {sidecar.name} (NFE {res.network_evaluations} with the mask, the check and "
+               f"every branch and recipe tried, {res.seconds:.2f} s)")
     if res.paste is not None and not res.paste.applied and spec.paste_back and res.mask is not None:
         typer.echo(f"note: no paste-back: {res.paste.reason}", err=True)
     if res.check is not None:

@@ -26,18 +26,22 @@ def check_calibration(rows: list[dict[str, Any]], threshold: float | None = None
     took = torch.tensor([bool(r["success"]) for r in scored])
     both = bool(took.any()) and bool((~took).any())
     auc = float(binary_auroc(score, took.long())) if both else float("nan")
-    flagged = score > threshold if threshold is not None else torch.tensor([bool(r["check_took"]) for r in scored])
-    n = len(scored)
-    return {"edits": n, "detector_success": float(took.float().mean()), "auc": auc, "threshold": threshold if threshold is not None else float("nan"),
-            "silent_failures": float((flagged & ~took).sum()) / n, "false_alarms": float((~flagged & took).sum()) / n}
+    passed = score > threshold if threshold is not None else torch.tensor([bool(r["check_took"]) for r in scored])
+    warned = torch.tensor([r.get("representable") is False for r in scored])  # the input is beyond the model
+    n, failed = len(scored), ~took
+    return {"edits": n, "detector_success": float(took.float().mean()), "auc": auc,
+            "threshold": threshold if threshold is not None else float("nan"),
+            "silent_failures": float((passed & failed).sum()) / n, "false_alarms": float((~passed & took).sum()) / n,
+            "failures_flagged": float((failed & (~passed | warned)).sum()) / max(int(failed.sum()), 1)}
 
 
 def calibration_table(c: dict[str, float]) -> str:
     if not c.get("edits"):
         return "No edit has both a check score and a detector verdict.\n"
-    return ("| edits | detector success | ROC AUC | threshold | silent failures | false alarms |\n|---|---|---|---|---|---|\n"
+    return ("| edits | detector success | ROC AUC | threshold | silent failures | false alarms | failures flagged "
+            "(check or representability warning) |\n|---|---|---|---|---|---|---|\n"
             f"| {c['edits']} | {c['detector_success']:.1%} | {_cell(c['auc'], '.3f')} | {_cell(c['threshold'], 'g')} | "
-            f"{c['silent_failures']:.1%} | {c['false_alarms']:.1%} |\n")
+            f"{c['silent_failures']:.1%} | {c['false_alarms']:.1%} | {c['failures_flagged']:.1%} |\n")
 
 
 

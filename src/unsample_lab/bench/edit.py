@@ -330,7 +330,8 @@ def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -
                             "check_score": res.check.score if res.check is not None else None,
                             "check_took": res.check.edit_took if res.check is not None else None,
                             "rung": res.ladder.kept if res.ladder is not None else None,
-                            "rungs_tried": len(res.ladder.attempts) if res.ladder is not None else 1}
+                            "rungs_tried": len(res.ladder.attempts) if res.ladder is not None else 1,
+                            "representable": res.input_fidelity.representable if res.input_fidelity else None}
                     rows.append(_scored_row(model, case, floor, res.latent, (method, control, mask), cost, shown,
                                             gallery, progress, res))
     return {"per_pair": rows, "summary": summarise(rows), "gallery": shown, "skipped": skipped}
