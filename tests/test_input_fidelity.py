@@ -184,7 +184,7 @@ def test_the_cli_prints_the_warning_on_a_photograph_only_and_records_it(embedded
     assert [s for s in r.stderr.splitlines() if s.startswith("warning:")] == [line]
     r, side = outs["scene"]
     assert side[FIDELITY_KEY]["representable"] is True and side[FIDELITY_KEY]["autoencoder_psnr"] > 25
-    assert "warning:" not in r.stderr and "cannot represent" not in r.output
+    assert "cannot represent" not in r.stderr and "cannot represent" not in r.output
     # --no-fidelity turns it off
     out = tmp_path / "off.png"
     r = CliRunner().invoke(app, ["edit", str(cat), "--source-prompt", "a large white circle on a plain gray background",
@@ -209,11 +209,13 @@ def test_invert_warns_and_the_file_remembers_it_for_a_later_edit(embedded_model:
     inv = unsample.Inversion.load(inv_path)
     assert inv.stats[FIDELITY_KEY]["representable"] is False
     res = unsample.edit(embedded_model, inv, "a large red circle on a plain gray background", output="result")
-    assert res.input_fidelity == InputFidelity.from_json(inv.stats[FIDELITY_KEY])
+    recorded = InputFidelity.from_json(inv.stats[FIDELITY_KEY])
+    assert res.input_fidelity is not None and res.input_fidelity.representable is recorded.representable is False
+    assert res.input_fidelity.autoencoder_psnr == pytest.approx(recorded.autoencoder_psnr, abs=0.01)
     bare = unsample.invert(embedded_model, cat, "", steps=4)  # the API's inversion keeps the input's pixels
     kept = unsample.edit(embedded_model, bare, "a large red circle", output="result").input_fidelity
     assert kept is not None and not kept.representable
-    assert kept.autoencoder_psnr == pytest.approx(inv.stats[FIDELITY_KEY]["autoencoder_psnr"], abs=1e-6)
+    assert kept.autoencoder_psnr == pytest.approx(inv.stats[FIDELITY_KEY]["autoencoder_psnr"], abs=0.01)  # stats keep 2 decimals
     old = dataclasses.replace(bare, pixels=None)  # a file saved before inversions kept pixels: nothing to score
     assert unsample.edit(embedded_model, old, "a large red circle", output="result").input_fidelity is None
 

@@ -112,8 +112,8 @@ def test_masked_edit_keeps_the_trajectory_outside_and_matches_the_swap_inside(ti
     inv = unsample.invert(tiny_model, tiny_image, "a red cat", steps=4, guidance=1.0)
     mask = torch.zeros(inv.trajectory.shape[-2:], dtype=torch.bool)
     mask[:, : mask.shape[1] // 2] = True
-    res = unsample.edit(tiny_model, inv, "a green dog", guidance=3.0, mask=mask, output="result")
-    swap = unsample.edit(tiny_model, inv, "a green dog", guidance=3.0, mask="none", output="latent")
+    res = unsample.edit(tiny_model, inv, "a green dog", guidance=3.0, mask=mask, check=False, output="result")
+    swap = unsample.edit(tiny_model, inv, "a green dog", guidance=3.0, mask="none", check=False, output="latent")
     keep = ~mask
     assert torch.equal(res.latent[..., keep], inv.image_latent[..., keep])
     assert not torch.equal(res.latent[..., mask], inv.image_latent[..., mask])
@@ -124,19 +124,19 @@ def test_masked_edit_keeps_the_trajectory_outside_and_matches_the_swap_inside(ti
 def test_blend_start_delays_blending(tiny_model, tiny_image) -> None:
     inv = unsample.invert(tiny_model, tiny_image, "a red cat", steps=4, guidance=1.0)
     zero = torch.zeros(inv.trajectory.shape[-2:], dtype=torch.bool)
-    late = unsample.edit(tiny_model, inv, "a green dog", guidance=3.0, mask=zero, blend_start=0.75, output="latent")
+    late = unsample.edit(tiny_model, inv, "a green dog", guidance=3.0, mask=zero, blend_start=0.75, check=False, output="latent")
     assert torch.equal(late, inv.image_latent)  # the last step (fraction 0.75) still blends
-    never = unsample.edit(tiny_model, inv, "a green dog", guidance=3.0, mask=zero, blend_start=1.0, output="latent")
-    swap = unsample.edit(tiny_model, inv, "a green dog", guidance=3.0, mask="none", output="latent")
+    never = unsample.edit(tiny_model, inv, "a green dog", guidance=3.0, mask=zero, blend_start=1.0, check=False, output="latent")
+    swap = unsample.edit(tiny_model, inv, "a green dog", guidance=3.0, mask="none", check=False, output="latent")
     assert torch.equal(never, swap)
 
 
 def test_noise_mask_edit_counts_the_mask_evaluations(tiny_model, tiny_image) -> None:
     inv = unsample.invert(tiny_model, tiny_image, "a red cat", steps=4, guidance=1.0)
-    res = unsample.edit(tiny_model, inv, "a green dog", guidance=3.0, mask="noise", output="result")
+    res = unsample.edit(tiny_model, inv, "a green dog", guidance=3.0, mask="noise", check=False, output="result")
     assert res.mask_source == "noise" and res.mask.shape == inv.trajectory.shape[-2:]
     assert res.mask_nfe == 2 * 10 * 2 and res.network_evaluations == 4 * 2 + 40
-    again = unsample.edit(tiny_model, inv, "a green dog", guidance=3.0, mask="noise", output="result")
+    again = unsample.edit(tiny_model, inv, "a green dog", guidance=3.0, mask="noise", check=False, output="result")
     assert torch.equal(again.mask, res.mask)  # seeded draws
 
 

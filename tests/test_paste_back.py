@@ -34,7 +34,7 @@ PIXELS[4:12, 4:12] = True
 
 
 def _edit(model: Any, source: Any, **settings: Any) -> Any:
-    settings = {"source_prompt": SOURCE, "steps": 3, "mask": CELLS} | settings
+    settings = {"source_prompt": SOURCE, "steps": 3, "mask": CELLS, "escalate": False} | settings
     return unsample.edit(model, source, TARGET, output="result", **settings)
 
 
@@ -120,7 +120,7 @@ def test_the_cli_pastes_back_by_default_and_not_with_no_paste_back(
     outs = {}
     for name, extra in (("pasted", []), ("decoded", ["--no-paste-back"])):
         out = tmp_path / f"{name}.png"
-        r = CliRunner().invoke(app, ["edit", str(src), "--source-prompt", SOURCE, "--target-prompt", TARGET, "--steps",
+        r = CliRunner().invoke(app, ["edit", str(src), "--no-escalate", "--source-prompt", SOURCE, "--target-prompt", TARGET, "--steps",
                                      "3", "--mask", str(mask), "-o", str(out), "--model", str(tiny_pipeline_dir),
                                      "--device", "cpu", "--quiet", *extra], catch_exceptions=False)
         assert r.exit_code == 0, r.output
@@ -186,7 +186,7 @@ def test_a_malformed_pixels_tensor_is_an_inversion_file_error(
     with pytest.raises(InversionFileError, match="'pixels'") as err:
         Inversion.load(path)
     assert "\n" not in str(err.value) and "damaged" in str(err.value)
-    r = CliRunner().invoke(app, ["edit", str(path), "--target-prompt", TARGET, "-o", str(tmp_path / "e.png"),
+    r = CliRunner().invoke(app, ["edit", str(path), "--no-escalate", "--target-prompt", TARGET, "-o", str(tmp_path / "e.png"),
                                  "--model", str(tiny_pipeline_dir), "--device", "cpu", "--quiet"])
     assert r.exit_code == 2 and "'pixels'" in r.output and "Traceback" not in r.output
 

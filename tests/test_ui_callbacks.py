@@ -275,7 +275,7 @@ def test_a_drawn_mask_confines_the_edit(embedded_model, red_circle: SessionState
     layer[96:160, 96:160, 3] = 255  # painted: the middle quarter of the shown image
     drawn = {"background": np.zeros((256, 256, 4), np.uint8), "layers": [layer], "composite": None}
     view = cb.edit(embedded_model, red_circle, cb.InvertRequest(SOURCE, "ddim", steps=4),
-                   cb.EditRequest(TARGET, mask=cb.DRAWN_MASK, drawn_mask=drawn, guidance=1.0))
+                   cb.EditRequest(TARGET, mask=cb.DRAWN_MASK, drawn_mask=drawn, guidance=1.0, settings={"escalate": False}))
     assert view.mask_overlay is not None
     assert view.mask_overlay.size == view.before.size == (256, 256)  # on the input, shown enlarged
     record = json.loads(view.files[1].read_text())

@@ -82,13 +82,20 @@ def edit(
     escalate = spec.escalate and spec.check and classifier_guidance is None
     rungs = rungs_for(spec.recipe, escalate, model.supports_attention_control)
     attempts: list[tuple[Rung, EditSample]] = []
+    skipped: list[str] = []
     spent = 0
     for rung in rungs:
         rung_spec = spec.replace(**rung.changes)
         if attempts and spent + _predicted_cost(attempts[0][1], rung_spec) > spec.budget:
             break
-        sample = _attempt(model, inversion, grid, rung_spec, source_prompt, progress, on_step, classifier_guidance,
-                          begin, output != "latent" or spec.check)
+        try:
+            sample = _attempt(model, inversion, grid, rung_spec, source_prompt, progress, on_step, classifier_guidance,
+                              begin, output != "latent" or spec.check)
+        except InputError as err:
+            if not attempts:
+                raise  # the edit as asked: the user's own settings are wrong
+            skipped.append(f"{rung.name} ({err})")  # a later rung that cannot run on these prompts
+            continue
         attempts.append((rung, sample))
         spent += sample.network_evaluations
         if sample.check is None or sample.check.edit_took:
@@ -101,7 +108,8 @@ def edit(
         attempts=tuple(Attempt(r.name, a.check.edit_took if a.check else None, a.check.score if a.check else None,
                                a.network_evaluations) for r, a in attempts),
         succeeded=kept[0].name if sample.check is not None and sample.check.edit_took else None, kept=kept[0].name,
-        untried=tuple(r.name for r in rungs[len(attempts):]), budget=spec.budget, spent=spent)
+        untried=tuple(r.name for r in rungs if r.name not in {a.name for a, _ in attempts} | {k.split(" ")[0] for k in skipped}),
+        skipped=tuple(skipped), budget=spec.budget, spent=spent)
     sample.earlier_evaluations = spent - sample.network_evaluations
     if spec.fidelity:
         sample.input_fidelity = _fidelity(model, pixels, inversion, sample.edit_result, source_prompt, sample.spec)
@@ -133,7 +141,9 @@ def _attempt(model: Model, inversion: Inversion, grid: TimestepGrid, spec: EditS
         decode_and_paste(model, sample)
     if spec.check:
         assert sample.image is not None
-        sample.check = _judged(model, spec, source_prompt, encode_pil(model, sample.image), inversion, res.mask)
+        # a mask with no cell that may change: the whole image says whether anything took
+        judged_cells = res.mask if res.mask is not None and bool(res.mask.any()) else None
+        sample.check = _judged(model, spec, source_prompt, encode_pil(model, sample.image), inversion, judged_cells)
     return sample
 
 
@@ -150,7 +160,9 @@ def _kept(attempts: list[tuple[Rung, EditSample]]) -> tuple[Rung, EditSample]:
     for rung, sample in attempts:
         if sample.check is None or sample.check.edit_took:
             return rung, sample
-    return max(attempts, key=lambda a: a[1].check.score if a[1].check is not None else float("-inf"))
+    # none took: first those that moved toward the target, then the best fit
+    return max(attempts, key=lambda a: (a[1].check.direction > 0, a[1].check.score) if a[1].check is not None
+               else (False, float("-inf")))
 
 
 def edit_spec(spec: EditSpec | str | None, settings: dict[str, Any]) -> EditSpec:

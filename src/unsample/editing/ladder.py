@@ -94,18 +94,23 @@ class Attempt:
 @dataclass(frozen=True)
 class LadderResult:
     """What the ladder did: the rungs tried in order, the one that took (None: none did, the
-    best-scored attempt was kept), the rungs left untried for the budget, the budget and the spend."""
+    best attempt was kept: the best-scored of those that moved toward the target), the rungs left
+    untried for the budget, those that could not run, the budget and the spend."""
 
     attempts: tuple[Attempt, ...]
     succeeded: str | None
     kept: str
     untried: tuple[str, ...]
+    skipped: tuple[str, ...]
+    """Later rungs that could not run on these prompts, each with the reason (e.g. a word-for-word
+    prompt-to-prompt replace on prompts of different lengths)."""
     budget: int
     spent: int
 
     def to_json(self) -> dict[str, Any]:
         return {"attempts": [a.to_json() for a in self.attempts], "succeeded": self.succeeded, "kept": self.kept,
-                "untried": list(self.untried), "budget": self.budget, "spent": self.spent}
+                "untried": list(self.untried), "skipped": list(self.skipped), "budget": self.budget,
+                "spent": self.spent}
 
     def summary(self) -> str:
         """The rungs tried, for a warning line: "as-asked 0.12, no-mask -0.30"."""
