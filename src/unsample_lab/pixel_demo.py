@@ -128,6 +128,7 @@ def run_pixel_demo(
                          mask=EDIT_MASK if target_prompt != source_prompt else "none", mask_dilate=EDIT_MASK_DILATE,
                          on_step=lambda i, x: edit_states.append(x.detach().cpu().clone()))
     recon_img, edit_img = recon.image, edit.image
+    rungs = len(edit.ladder.attempts) if edit.ladder is not None else 1  # recipes tried (one: classifier-guided)
 
     grid = inv.grid(m)
     inversion_grid = _grid(m, m.denoiser(source_prompt), grid, inv.trajectory,
@@ -158,7 +159,8 @@ def run_pixel_demo(
         "round_trip_max_abs_error": float((recon.latent.float() - inv.image_latent.float()).abs().max()) / 2,
         "edit_detected": verdict,
         "edit_background_psnr_db": round(background_psnr(rendered.image, edited, rendered.masks[0]), 3),
-        "nfe": {"invert": inv.nfe, "reconstruct": recon.nfe, "edit": edit.network_evaluations, "of_it_mask": edit.mask_nfe},
+        "nfe": {"invert": inv.nfe, "reconstruct": recon.nfe, "edit": edit.network_evaluations, "of_it_mask": edit.mask_nfe,
+                "of_it_checks": rungs * (edit.check.evaluations if edit.check is not None else 0), "rungs": rungs},
         "seconds": {"invert": round(inv.seconds, 3), "reconstruct": round(recon.seconds, 3),
                     "edit": round(edit.seconds, 3), "total": round(seconds, 3)},
     }
