@@ -116,3 +116,15 @@ def test_a_check_that_is_off_never_escalates(tiny_model, tiny_image, scripted) -
     res = unsample.edit(tiny_model, inv, "a green cat", check=False, output="result")
     assert scripted["edits"] == 1 and res.check is None and [a.rung for a in res.ladder.attempts] == ["as-asked"]
     assert torch.isfinite(res.latent).all()
+
+
+def test_a_later_rung_that_cannot_run_on_these_prompts_is_skipped_and_named(tiny_model, tiny_image, scripted) -> None:
+    inv = unsample.invert(tiny_model, tiny_image, "a red cat", steps=3)
+    scripted["verdicts"] = [(False, -3.0), (False, -1.0)]
+    processors = {k: type(v) for k, v in tiny_model.pipe.unet.attn_processors.items()}
+    # a word-for-word replace needs prompts of one length: the p2p rung cannot run on these two
+    res = unsample.edit(tiny_model, inv, "a small green cat", output="result")
+    assert [a.rung for a in res.ladder.attempts] == ["as-asked", "no-mask"]
+    assert scripted["edits"] == 3 and len(scripted["verdicts"]) == 0  # p2p entered the loop, was refused, not judged
+    assert {k: type(v) for k, v in tiny_model.pipe.unet.attn_processors.items()} == processors  # nothing left installed
+    assert len(res.ladder.skipped) == 1 and res.ladder.skipped[0].startswith("p2p (") and res.ladder.untried == ()

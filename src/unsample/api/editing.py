@@ -82,7 +82,7 @@ def edit(
     escalate = spec.escalate and spec.check and classifier_guidance is None
     rungs = rungs_for(spec.recipe, escalate, model.supports_attention_control)
     attempts: list[tuple[Rung, EditSample]] = []
-    skipped: list[str] = []
+    skipped: dict[str, str] = {}  # later rungs that cannot run on these prompts, and why
     spent = 0
     for rung in rungs:
         rung_spec = spec.replace(**rung.changes)
@@ -94,7 +94,7 @@ def edit(
         except InputError as err:
             if not attempts:
                 raise  # the edit as asked: the user's own settings are wrong
-            skipped.append(f"{rung.name} ({err})")  # a later rung that cannot run on these prompts
+            skipped[rung.name] = str(err)
             continue
         attempts.append((rung, sample))
         spent += sample.network_evaluations
@@ -108,8 +108,8 @@ def edit(
         attempts=tuple(Attempt(r.name, a.check.edit_took if a.check else None, a.check.score if a.check else None,
                                a.network_evaluations) for r, a in attempts),
         succeeded=kept[0].name if sample.check is not None and sample.check.edit_took else None, kept=kept[0].name,
-        untried=tuple(r.name for r in rungs if r.name not in {a.name for a, _ in attempts} | {k.split(" ")[0] for k in skipped}),
-        skipped=tuple(skipped), budget=spec.budget, spent=spent)
+        untried=tuple(r.name for r in rungs if r.name not in skipped and all(r is not a for a, _ in attempts)),
+        skipped=tuple(f"{name} ({why})" for name, why in skipped.items()), budget=spec.budget, spent=spent)
     sample.earlier_evaluations = spent - sample.network_evaluations
     if spec.fidelity:
         sample.input_fidelity = _fidelity(model, pixels, inversion, sample.edit_result, source_prompt, sample.spec)
