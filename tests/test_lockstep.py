@@ -120,3 +120,31 @@ def test_a_view_used_outside_run_says_so() -> None:
     view = Lockstep(Recorder()).view(View(None))  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="outside Lockstep.run"):
         _chain(view, 0, 1)
+
+
+@pytest.mark.parametrize("max_rows, batches", [(1, [1] * 10), (3, [3, 1, 3, 2, 1]), (2, [2, 2, 2, 1, 2, 1]), (5, [4, 3, 2, 1])])
+def test_merged_calls_are_split_at_max_rows_with_the_same_answers(max_rows: int, batches: list[int]) -> None:
+    alone = [_chain(View(Recorder()), seed=k, calls=k + 1) for k in range(4)]
+    net = Recorder()
+    lockstep = Lockstep(net, max_rows=max_rows)
+    view = lockstep.view(View(None))  # type: ignore[arg-type]
+    got = lockstep.run([lambda k=k: _chain(view, seed=k, calls=k + 1) for k in range(4)])
+    for a, b in zip(alone, got):
+        assert torch.equal(a, b)
+    # rounds of 4, 3, 2, 1 rows, each split at max_rows
+    assert net.batches == batches and lockstep.rounds == 4 and lockstep.network_calls == len(batches)
+
+
+def test_max_rows_must_be_a_positive_whole_number() -> None:
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="max_rows"):
+            Lockstep(Recorder(), max_rows=bad)  # type: ignore[arg-type]
+
+
+def test_chunks_pack_whole_calls_and_split_only_the_large_ones() -> None:
+    from unsample.backends.lockstep import chunk_bounds
+
+    assert chunk_bounds([4, 4, 4], None) == [(0, 12)]
+    assert chunk_bounds([4, 4, 4], 8) == [(0, 8), (8, 12)]
+    assert chunk_bounds([4, 4, 4], 6) == [(0, 4), (4, 8), (8, 12)]  # a 4-row call is never cut
+    assert chunk_bounds([2, 40, 3], 16) == [(0, 2), (2, 18), (18, 34), (34, 42), (42, 45)]

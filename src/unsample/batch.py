@@ -28,6 +28,7 @@ outputs depend only on the job, so every process count gives the same files.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -45,6 +46,8 @@ import unsample
 from unsample.api import prepare_image
 from unsample.backends.lockstep import Lockstep
 from unsample.core.bounds import Bounds, check_kind
+from unsample.core.rows import check_max_rows
+from unsample.defaults import MAX_ROWS
 from unsample.editing.fidelity import FIDELITY_KEY, input_fidelity
 from unsample.editing.masks import MASK_SOURCES
 from unsample.editing.spec import GUIDANCE_BOUNDS, EditSpec, settings
@@ -327,9 +330,10 @@ def chunks(jobs: list[Job], batch_size: int) -> list[list[int]]:
 
 
 def _run_together(model: Any, jobs: list[Job], base: Path, outs: list[Path],
-                  write_png: Callable[..., Any]) -> list[list[str] | BaseException]:
-    """Run ``jobs`` side by side, their network calls merged by a `Lockstep`; each job's names or error."""
-    lockstep = Lockstep(model.model_fn)
+                  write_png: Callable[..., Any], max_rows: int | None = None) -> list[list[str] | BaseException]:
+    """Run ``jobs`` side by side, their network calls merged by a `Lockstep` (merged calls split
+    at ``max_rows`` rows); each job's names or error."""
+    lockstep = Lockstep(model.model_fn, max_rows=max_rows)
     view = lockstep.view(model)
     return lockstep.run([partial(run_job, view, job, base, dest, write_png) for job, dest in zip(jobs, outs)])
 
@@ -351,6 +355,7 @@ def _message(err: BaseException) -> str:
 def run_batch(
     model: Any, manifest: str | Path, out: str | Path, *, fail_fast: bool = False, progress: bool = True,
     write_png: Callable[..., Any], shard: tuple[int, int] = (0, 1), batch_size: int = 1,
+    max_rows: int | None = MAX_ROWS,
 ) -> BatchResult:
     """Run every job of ``manifest`` (of this shard) not yet recorded in ``out``'s done files.
 
@@ -358,7 +363,14 @@ def run_batch(
     (see `chunks` and `unsample.backends.lockstep`). A shard takes whole groups (group c goes to
     shard c % n). When a resume finds a group partly done, the done jobs run again beside the
     others, their outputs discarded, so every job keeps the companions it had in an uninterrupted run.
+
+    ``max_rows`` caps the rows of one network call, merged or not (`unsample.core.rows`; None: no
+    cap): a larger call is split into chunks, which bounds the batch's peak memory (docs/memory.md).
     """
+    check_max_rows(max_rows)
+    if max_rows is not None:  # a job run alone splits its own large calls (the noise mask's, the check's)
+        model = copy.copy(model)
+        model.max_rows = max_rows
     manifest = Path(manifest)
     k, n = shard
     every = read_manifest(manifest)
@@ -389,7 +401,7 @@ def run_batch(
                     except _JOB_ERRORS as err:
                         outcomes = [err]
                 else:
-                    outcomes = _run_together(model, members, manifest.parent, outs, write_png)
+                    outcomes = _run_together(model, members, manifest.parent, outs, write_png, max_rows)
             seconds = round((time.perf_counter() - t0) / len(members), 3)
             first_failure = None
             for job, outcome in zip(members, outcomes):

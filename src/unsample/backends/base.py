@@ -18,6 +18,7 @@ from PIL import Image
 from unsample.backends.vocabulary import known_vocabulary, unknown_words
 from unsample.core.classifier import ClassifierGuidance
 from unsample.core.denoiser import CallCounter, Denoiser
+from unsample.core.rows import capped
 from unsample.core.schedule import Schedule
 
 
@@ -66,6 +67,11 @@ class Model(ABC):
     def model_fn(self, x: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
         """The denoising network's raw output (eps, v or x0 per ``schedule.prediction_type``)."""
 
+    max_rows: int | None = None
+    """Most rows of one network call made through `denoiser` (`unsample.core.rows`): a larger
+    call is split into chunks of at most this many rows, which bounds peak memory (None: no cap).
+    ``unsample batch --max-rows`` sets it."""
+
     supports_attention_control: bool = False
     """Prompt-to-prompt control and attention masks install processors on a UNet's
     cross-attention; backends whose network has it say so."""
@@ -91,7 +97,7 @@ class Model(ABC):
         cond = self.encode_prompt(prompt)
         uncond = self.encode_negative(negative_prompt) if guidance != 1.0 else None
         return Denoiser(
-            model=self.model_fn,
+            model=capped(self.model_fn, self.max_rows),
             schedule=self.schedule,
             cond=cond,
             uncond=uncond,

@@ -16,7 +16,9 @@ Torch's grad mode is thread state; the scheduler keeps it per job across switche
 Nothing about a method changes: the method, the masks and the editing loop make the calls they
 make alone, so each job computes what its one-at-a-time run computes, up to the last bits the
 network's kernels give for another batch size (CPU convolutions are not batch-invariant;
-docs/batch.md gives the measured difference). Jobs whose method differentiates through the network,
+docs/batch.md gives the measured difference). A merged call of more rows than ``max_rows`` goes
+through the network in chunks of at most that many rows (`chunk_bounds`: whole calls packed while
+they fit, a larger call split alone), which bounds the peak memory of a batch. Jobs whose method differentiates through the network,
 or that install attention processors on the shared network, cannot share it this way;
 `unsample.batch` runs those alone.
 """
@@ -32,6 +34,7 @@ import torch
 from greenlet import greenlet
 
 from unsample.backends.base import Model
+from unsample.core.rows import check_max_rows, rows_of
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
 T = TypeVar("T")
@@ -65,8 +68,10 @@ def _signature(call: _Call) -> tuple:
 class Lockstep:
     """Runs jobs side by side, one batched network call per round of their calls."""
 
-    def __init__(self, model_fn: ModelFn) -> None:
+    def __init__(self, model_fn: ModelFn, max_rows: int | None = None) -> None:
         self._model_fn = model_fn
+        self.max_rows = check_max_rows(max_rows)
+        """Most rows of one network call (None: a merged call goes through whole)."""
         self.rounds = 0
         """Rounds run so far."""
         self.network_calls = 0
@@ -75,10 +80,12 @@ class Lockstep:
     def view(self, model: Model) -> Model:
         """``model`` whose ``model_fn`` goes through this Lockstep (valid inside `run` only).
 
-        A shallow copy: the network, the autoencoder and the caches are the model's own.
+        A shallow copy: the network, the autoencoder and the caches are the model's own. Its own
+        calls are not split (``max_rows`` None): the Lockstep splits the merged ones.
         """
         proxy = copy.copy(model)
         proxy.model_fn = self._call  # type: ignore[method-assign]
+        proxy.max_rows = None
         return proxy
 
     def _call(self, x: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
@@ -156,7 +163,39 @@ class Lockstep:
             t = torch.cat([c.t for c in calls])
             names = calls[0].cond.tensors().keys()
             cond = type(calls[0].cond).from_tensors({k: torch.cat([c.cond.tensors()[k] for c in calls]) for k in names})
+        sizes = [c.x.shape[0] for c in calls]
+        bounds = chunk_bounds(sizes, self.max_rows)
         with torch.no_grad():
-            out = self._model_fn(x, t, cond)
-        self.network_calls += 1
-        return list(out.split([c.x.shape[0] for c in calls]))
+            if len(bounds) == 1:
+                out = self._model_fn(x, t, cond)
+            else:
+                rows = x.shape[0]
+                out = torch.cat([self._model_fn(x[a:b], t[a:b], rows_of(cond, a, b, rows)) for a, b in bounds])
+        self.network_calls += len(bounds)
+        return list(out.split(sizes))
+
+
+def chunk_bounds(sizes: list[int], max_rows: int | None) -> list[tuple[int, int]]:
+    """Row ranges of the network calls that evaluate calls of ``sizes`` rows, concatenated in order,
+    at most ``max_rows`` rows each (None: one range). Whole calls are packed together while they
+    fit; a call larger than ``max_rows`` is split alone, so a call of at most ``max_rows`` rows (a
+    prompt-to-prompt call of 4, whose processors need its rows together) is never split."""
+    total = sum(sizes)
+    if max_rows is None or total <= max_rows:
+        return [(0, total)]
+    bounds: list[tuple[int, int]] = []
+    start = end = 0
+    for size in sizes:
+        if size > max_rows:
+            if end > start:
+                bounds.append((start, end))
+            bounds.extend((a, min(a + max_rows, end + size)) for a in range(end, end + size, max_rows))
+            start = end = end + size
+        elif end + size - start > max_rows:
+            bounds.append((start, end))
+            start, end = end, end + size
+        else:
+            end += size
+    if end > start:
+        bounds.append((start, end))
+    return bounds

@@ -41,6 +41,8 @@ def batch(
     processes: Annotated[int, typer.Option("--processes", min=1, help="Split the jobs over this many processes.")] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Run up to this many compatible jobs through "
                                             "the network together.")] = edit_defaults.BATCH_SIZE,
+    max_rows: Annotated[int, typer.Option("--max-rows", min=0, help="Most rows of one network call; larger (merged) "
+                                          "calls are split, which bounds peak memory (0: no cap).")] = edit_defaults.MAX_ROWS,
     shard: Annotated[str | None, typer.Option("--shard", help="K/N: run shard K of N (default: RANK/WORLD_SIZE "
                                               "from torchrun or accelerate, else 0/1).")] = None,
     model: ModelOpt = None,
@@ -60,7 +62,8 @@ def batch(
         out.mkdir(parents=True, exist_ok=True)
         begin = time.perf_counter()
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))}
-        common = [str(manifest), "--out", str(out), "--device", device, "--quiet", "--batch-size", str(batch_size)] + (["--model", model] if model else []) \
+        common = [str(manifest), "--out", str(out), "--device", device, "--quiet", "--batch-size", str(batch_size),
+                  "--max-rows", str(max_rows)] + (["--model", model] if model else []) \
             + (["--model-config", model_config] if model_config else []) + (["--dtype", dtype] if dtype else []) + (["--fail-fast"] if fail_fast else [])
         procs = [subprocess.Popen([sys.executable, "-m", "unsample.cli", "batch", *common, "--shard", f"{k}/{processes}"], env=env)
                  for k in range(processes)]
@@ -90,7 +93,7 @@ def batch(
     m = load_model(model, device, dtype, model_config)
 
     res = run_batch(m, manifest, out, fail_fast=fail_fast, progress=not quiet, write_png=write_png, shard=part,
-                    batch_size=batch_size)
+                    batch_size=batch_size, max_rows=max_rows or None)
     typer.echo(f"{res.done} done, {res.skipped} already done, {res.failed} failed ({res.seconds:.1f} s); "
                f"records in {out / done_file(part)}")
     for job_id, message in res.errors.items():

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from unsample.core.denoiser import CallCounter, Denoiser
+from unsample.core.rows import capped
 from unsample.core.schedule import TimestepGrid
 from unsample.editing.attention import PromptToPrompt
 from unsample.editing.masks import dilate
@@ -136,8 +137,11 @@ def edit_latent(
             uncond = uncond.cat(model.encode_negative(negative))
 
     controller = None
-    model_fn = model.model_fn
+    # prompt-to-prompt's processors need the [source, target] rows of a call together: its calls
+    # (2 or 4 rows) are not split by the model's row cap
+    model_fn = capped(model.model_fn, getattr(model, "max_rows", None))
     if control is not None:
+        model_fn = model.model_fn
         controller = PromptToPrompt(model, source_prompt, target_prompt, control, grid.timesteps, guided=guidance != 1.0)
         model_fn = controller.wrap_model_fn(model_fn)
     elif attention_blend:
