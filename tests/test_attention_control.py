@@ -200,3 +200,19 @@ def test_step_tracking(tiny_model) -> None:
         tiny_model.model_fn(x, timesteps[0].expand(2), cond)  # controlled, but not through the wrapper
     with pytest.raises(ValueError, match="batch of 2"):
         p2p.wrap_model_fn(tiny_model.model_fn)(torch.cat([x, x]), timesteps[0].expand(4), cond.cat(cond))
+
+
+def test_the_attention_store_is_one_head_averaged_map_per_size_whatever_the_steps(tiny_model) -> None:
+    """The store holds [2, n] float32 per map size n: 8 bytes a cell, summed over layers and steps."""
+    control = AttentionControl("replace", blend_words=("red", "green"))
+    p2p = _p2p(tiny_model, control, True)
+    _run(tiny_model, p2p, True, 0)
+    one_step = p2p.store_bytes()
+    sizes = sorted(p2p.blend_maps)
+    assert sizes == [16, 64] and one_step == 2 * 4 * sum(sizes)
+    x, cond = _batch(tiny_model, True)
+    grid = tiny_model.schedule.grid(STEPS)
+    with torch.no_grad(), p2p.installed():  # the store restarts at `installed`, then runs 5 steps
+        for step in range(5):
+            p2p.wrap_model_fn(tiny_model.model_fn)(x, grid.timesteps[step].expand(4), cond)
+    assert p2p.store_bytes() == one_step

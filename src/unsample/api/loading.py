@@ -18,6 +18,8 @@ def load(
     local_files_only: bool | None = None,
     variant: str | None = None,
     config: str | None = None,
+    offload: str = "none",
+    vae_tiling: bool | None = None,
 ) -> Model:
     """Load a diffusers pipeline (hub id or local folder); None loads the embedded default.
 
@@ -34,19 +36,30 @@ def load(
     The backend follows the folder's model_index.json ``_class_name``: Stable Diffusion 1.x/2.x,
     SDXL, Stable Diffusion 3 or Flux (`unsample.backends.registry.BACKENDS`); any other class
     is refused with the list of supported ones.
+
+    Memory (docs/memory.md): ``offload`` "model" keeps the weights in main memory and moves each
+    part to the accelerator while it runs, "sequential" each layer (least memory, slowest); both
+    need ``device`` "cuda" or "mps". ``vae_tiling`` True / False forces the VAE's tiled encode and
+    decode on / off; None (automatic) tiles latents above
+    `unsample.backends.diffusers_common.VAE_TILE_LATENT_SIDE` cells a side.
     """
+    if vae_tiling not in (None, True, False):
+        raise InputError(f"vae_tiling={vae_tiling!r} must be True, False or None (automatic)")
     if model is None or model in EMBEDDED_MODELS:
-        return _load_embedded(model or "embedded", device, dtype)
-    return load_backend(model, device=device, dtype=dtype, local_files_only=local_files_only, variant=variant,
-                        config=config)
+        loaded = _load_embedded(model or "embedded", device, dtype, offload)
+    else:
+        loaded = load_backend(model, device=device, dtype=dtype, local_files_only=local_files_only, variant=variant,
+                              config=config, offload=offload)
+    loaded.vae_tiling = vae_tiling
+    return loaded
 
 
-def _load_embedded(name: str, device: str, dtype: str | torch.dtype | None) -> Model:
+def _load_embedded(name: str, device: str, dtype: str | torch.dtype | None, offload: str = "none") -> Model:
     """An embedded model by name, from the package's own folder (never the hub)."""
     folder = embedded_model_path(name)
     if not (folder / "model_index.json").is_file():
         raise InputError(f"the {name} model is not installed in {folder}; pass a model (hub id or folder) "
                          f"or train it with '{EMBEDDED_MODELS[name][1]}'")
-    loaded = load(str(folder), device=device, dtype=dtype, local_files_only=True)
+    loaded = load(str(folder), device=device, dtype=dtype, local_files_only=True, offload=offload)
     loaded.name = name
     return loaded

@@ -72,6 +72,10 @@ class Model(ABC):
     call is split into chunks of at most this many rows, which bounds peak memory (None: no cap).
     ``unsample batch --max-rows`` sets it."""
 
+    vae_tiling: bool | None = None
+    """The VAE's tiled encode and decode: forced on (True) or off (False), or automatic (None:
+    above `unsample.backends.diffusers_common.VAE_TILE_LATENT_SIDE` latent cells a side)."""
+
     supports_attention_control: bool = False
     """Prompt-to-prompt control and attention masks install processors on a UNet's
     cross-attention; backends whose network has it say so."""

@@ -43,3 +43,19 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if dtype not in DTYPES:
         raise InputError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     return DTYPES[dtype]
+
+
+OFFLOADS = ("none", "model", "sequential")
+OFFLOAD_DEVICE_TYPES = ("cuda", "mps", "xpu")
+"""Devices whose memory CPU offload saves (on the CPU the weights are in main memory already)."""
+
+
+def check_offload(offload: str, device: torch.device) -> str:
+    """``offload`` when it is one of `OFFLOADS` and, unless "none", ``device`` is an accelerator;
+    a one-line `InputError` otherwise."""
+    if offload not in OFFLOADS:
+        raise InputError(f"offload {offload!r} is not one of {', '.join(OFFLOADS)}")
+    if offload != "none" and device.type not in OFFLOAD_DEVICE_TYPES:
+        raise InputError(f"offload {offload!r} keeps the weights in main memory and moves them to an accelerator when "
+                         f"used; it needs --device cuda (or mps), not {device.type}")
+    return offload

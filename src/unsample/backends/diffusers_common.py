@@ -14,7 +14,8 @@ import importlib
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -309,20 +310,54 @@ def vae_scaling(vae: Any) -> tuple[float, float]:
     return float(cfg.scaling_factor), float(getattr(cfg, "shift_factor", None) or 0.0)
 
 
+VAE_TILE_LATENT_SIDE = 64
+"""Latents with a side above this many cells (512 px for an 8x VAE) go through the VAE in tiles
+when tiling is automatic: above it an untiled decode's peak memory grows with the area (measured
+on SD 1.5's VAE: docs/memory.md, ``python -m unsample_lab.bench.vae_tiling``)."""
+
+
+def vae_tiled(latent_hw: tuple[int, int], tiling: bool | None) -> bool:
+    """Whether latents of ``latent_hw`` go through the VAE in tiles: ``tiling`` when given, else
+    above `VAE_TILE_LATENT_SIDE` cells a side."""
+    return max(latent_hw) > VAE_TILE_LATENT_SIDE if tiling is None else bool(tiling)
+
+
+@contextmanager
+def vae_mode(vae: Any, tiled: bool, sliced: bool) -> Iterator[None]:
+    """The VAE with diffusers' tiling and slicing (one image of a batch at a time) on or off, as
+    asked, for the block; its own settings come back after."""
+    before = (getattr(vae, "use_tiling", False), getattr(vae, "use_slicing", False))
+    if hasattr(vae, "use_tiling"):
+        vae.use_tiling = tiled
+    if hasattr(vae, "use_slicing"):
+        vae.use_slicing = sliced
+    try:
+        yield
+    finally:
+        if hasattr(vae, "use_tiling"):
+            vae.use_tiling, vae.use_slicing = before
+
+
 @torch.no_grad()
-def vae_encode(vae: Any, image: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Images [B, 3, H, W] in [0, 1] -> scaled latents (float32, the posterior mean)."""
+def vae_encode(vae: Any, image: torch.Tensor, device: torch.device, tiling: bool | None = None) -> torch.Tensor:
+    """Images [B, 3, H, W] in [0, 1] -> scaled latents (float32, the posterior mean); tiled per
+    `vae_tiled` (``tiling`` None: automatic), a batch one image at a time."""
     scale, shift = vae_scaling(vae)
-    mean = vae.encode(image.to(device, vae.dtype) * 2 - 1).latent_dist.mean
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    tiled = vae_tiled((image.shape[-2] // factor, image.shape[-1] // factor), tiling)
+    with vae_mode(vae, tiled, image.shape[0] > 1):
+        mean = vae.encode(image.to(device, vae.dtype) * 2 - 1).latent_dist.mean
     return (mean.float() - shift) * scale
 
 
 @torch.no_grad()
-def vae_decode(vae: Any, latent: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Scaled latents -> images [B, 3, H, W] in [0, 1] (float32)."""
+def vae_decode(vae: Any, latent: torch.Tensor, device: torch.device, tiling: bool | None = None) -> torch.Tensor:
+    """Scaled latents -> images [B, 3, H, W] in [0, 1] (float32); tiled per `vae_tiled`, a batch
+    one image at a time."""
     scale, shift = vae_scaling(vae)
     z = latent.to(device, torch.float32) / scale + shift
-    out = vae.decode(z.to(vae.dtype)).sample.float()
+    with vae_mode(vae, vae_tiled((latent.shape[-2], latent.shape[-1]), tiling), latent.shape[0] > 1):
+        out = vae.decode(z.to(vae.dtype)).sample.float()
     return ((out + 1) / 2).clamp(0, 1)
 
 
@@ -384,10 +419,10 @@ class TransformerPipelineModel(Model):
         return int(self.pipe.vae_scale_factor)
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        return vae_encode(self.pipe.vae, image, self.device)
+        return vae_encode(self.pipe.vae, image, self.device, self.vae_tiling)
 
     def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
-        return vae_decode(self.pipe.vae, latent, self.device)
+        return vae_decode(self.pipe.vae, latent, self.device, self.vae_tiling)
 
     T5_TOKENIZER = ""
     """The pipeline's T5 tokenizer attribute (SD3: tokenizer_3, Flux: tokenizer_2)."""

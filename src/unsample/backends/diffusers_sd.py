@@ -89,10 +89,10 @@ class StableDiffusionModel(Model):
         )
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        return vae_encode(self.pipe.vae, image, self.device)
+        return vae_encode(self.pipe.vae, image, self.device, self.vae_tiling)
 
     def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
-        return vae_decode(self.pipe.vae, latent, self.device)
+        return vae_decode(self.pipe.vae, latent, self.device, self.vae_tiling)
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> TextConditioning:

@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 
 from unsample.backends.base import Model
-from unsample.backends.devices import resolve_device, resolve_dtype
+from unsample.backends.devices import check_offload, resolve_device, resolve_dtype
 from unsample.backends.diffusers_common import (
     FAMILY_NAMES,
     check_single_file,
@@ -101,11 +101,18 @@ def load_backend(
     local_files_only: bool | None = None,
     variant: str | None = None,
     config: str | None = None,
+    offload: str = "none",
 ) -> Model:
     """Load a diffusers pipeline (hub id, local folder, or single-file checkpoint with ``config``)
-    with the backend its model_index.json's ``_class_name`` names (`BACKENDS`); see `unsample.load`."""
+    with the backend its model_index.json's ``_class_name`` names (`BACKENDS`); see `unsample.load`.
+    ``offload`` "model" or "sequential" loads the weights into main memory and lets diffusers move
+    them to ``device`` when used (`offload_model`)."""
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
+    check_offload(offload, dev)
+    if offload != "none":
+        return offload_model(load_backend(model, device="cpu", dtype=dt, local_files_only=local_files_only,
+                                          variant=variant, config=config), offload, dev)
     single = is_single_file(model)
     if single:
         config = check_single_file(model, config)
@@ -128,3 +135,23 @@ def load_backend(
         return backend.loader().from_pretrained(model, device=dev, dtype=dt, local_files_only=local_files_only,
                                                 variant=variant, config=config)
     return backend.loader().from_pretrained(model, device=dev, dtype=dt, local_files_only=local_files_only, variant=variant)
+
+
+def offload_model(model: Model, offload: str, device: torch.device) -> Model:
+    """``model`` (loaded on the CPU) with diffusers' CPU offload toward ``device``: "model" moves each
+    part (text encoder, UNet or transformer, VAE) to the device when it runs and back when the next
+    one does (``enable_model_cpu_offload``); "sequential" moves each layer's weights when it runs
+    (``enable_sequential_cpu_offload``: least memory, slowest). ``model.device`` becomes the
+    pipeline's execution device, where the backends put their inputs."""
+    pipe = getattr(model, "pipe", None)
+    if not hasattr(pipe, "enable_model_cpu_offload"):
+        raise InputError(f"offload {offload!r} is for diffusers pipelines; {model.name!r} is a pixel-space UNet alone, "
+                         "load it without offload")
+    # the fingerprint reads a few weights, which sequential offload leaves on the meta device
+    _ = model.fingerprint
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.enable_sequential_cpu_offload(device=device)
+    model.device = torch.device(pipe._execution_device)
+    return model

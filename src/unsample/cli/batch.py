@@ -22,6 +22,7 @@ from unsample.batch import (
 )
 from unsample.cli.common import (
     DeviceOpt,
+    OffloadOpt,
     DtypeOpt,
     ModelConfigOpt,
     ModelOpt,
@@ -48,6 +49,7 @@ def batch(
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
     device: DeviceOpt = "auto",
+    offload: OffloadOpt = "none",
     dtype: DtypeOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -63,7 +65,7 @@ def batch(
         begin = time.perf_counter()
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))}
         common = [str(manifest), "--out", str(out), "--device", device, "--quiet", "--batch-size", str(batch_size),
-                  "--max-rows", str(max_rows)] + (["--model", model] if model else []) \
+                  "--max-rows", str(max_rows), "--offload", offload] + (["--model", model] if model else []) \
             + (["--model-config", model_config] if model_config else []) + (["--dtype", dtype] if dtype else []) + (["--fail-fast"] if fail_fast else [])
         procs = [subprocess.Popen([sys.executable, "-m", "unsample.cli", "batch", *common, "--shard", f"{k}/{processes}"], env=env)
                  for k in range(processes)]
@@ -90,7 +92,7 @@ def batch(
                 raise ValueError
         except ValueError:
             raise UserError(f"--shard {shard!r} is not K/N with 0 <= K < N (e.g. 0/2)") from None
-    m = load_model(model, device, dtype, model_config)
+    m = load_model(model, device, dtype, model_config, offload)
 
     res = run_batch(m, manifest, out, fail_fast=fail_fast, progress=not quiet, write_png=write_png, shard=part,
                     batch_size=batch_size, max_rows=max_rows or None)

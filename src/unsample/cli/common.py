@@ -32,6 +32,9 @@ ModelOpt = Annotated[str | None, typer.Option("--model", help="Hub id, local dif
 ModelConfigOpt = Annotated[str | None, typer.Option("--model-config", help="For a single-file --model: a local diffusers "
                                                     "folder of the same architecture that gives its configs.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto|cpu|cuda|mps")]
+OffloadOpt = Annotated[str, typer.Option("--offload", help="none|model|sequential: keep the weights in main memory "
+                                         "and move each part (model) or layer (sequential) to the GPU while it runs; "
+                                         "needs --device cuda or mps.")]
 DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="Model dtype: float32|float16|bfloat16|float64 (inversion math stays float32+).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 ClassifierOpt = Annotated[Path | None, typer.Option("--classifier", help="A noise-aware classifier (.safetensors) for "
@@ -87,12 +90,13 @@ def quiet_libraries() -> None:
     transformers_logging.set_verbosity_error()
 
 
-def load_model(model: str | None, device: str, dtype: str | None, config: str | None = None) -> Any:
-    """The model the command's --model, --device, --dtype and --model-config name."""
+def load_model(model: str | None, device: str, dtype: str | None, config: str | None = None,
+               offload: str = "none") -> Any:
+    """The model the command's --model, --device, --dtype, --model-config and --offload name."""
     quiet_libraries()
     if config is not None and model is None:
         raise UserError("--model-config is for a single-file --model; give the .safetensors file with --model")
-    return unsample.load(model, device=device, dtype=dtype, config=config)
+    return unsample.load(model, device=device, dtype=dtype, config=config, offload=offload)
 
 
 def check_output(path: Path, suffix: str) -> None:

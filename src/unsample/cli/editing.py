@@ -16,6 +16,7 @@ from unsample.cli.common import (
     ClassifierScaleOpt,
     ClassLabelOpt,
     DeviceOpt,
+    OffloadOpt,
     DtypeOpt,
     ModelConfigOpt,
     ModelOpt,
@@ -82,6 +83,7 @@ def edit(
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
     device: DeviceOpt = "auto",
+    offload: OffloadOpt = "none",
     dtype: DtypeOpt = None,
     quiet: QuietOpt = False,
     **settings_text: Any,
@@ -109,7 +111,7 @@ def edit(
         if spec.start_step > spec.steps:
             raise UserError(f"--start-step {spec.start_step} is beyond the {spec.steps} steps; give 0..{spec.steps}")
         start_from = load_image(source)  # a missing or unreadable image fails before the model loads
-    m = load_model(model, device, dtype, model_config)
+    m = load_model(model, device, dtype, model_config, offload)
     check_words(m, [spec.target_prompt, spec.source_prompt or "", spec.negative_prompt or ""], allow_unknown_words)
     start = time.perf_counter()
     res = unsample.edit(m, start_from, spec, output="result", progress=not quiet, classifier_guidance=steer,
@@ -170,6 +172,7 @@ def flowedit(
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
     device: DeviceOpt = "auto",
+    offload: OffloadOpt = "none",
     dtype: DtypeOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -179,7 +182,7 @@ def flowedit(
     if start_step >= steps:
         raise UserError(f"--start-step {start_step} leaves no step of the {steps}; give 0..{steps - 1}")
     picture = load_image(image)
-    m = load_model(model, device, dtype, model_config)
+    m = load_model(model, device, dtype, model_config, offload)
     check_words(m, [source_prompt, target_prompt, negative_prompt], allow_unknown_words)
     start = time.perf_counter()
     sample = unsample.flowedit(m, picture, source_prompt, target_prompt, steps=steps, start_step=start_step,

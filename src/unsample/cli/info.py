@@ -9,6 +9,7 @@ import typer
 
 from unsample.cli.common import (
     DeviceOpt,
+    OffloadOpt,
     ModelConfigOpt,
     ModelOpt,
     friendly,
@@ -26,11 +27,12 @@ def methods(
                                               "(hub id, folder or an embedded model's name).")] = None,
     model_config: ModelConfigOpt = None,
     device: DeviceOpt = "auto",
+    offload: OffloadOpt = "none",
 ) -> None:
     """List the inversion methods, their options and model calls per step."""
     schedule = None
     if model is not None:
-        schedule = load_model(model, device, None, model_config).schedule
+        schedule = load_model(model, device, None, model_config, offload).schedule
     for name in available_methods():
         spec = get_method(name)
         typer.echo(f"{name:<16} calls/step {spec.calls_per_step:<8} {'exact' if spec.exact else ''}")
@@ -43,9 +45,10 @@ def methods(
 
 
 @friendly
-def vocabulary(model: ModelOpt = None, model_config: ModelConfigOpt = None, device: DeviceOpt = "auto") -> None:
+def vocabulary(model: ModelOpt = None, model_config: ModelConfigOpt = None, device: DeviceOpt = "auto",
+               offload: OffloadOpt = "none") -> None:
     """List the words the model's tokenizer knows (others in a prompt would be dropped)."""
-    m = load_model(model, device, None, model_config)
+    m = load_model(model, device, None, model_config, offload)
     words = m.vocabulary()
     if words is None:
         typer.echo(f"{m.name}: the tokenizer has an open vocabulary (subword pieces); any word can be spelled")
@@ -62,9 +65,10 @@ def ui(
                                       "0.0.0.0 every interface.")] = ui_settings.DEFAULT_HOST,
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = ui_settings.DEFAULT_PORT,
     device: DeviceOpt = "auto",
+    offload: OffloadOpt = "none",
 ) -> None:
     """Start the web UI: upload or pick an image, invert it once, edit it many times, download the results."""
     quiet_libraries()
     from unsample.ui.app import serve  # gradio is heavy: loaded only when the page is served
 
-    serve(model, host, port, model_config=model_config, device=device)
+    serve(model, host, port, model_config=model_config, device=device, offload=offload)

@@ -17,6 +17,7 @@ from unsample.cli.common import (
     ClassifierScaleOpt,
     ClassLabelOpt,
     DeviceOpt,
+    OffloadOpt,
     DtypeOpt,
     ModelConfigOpt,
     ModelOpt,
@@ -59,6 +60,7 @@ def invert(
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
     device: DeviceOpt = "auto",
+    offload: OffloadOpt = "none",
     dtype: DtypeOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -70,7 +72,7 @@ def invert(
 
     picture = load_image(image)  # a missing or unreadable image fails before the model loads
     steer = classifier_guidance_from(classifier, class_label, classifier_scale)
-    m = load_model(model, device, dtype, model_config)
+    m = load_model(model, device, dtype, model_config, offload)
     check_words(m, [prompt, negative_prompt], allow_unknown_words)
     inv = unsample.invert(
         m, picture, prompt, method=method, steps=steps, guidance=guidance, negative_prompt=negative_prompt,
@@ -95,6 +97,7 @@ def reconstruct(
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
     device: DeviceOpt = "auto",
+    offload: OffloadOpt = "none",
     dtype: DtypeOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -102,7 +105,7 @@ def reconstruct(
     check_output(output, ".png")
     inv = unsample.Inversion.load(inversion)
     steer = classifier_guidance_from(classifier, class_label, classifier_scale)
-    m = load_model(model, device, dtype, model_config)
+    m = load_model(model, device, dtype, model_config, offload)
     start = time.perf_counter()
     sample = unsample.reconstruct(m, inv, output="result", progress=not quiet, classifier_guidance=steer)
     record = {**sample_record(sample, m, start, "reconstruct", str(inversion)), **inversion_record(inv)}
@@ -119,6 +122,7 @@ def trajectory(
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
     device: DeviceOpt = "auto",
+    offload: OffloadOpt = "none",
     dtype: DtypeOpt = None,
     classifier: ClassifierOpt = None,
     class_label: Annotated[str | None, typer.Option("--class-label", help="With --classifier: the class (default: the "
@@ -132,7 +136,7 @@ def trajectory(
     given the same --classifier again; its class and scale default to the recorded ones."""
     check_output(output, ".png")
     inv = unsample.Inversion.load(inversion)
-    m = load_model(model, device, dtype, model_config)
+    m = load_model(model, device, dtype, model_config, offload)
     inv.check_model(m)
     config = get_method(inv.method).config.from_options(dict(inv.options), inv.method)
     grid = inv.grid(m)

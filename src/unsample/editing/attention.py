@@ -164,8 +164,11 @@ class PromptToPrompt:
                 )
 
         self.blend_maps: dict[int, torch.Tensor] = {}
-        """Map size (query tokens) -> [2, tokens]: blend-word attention of [source, target], summed
-        over layers and steps since `installed` was entered."""
+        """The attention store: map size (query tokens n) -> [2, n] float32, the blend words'
+        attention of [source, target], averaged over heads, summed over the words, the layers and
+        the steps since `installed` was entered. It does not grow with the steps: its size is
+        `store_bytes` (SD 1.5 at 512 px: maps of 4096, 1024, 256 and 64 cells, 2 x 4 x 5440 =
+        43,520 bytes), and only cross-attention calls with blend words record into it."""
         self._step: int | None = None
         self._latent_tokens: int | None = None
         self._installed = False
@@ -258,17 +261,23 @@ class PromptToPrompt:
         return target
 
     def record_probs(self, n_query: int, source: torch.Tensor, target: torch.Tensor) -> None:
+        """Add the blend words' columns of one layer's probabilities [heads, n_query, keys] of the
+        source and the target, averaged over heads and summed over the words, to the store."""
         maps = []
         for probs, index in ((source, self.source_blend), (target, self.target_blend)):
             if index.numel() == 0:
                 maps.append(torch.zeros(n_query, dtype=torch.float32, device="cpu"))
-            else:
-                maps.append(probs.float().mean(0)[:, index.to(probs.device)].sum(-1).cpu())
+            else:  # the words' columns first: the copy made is [heads, n_query, words], not every key's
+                maps.append(probs[..., index.to(probs.device)].float().mean(0).sum(-1).cpu())
         stacked = torch.stack(maps)
         if n_query in self.blend_maps:
             self.blend_maps[n_query] = self.blend_maps[n_query] + stacked
         else:
             self.blend_maps[n_query] = stacked
+
+    def store_bytes(self) -> int:
+        """Bytes the attention store holds now (`blend_maps`): 2 x 4 x the sum of its map sizes."""
+        return sum(m.numel() * m.element_size() for m in self.blend_maps.values())
 
     # ---- installation --------------------------------------------------------------------------
 

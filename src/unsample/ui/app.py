@@ -73,12 +73,12 @@ def _quiet_libraries() -> None:
     logging.getLogger("httpx").setLevel(logging.ERROR)
 
 
-def _load_model(model: str | Model | None, model_config: str | None, device: str) -> Model:
+def _load_model(model: str | Model | None, model_config: str | None, device: str, offload: str = "none") -> Model:
     if isinstance(model, ModelBase):
         return model
     if model_config is not None and model is None:
         raise InputError("model_config is for a single-file model; give the .safetensors file as the model")
-    return unsample.load(model, device=device, config=model_config)
+    return unsample.load(model, device=device, config=model_config, offload=offload)
 
 
 def _status(text: str, error: bool = False) -> str:
@@ -383,7 +383,7 @@ def gradio_cache_in(folder: Path) -> Iterator[None]:
 
 
 def serve(model: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
-          model_config: str | None = None, device: str = "auto") -> None:
+          model_config: str | None = None, device: str = "auto", offload: str = "none") -> None:
     """``unsample ui``: load ``model`` (None: the embedded default), serve the page on
     ``host:port`` until Ctrl+C or SIGTERM, then remove the temporary folder.
 
@@ -391,7 +391,7 @@ def serve(model: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAUL
     shown images) goes under the app's folder (`gradio_cache_in`), removed with it."""
     print(f"unsample ui: loading {model or 'the embedded model'} ...", flush=True)
     _quiet_libraries()
-    m = _load_model(model, model_config, device)  # a bad model fails before anything is created
+    m = _load_model(model, model_config, device, offload)  # a bad model fails before anything is created
     root = Path(tempfile.mkdtemp(prefix="unsample-ui-"))
     atexit.register(shutil.rmtree, root, True)
     with gradio_cache_in(root / "uploads"):
