@@ -254,7 +254,7 @@ def test_max_rows_splits_every_call_and_keeps_the_outputs(tiny_pipeline_dir: Pat
         rows: list[int] = []
         network = model.model_fn
 
-        def logged(x, t, cond, network=network, rows=rows):  # noqa: ANN001, ANN202
+        def logged(x, t, cond, network=network, rows=rows):
             rows.append(x.shape[0])
             return network(x, t, cond)
 

@@ -50,7 +50,7 @@ def test_offload_installs_diffusers_hooks_and_keeps_the_results(tiny_pipeline_di
     assert torch.allclose(a.trajectory, b.trajectory, atol=1e-5)
 
 
-def test_vae_tiling_is_automatic_above_the_threshold_and_can_be_forced(tiny_model) -> None:  # noqa: ANN001
+def test_vae_tiling_is_automatic_above_the_threshold_and_can_be_forced(tiny_model) -> None:
     side = VAE_TILE_LATENT_SIDE
     assert not vae_tiled((side, side), None) and vae_tiled((side + 1, 8), None)
     assert vae_tiled((8, 8), True) and not vae_tiled((side * 4, side * 4), False)
@@ -58,7 +58,7 @@ def test_vae_tiling_is_automatic_above_the_threshold_and_can_be_forced(tiny_mode
     seen: list[tuple[bool, bool]] = []
     decode = vae.decode
 
-    def spy(z, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def spy(z, *args, **kwargs):
         seen.append((vae.use_tiling, vae.use_slicing))
         return decode(z, *args, **kwargs)
 
@@ -104,7 +104,7 @@ def test_a_capped_call_is_the_same_rows_in_chunks() -> None:
         capped(net, 0)
 
 
-def test_the_networks_attend_through_scaled_dot_product_attention(tiny_model) -> None:  # noqa: ANN001
+def test_the_networks_attend_through_scaled_dot_product_attention(tiny_model) -> None:
     """diffusers' default processors on torch 2 call F.scaled_dot_product_attention; nothing of
     unsample replaces them outside prompt-to-prompt's `installed` block."""
     from diffusers.models.attention_processor import AttnProcessor2_0

@@ -22,10 +22,10 @@ from unsample.batch import (
 )
 from unsample.cli.common import (
     DeviceOpt,
-    OffloadOpt,
     DtypeOpt,
     ModelConfigOpt,
     ModelOpt,
+    OffloadOpt,
     QuietOpt,
     UserError,
     friendly,

@@ -9,9 +9,9 @@ import typer
 
 from unsample.cli.common import (
     DeviceOpt,
-    OffloadOpt,
     ModelConfigOpt,
     ModelOpt,
+    OffloadOpt,
     friendly,
     load_model,
     quiet_libraries,
