@@ -27,9 +27,11 @@ EDIT_START_FRACTION = 0.0
 BATCH_SIZE = 8
 """Jobs run through the network together by `unsample batch` (measured on the embedded model; see
 docs/batch.md): larger batches gained little more on this 2-core machine."""
-MAX_ROWS = 16
+MAX_ROWS = 40
 """Most rows of one network call in `unsample batch` (`unsample.core.rows`): larger (merged) calls
-are split, so a batch's peak memory stays near one job's (measured: docs/memory.md)."""
+are split. 40 is the largest call one default edit makes alone (the noise mask's 2 prompts x 20
+draws), so a batch's largest call is no larger than one job's and its peak memory stays near one
+job's (measured: docs/memory.md)."""
 FLOWEDIT_STEPS = 50
 """FlowEdit's steps (the paper's SD3 setting, T = 50)."""
 FLOWEDIT_START_STEP = 17
