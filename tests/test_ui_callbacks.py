@@ -277,7 +277,8 @@ def test_a_drawn_mask_confines_the_edit(embedded_model, red_circle: SessionState
     view = cb.edit(embedded_model, red_circle, cb.InvertRequest(SOURCE, "ddim", steps=4),
                    cb.EditRequest(TARGET, mask=cb.DRAWN_MASK, drawn_mask=drawn, guidance=1.0, settings={"escalate": False}))
     assert view.mask_overlay is not None
-    assert view.mask_overlay.size == view.before.size == (256, 256)  # on the input, shown enlarged
+    assert view.mask_overlay.size == (256, 256)  # on the photo, enlarged so the mask's cells show
+    assert view.before.size == view.after.size == (64, 64)  # the photo and its edit at the photo's own size
     record = json.loads(view.files[1].read_text())
     assert record["mask"] == cb.DRAWN_MASK and record["edit"]["mask"] == "user" and 0 < record["mask_area"] < 1
     mask = cb.mask_from_drawing(drawn)
@@ -343,5 +344,5 @@ def test_a_generated_setting_reaches_the_edit_and_its_record(embedded_model, red
     view = cb.edit(embedded_model, red_circle, request, cb.EditRequest(TARGET, settings={"check": True}))
     record = json.loads(view.files[1].read_text())
     assert record["edit"]["check"] is True and isinstance(record["check"]["edit_took"], bool)
-    assert "Check: " in view.cost
+    assert view.verdict.startswith(("Check: ", "**Warning: ")) and "Check: " not in view.cost
 

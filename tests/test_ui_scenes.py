@@ -23,6 +23,7 @@ from PIL import Image
 
 from unsample.editing.spec import setting_info
 from unsample.errors import InputError
+from unsample.ui import advanced
 from unsample.ui import app as page
 from unsample.ui import callbacks as cb
 from unsample.ui import scenes, session
@@ -164,7 +165,7 @@ def test_the_edit_controls_carry_the_specs_defaults_ranges_and_help(built: tuple
     assert controls["inversion-guidance"].value == setting_info("inversion_guidance").default
     assert controls["method"].value == setting_info("method").default
     # every on-page setting without a hand-laid control gets a generated one, from its declaration alone
-    generated = page.generated_settings()
+    generated = advanced.generated_settings()
     assert "check" in [info.name for info in generated]
     for info in generated:
         control = controls["setting-" + info.name.replace("_", "-")]
@@ -180,7 +181,7 @@ def test_the_app_carries_its_folder_and_building_it_writes_no_environment(built:
     assert app.analytics_enabled is False and app.delete_cache == CACHE_CLEANUP
     assert page.app_workdir(app) == workdir and workdir.is_dir()
     mutable = (dict, list, set, weakref.WeakKeyDictionary, weakref.WeakValueDictionary)
-    for module in (page, cb, scenes, session):
+    for module in (page, advanced, cb, scenes, session):
         assert isinstance(module, ModuleType)
         state = [name for name, value in vars(module).items() if not name.startswith("__") and isinstance(value, mutable)]
         assert not state, f"{module.__name__} keeps module state: {state}"
