@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unsample.editing.spec import EditSpec
+from unsample.editing.spec import EditSpec, names
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -228,6 +228,23 @@ def test_the_advanced_section_inverts_alone_and_a_changed_setting_inverts_again(
     again = _edit(page, "a large green circle on a plain gray background", 1)
     assert f"inverted first: edict, {STEPS // 2} steps" in again, again
     print(f"\npage reports: {inverted}\n  {green}\n  {again}")
+
+
+@pytest.mark.skipif("fit" not in names(), reason="the API's sizing (EditSpec.fit) has not landed")
+def test_a_non_square_photo_comes_back_at_its_own_shape_and_size(page: Any, red_circle_png: Path, tmp_path: Path) -> None:
+    square = Image.open(red_circle_png).convert("RGB")
+    wide = Image.new("RGB", (96, 64), square.getpixel((0, 0)))  # 3:2, the circle centred on the scene's gray
+    wide.paste(square, (16, 0))
+    png = tmp_path / "wide.png"
+    wide.save(png)
+    _upload(page, png, source=None)
+    assert "96 x 64 px" in _text(page, "#status")
+    page.locator("#source-prompt textarea").fill(SOURCE)
+    cost = _edit(page, "a large green circle on a plain gray background", 1)
+    assert "inverted first" in cost
+    assert _natural_sizes(page) == [(96, 64), (96, 64)]  # shown at the photo's own shape and size
+    assert _downloaded_png(page).size == (96, 64)  # and written so
+    assert _share(_slider_images(page)[1], "green") > 0.02
 
 
 def test_a_text_file_uploaded_as_an_image_gets_a_message_in_the_page(page: Any, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from unsample.editing.masks import MASK_SOURCES
-from unsample.editing.spec import EditSpec, setting_info
+from unsample.editing.spec import EditSpec, names, setting_info
 from unsample.errors import InputError, UnsampleError
 from unsample.methods.base import bounds_of
 from unsample.methods.registry import available_methods, get_method
@@ -283,6 +283,30 @@ def test_a_drawn_mask_confines_the_edit(embedded_model, red_circle: SessionState
     assert record["mask"] == cb.DRAWN_MASK and record["edit"]["mask"] == "user" and 0 < record["mask_area"] < 1
     mask = cb.mask_from_drawing(drawn)
     assert mask is not None and mask.size == (256, 256) and np.asarray(mask)[128, 128] == 255
+
+
+@pytest.mark.model
+@pytest.mark.skipif("fit" not in names(), reason="the API's sizing (EditSpec.fit) has not landed")
+def test_a_non_square_photo_is_kept_as_uploaded_and_edited_back_at_its_own_size(embedded_model,
+                                                                              state: SessionState) -> None:
+    photo = Image.new("RGB", (96, 64), (128, 128, 128))
+    photo.paste(cb.scene_image(SOURCE, embedded_model.resolution), (16, 0))
+    view = cb.set_image(embedded_model, state, photo, "wide.png")
+    assert state.image is not None and state.image.size == (96, 64) and "96 x 64 px" in view.note
+    request = cb.InvertRequest(SOURCE, "ddim", steps=4)
+    assert request.fit == setting_info("fit").default
+    edited = cb.edit(embedded_model, state, request, cb.EditRequest(TARGET, settings={"escalate": False}))
+    assert edited.before.size == edited.after.size == (96, 64)  # the slider: the photo's own size
+    with Image.open(edited.files[0]) as png:
+        assert png.size == (96, 64)  # and the file written
+    assert state.last_key is not None and state.last_key.fit == request.fit
+    # another fit is another working image: the next edit inverts again; a fit the spec does not know is refused
+    other = next(choice for choice in setting_info("fit").choices or () if choice != request.fit)
+    again = cb.edit(embedded_model, state, cb.InvertRequest(SOURCE, "ddim", steps=4, fit=other),
+                    cb.EditRequest(TARGET, settings={"escalate": False, "fit": other}))
+    assert not again.inversion_reused and len(state.cache) == 2
+    _raises("fit 'squash' is not one of", cb.invert, embedded_model, state,
+            cb.InvertRequest(SOURCE, "ddim", steps=4, fit="squash"))
 
 
 # ---------------------------------------------------------------- controls: the configs' own defaults and bounds
