@@ -235,6 +235,7 @@ def test_an_edit_is_one_spec_its_prompts_checked_once(embedded_model, red_circle
     assert (spec.target_prompt, spec.control, spec.reweight, spec.blend_words) == \
         (TARGET, "reweight", {"green": 2.0, "circle": 0.5}, ("green", "circle"))
     assert (spec.cross_steps, spec.self_steps, spec.guidance, spec.start_step, spec.mask) == (0.6, 0.2, 3.0, 0, "noise")
+    assert (spec.method, spec.steps, spec.inversion_guidance, spec.options) == ("ddim", 4, 1.0, {})  # the inversion's
     assert sorted(checked) == sorted([SOURCE, TARGET])  # each prompt once: the page checks, the API trusts it
     record = json.loads(view.files[1].read_text())
     assert record["edit"] == spec.to_json() and EditSpec.from_json(record["edit"]) == spec

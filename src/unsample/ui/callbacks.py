@@ -380,7 +380,11 @@ def edit(model: Model, state: SessionState, inversion: InvertRequest, request: E
     guidance = _guidance(request.guidance, "edit guidance", "guidance")
     mask = _mask_spec(request)
     checked = _checked_key(model, state, inversion)
-    spec = edit_spec(request, mask, _whole_number(request.start_step, "start step", 0, checked[0].steps), guidance)
+    key, options = checked
+    spec = edit_spec(request, mask, _whole_number(request.start_step, "start step", 0, key.steps), guidance)
+    # the spec names the inversion it edits, so its record (the sidecar's "edit") reproduces the edit from the photo
+    sizing = {"fit": key.fit} if "fit" in names() else {}
+    spec = spec.replace(method=key.method, steps=key.steps, inversion_guidance=key.guidance, options=options, **sizing)
     entry, reused = _inversion(model, state, inversion, progress, checked)
     inv = entry.inversion
     sample = unsample.edit(model, inv, spec, output="result", progress=progress, unknown_words="checked")
