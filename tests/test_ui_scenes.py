@@ -23,10 +23,9 @@ from PIL import Image
 
 from unsample.editing.spec import setting_info
 from unsample.errors import InputError
-from unsample.ui import advanced
+from unsample.ui import advanced, scenes, session
 from unsample.ui import app as page
 from unsample.ui import callbacks as cb
-from unsample.ui import scenes, session
 from unsample.ui.session import SessionState
 from unsample.ui.settings import CACHE_CLEANUP
 
