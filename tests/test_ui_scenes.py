@@ -171,6 +171,30 @@ def test_the_edit_controls_carry_the_specs_defaults_ranges_and_help(built: tuple
         assert control.value == info.default and control.info == info.setting.help, info.name
 
 
+def test_the_simple_page_has_one_edit_button_and_the_lab_bench_is_under_advanced(
+        built: tuple[Any, dict[str, str], Path]) -> None:
+    controls = _elements(built[0])
+
+    def in_advanced(elem_id: str | Any) -> bool:
+        block = (controls[elem_id] if isinstance(elem_id, str) else elem_id).parent
+        while block is not None and getattr(block, "elem_id", None) != "advanced":
+            block = block.parent
+        return block is not None
+
+    assert controls["advanced"].open is False  # closed until opened
+    simple = ["upload", "input-preview", "source-prompt", "target-prompt", "edit", "edit-verdict", "edit-cost", "result",
+              "downloads", "status"]
+    assert not [elem_id for elem_id in simple if in_advanced(elem_id)]
+    bench = ["method", "option-edict-p", "option-edict-leapfrog", "option-edict-precision", "steps", "inversion-guidance",
+             "invert", "reconstruction", "control", "mask-source", "mask-drawing", "reweight", "start-step",
+             "edit-guidance", "recipe", "mask-overlay"] + \
+        ["setting-" + info.name.replace("_", "-") for info in advanced.generated_settings()]
+    assert [elem_id for elem_id in bench if not in_advanced(elem_id)] == []
+    buttons = [b for b in built[0].blocks.values() if type(b).__name__ == "Button" and not in_advanced(b)]
+    assert [b.elem_id for b in buttons] == ["edit"]  # the simple page's one button
+    assert advanced.recipe_value(advanced.LADDER_CHOICE) is None and advanced.recipe_value("no-mask") == "no-mask"
+
+
 # ---------------------------------------------------------------- no module state, no environment writes
 
 
