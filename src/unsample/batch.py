@@ -284,7 +284,7 @@ def _run_edit(model: Any, job: Job, spec: EditSpec, picture: Any, base: Path, ou
               "check": res.check.to_json() if res.check is not None else None,
               FIDELITY_KEY: res.input_fidelity.to_json() if res.input_fidelity is not None else None,
               "paste": res.paste.to_json() if res.paste is not None else None,
-              "ladder": res.ladder.to_json() if res.ladder is not None else None}
+              "ladder": res.ladder.to_json() if res.ladder is not None else None, "sizes": res.sizes}
     # without a mask, the mask file shows the autoencoder's reconstruction of the source
     mask_image = res.mask_overlay if res.mask_overlay is not None else \
         tensor_to_pil(model.decode_latent(res.inversion.image_latent.float()))
