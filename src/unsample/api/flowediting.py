@@ -24,8 +24,8 @@ from unsample.api.results import EditSample, present
 from unsample.backends.base import Model
 from unsample.core.denoiser import CallCounter
 from unsample.editing.flowedit import flowedit_latent
-from unsample.errors import InputError
 from unsample.editing.spec import OutputSize
+from unsample.errors import InputError
 from unsample.images import Fit
 from unsample.inversion import Inversion
 
