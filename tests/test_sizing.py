@@ -167,3 +167,26 @@ def test_the_api_warns_on_native(tiny_model: Any) -> None:
         warnings.simplefilter("always")
         unsample.invert(tiny_model, _photo(64, 48), SOURCE, steps=1, fit="native")
     assert any(issubclass(w.category, SizeWarning) for w in caught)
+
+
+def test_batch_edits_photos_at_their_own_size(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
+    _photo(48, 32).save(tmp_path / "wide.png")
+    _photo(24, 40, seed=4).save(tmp_path / "tall.png")
+    lines = [
+        {"id": "wide", "job": "edit", "image": "wide.png", "prompt": SOURCE, "target_prompt": TARGET, "steps": 2,
+         "escalate": False},
+        {"id": "tall", "job": "edit", "image": "tall.png", "prompt": SOURCE, "target_prompt": TARGET, "steps": 2,
+         "escalate": False, "output_size": "working"},
+        {"id": "inv", "job": "invert", "image": "wide.png", "prompt": SOURCE, "steps": 2, "fit": "model"},
+    ]
+    manifest = tmp_path / "jobs.jsonl"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["batch", str(manifest), "--out", str(out), "--model", str(tiny_pipeline_dir),
+                                      "--device", "cpu", "--quiet", "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    assert Image.open(out / "wide.png").size == (48, 32)
+    tall = json.loads((out / "tall.json").read_text())["sizes"]
+    assert tall["input"] == [24, 40] and Image.open(out / "tall.png").size == tuple(tall["working"]) != (24, 40)
+    inv = Inversion.load(out / "inv.safetensors")
+    assert inv.original is None and inv.stats["sizing"]["fit"] == "crop" and inv.image_size == (16, 16)
