@@ -49,7 +49,7 @@ from unsample.editing.fidelity import FIDELITY_KEY, input_fidelity
 from unsample.editing.masks import MASK_SOURCES
 from unsample.editing.spec import GUIDANCE_BOUNDS, EditSpec, settings
 from unsample.errors import InputError, UnsampleError
-from unsample.images import load_image, tensor_to_pil
+from unsample.images import canonical_fit, load_image, tensor_to_pil
 from unsample.methods.registry import available_methods, get_method
 
 DONE_FILE = "manifest.done.jsonl"
@@ -103,7 +103,7 @@ def launched_process(device: str = "auto") -> LaunchedProcess:
 
 JOBS = ("invert", "reconstruct", "edit")
 _COMMON_KEYS = {"id", "job", "image"}
-_INVERSION_KEYS = {"prompt", "source_prompt", "target_prompt", "method", "steps", "guidance", "options", "seed"}
+_INVERSION_KEYS = {"prompt", "source_prompt", "target_prompt", "method", "steps", "guidance", "options", "seed", "fit"}
 """An invert or reconstruct job's keys beyond `_COMMON_KEYS` (a target prompt is allowed and unused, so
 one manifest can list a file's jobs alike); an edit job's are every `EditSpec`
 setting by its manifest key (`edit_manifest_keys`), and "prompt" for its source prompt."""
@@ -130,6 +130,8 @@ class Job:
     guidance: float = 1.0
     options: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    fit: str = "area"
+    """The sizing rule (`unsample.images`); an edit job's is its spec's."""
     edit: EditSpec | None = None
 
     def outputs(self) -> list[str]:
@@ -167,13 +169,14 @@ def _job_from(item: Any, where: str) -> Job:
         return _edit_job(item, job_id, prompt, where)
     values: dict[str, Any] = {"method": item.get("method", "ddim"), "steps": item.get("steps", 50),
                               "guidance": item.get("guidance", 1.0), "options": item.get("options", {}),
-                              "seed": item.get("seed", 0)}
+                              "seed": item.get("seed", 0), "fit": item.get("fit", "area")}
     try:
         for name, kinds in (("method", (str,)), ("steps", (int,)), ("guidance", (int, float)), ("options", (dict,)),
-                            ("seed", (int,))):
+                            ("seed", (int,)), ("fit", (str,))):
             check_kind(repr(name), values[name], kinds)
         Bounds(1, None, integer=True).check("'steps'", values["steps"])
         GUIDANCE_BOUNDS.check("'guidance'", values["guidance"])
+        values["fit"] = canonical_fit(values["fit"])
     except InputError as err:
         raise InputError(f"{where}: {err}") from None
     return Job(id=job_id, job=kind, image=item["image"], prompt=prompt, **values)
@@ -188,7 +191,7 @@ def _edit_job(item: dict[str, Any], job_id: str, prompt: str, where: str) -> Job
     settings_ = {fields_by_key[k]: v for k, v in item.items() if k in fields_by_key}
     spec = EditSpec.from_json(settings_ | {"source_prompt": prompt}, where)
     return Job(id=job_id, job="edit", image=item["image"], prompt=prompt, method=spec.method, steps=spec.steps,
-               guidance=spec.inversion_guidance, options=dict(spec.options), seed=spec.seed, edit=spec)
+               guidance=spec.inversion_guidance, options=dict(spec.options), seed=spec.seed, fit=spec.fit, edit=spec)
 
 
 def read_manifest(path: str | Path) -> list[Job]:
@@ -257,8 +260,8 @@ def run_job(model: Any, job: Job, base: Path, out: Path, write_png: Callable[...
     if job.edit is not None:
         return _run_edit(model, job, job.edit, picture, base, out, write_png)
     inv = unsample.invert(model, picture, job.prompt, method=job.method, steps=job.steps, guidance=job.guidance,
-                          seed=job.seed, unknown_words="refuse", **job.options)
-    pixels = prepare_image(model, picture)
+                          seed=job.seed, fit=job.fit, unknown_words="refuse", **job.options)  # type: ignore[arg-type]
+    pixels = prepare_image(model, picture, job.fit)  # type: ignore[arg-type]
     if job.job == "invert":
         inv.stats[FIDELITY_KEY] = input_fidelity(model, pixels, latent=inv.image_latent).to_json()
         inv.save(out / f"{job.id}.safetensors")
@@ -284,7 +287,7 @@ def _run_edit(model: Any, job: Job, spec: EditSpec, picture: Any, base: Path, ou
               "check": res.check.to_json() if res.check is not None else None,
               FIDELITY_KEY: res.input_fidelity.to_json() if res.input_fidelity is not None else None,
               "paste": res.paste.to_json() if res.paste is not None else None,
-              "ladder": res.ladder.to_json() if res.ladder is not None else None}
+              "ladder": res.ladder.to_json() if res.ladder is not None else None, "sizes": res.sizes}
     # without a mask, the mask file shows the autoencoder's reconstruction of the source
     mask_image = res.mask_overlay if res.mask_overlay is not None else \
         tensor_to_pil(model.decode_latent(res.inversion.image_latent.float()))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -24,7 +25,7 @@ import unsample
 from unsample.backends.noisy_classifier import NoisyClassifier
 from unsample.backends.vocabulary import prompt_problems
 from unsample.core.classifier import ClassifierGuidance
-from unsample.errors import InputError, UnsampleError
+from unsample.errors import InputError, SizeWarning, UnsampleError
 
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Hub id, local diffusers folder, single .safetensors file "
                                              "(with --model-config) or an embedded model's name: embedded (the default), "
@@ -39,6 +40,10 @@ ClassifierOpt = Annotated[Path | None, typer.Option("--classifier", help="A nois
 ClassLabelOpt = Annotated[str | None, typer.Option("--class-label", help="The class the classifier guides toward "
                                                   "(an index, or a name the classifier knows).")]
 ClassifierScaleOpt = Annotated[float, typer.Option("--classifier-scale", help="Classifier guidance scale.")]
+
+
+_show_warning = warnings.showwarning
+"""Python's own way of showing a warning (the CLI shows its project's warnings as lines)."""
 
 
 class UserError(InputError):
@@ -57,7 +62,9 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _warning_line  # restored on exit
+                return fn(*args, **kwargs)
         except (UnsampleError, OSError) as err:
             if _debugging():
                 raise
@@ -70,6 +77,16 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(code=2) from None
 
     return wrapper
+
+
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                  line: str | None = None) -> None:
+    """The project's own warnings (a working size far above the model's) as one ``warning:`` line;
+    any other warning as Python shows it."""
+    if issubclass(category, SizeWarning):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
 
 
 def quiet_libraries() -> None:
