@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unsample.editing.spec import EditSpec, names
+from unsample.editing.spec import EditSpec
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -230,7 +230,6 @@ def test_the_advanced_section_inverts_alone_and_a_changed_setting_inverts_again(
     print(f"\npage reports: {inverted}\n  {green}\n  {again}")
 
 
-@pytest.mark.skipif("fit" not in names(), reason="the API's sizing (EditSpec.fit) has not landed")
 def test_a_non_square_photo_comes_back_at_its_own_shape_and_size(page: Any, red_circle_png: Path, tmp_path: Path) -> None:
     square = Image.open(red_circle_png).convert("RGB")
     wide = Image.new("RGB", (96, 64), square.getpixel((0, 0)))  # 3:2, the circle centred on the scene's gray

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from unsample.editing.masks import MASK_SOURCES
-from unsample.editing.spec import EditSpec, names, setting_info
+from unsample.editing.spec import EditSpec, setting_info
 from unsample.errors import InputError, UnsampleError
 from unsample.methods.base import bounds_of
 from unsample.methods.registry import available_methods, get_method
@@ -287,7 +287,6 @@ def test_a_drawn_mask_confines_the_edit(embedded_model, red_circle: SessionState
 
 
 @pytest.mark.model
-@pytest.mark.skipif("fit" not in names(), reason="the API's sizing (EditSpec.fit) has not landed")
 def test_a_non_square_photo_is_kept_as_uploaded_and_edited_back_at_its_own_size(embedded_model,
                                                                               state: SessionState) -> None:
     photo = Image.new("RGB", (96, 64), (128, 128, 128))
@@ -302,12 +301,15 @@ def test_a_non_square_photo_is_kept_as_uploaded_and_edited_back_at_its_own_size(
         assert png.size == (96, 64)  # and the file written
     assert state.last_key is not None and state.last_key.fit == request.fit
     # another fit is another working image: the next edit inverts again; a fit the spec does not know is refused
-    other = next(choice for choice in setting_info("fit").choices or () if choice != request.fit)
-    again = cb.edit(embedded_model, state, cb.InvertRequest(SOURCE, "ddim", steps=4, fit=other),
-                    cb.EditRequest(TARGET, settings={"escalate": False, "fit": other}))
+    again = cb.edit(embedded_model, state, cb.InvertRequest(SOURCE, "ddim", steps=4, fit="crop"),
+                    cb.EditRequest(TARGET, settings={"escalate": False, "fit": "crop"}))
     assert not again.inversion_reused and len(state.cache) == 2
-    _raises("fit 'squash' is not one of", cb.invert, embedded_model, state,
+    assert again.before.size == again.after.size == (64, 64)  # a crop's edit is the crop, beside the crop
+    assert cb.invert(embedded_model, state, cb.InvertRequest(SOURCE, "ddim", steps=4, fit="model")).reused  # crop's old name
+    _raises("fit='squash' is not supported", cb.invert, embedded_model, state,
             cb.InvertRequest(SOURCE, "ddim", steps=4, fit="squash"))
+    record = json.loads(edited.files[1].read_text())
+    assert record["sizes"] == {"fit": "area", "input": [96, 64], "working": [80, 48], "output": [96, 64]}
 
 
 # ---------------------------------------------------------------- controls: the configs' own defaults and bounds

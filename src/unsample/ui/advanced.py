@@ -16,6 +16,7 @@ from typing import Any
 
 from unsample.editing.ladder import rung_names
 from unsample.editing.spec import SettingInfo, setting_info, settings
+from unsample.images import FITS
 from unsample.ui import callbacks as cb
 from unsample.ui.controls import OptionControl, method_controls
 
@@ -26,6 +27,9 @@ generated control (`setting_control`), so a new setting appears on the page from
 INVERSION_SETTINGS = frozenset({"fit"})
 """Generated settings that decide the inversion (the working image's size): they sit with the
 inversion's controls, and changing one inverts again (`unsample.ui.session.InversionKey`)."""
+OFFERED_CHOICES: dict[str, tuple[str, ...]] = {"fit": FITS}
+"""Choices a generated dropdown offers when the setting accepts more (fit's earlier names "model"
+and "multiple" stay accepted by the API but are not offered twice)."""
 LADDER_CHOICE = "the ladder (escalate until the check says the edit took)"
 """The recipe dropdown's first choice: no pinned recipe (`EditSpec.recipe` None)."""
 
@@ -45,7 +49,7 @@ def setting_control(gr: Any, info: SettingInfo) -> Any:
     common = {"label": info.name.replace("_", " ").capitalize(), "info": info.setting.help,
               "elem_id": "setting-" + info.name.replace("_", "-")}
     if info.choices:
-        return gr.Dropdown(list(info.choices), value=info.default, **common)
+        return gr.Dropdown(list(OFFERED_CHOICES.get(info.name, info.choices)), value=info.default, **common)
     if isinstance(info.default, bool):
         return gr.Checkbox(value=info.default, **common)
     if isinstance(info.default, (int, float)):

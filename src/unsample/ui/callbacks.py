@@ -24,9 +24,9 @@ from unsample.backends.base import Model
 from unsample.editing.fidelity import FIDELITY_KEY, input_fidelity
 from unsample.editing.ladder import verdict_line
 from unsample.editing.masks import MASK_SOURCES, overlay
-from unsample.editing.spec import EditSpec, names, setting_info, spec_from_text
+from unsample.editing.spec import EditSpec, setting_info, spec_from_text
 from unsample.errors import InputError, UnsampleError
-from unsample.images import fit_image, load_image, psnr
+from unsample.images import canonical_fit, fit_image, load_image, psnr
 from unsample.outputs import write_png_with_sidecar
 from unsample.ui import scenes
 from unsample.ui.controls import methods_for, options_from_values
@@ -48,7 +48,7 @@ CONTROL_CHOICES: tuple[tuple[str, str], ...] = (
 """(label, `EditSpec.control`)."""
 DEFAULT_MASK: str = EditSpec().mask_source()
 """The mask an edit without blend words gets by default (`EditSpec.mask_source`)."""
-DEFAULT_FIT: str = setting_info("fit").default if "fit" in names() else "model"
+DEFAULT_FIT: str = setting_info("fit").default
 """How the photo is sized for the model (`EditSpec.fit`): the page keeps the photo as it was
 uploaded and the API fits it; an edit comes back at the photo's own size."""
 
@@ -221,11 +221,8 @@ def _checked_key(model: Model, state: SessionState, request: InvertRequest) -> t
     steps = _whole_number(request.steps, "steps", 1, MAX_STEPS)
     guidance = _guidance(request.guidance, "inversion guidance", "inversion_guidance")
     check_prompt_words(model, request.prompt, allow=False)
-    if "fit" in names():
-        fits = setting_info("fit").choices or ()
-        if request.fit not in fits:
-            raise UIError(f"fit {request.fit!r} is not one of {', '.join(map(str, fits))}")
-    return InversionKey.of(state.image, request.prompt, request.method, options, steps, guidance, request.fit), options
+    fit = canonical_fit(request.fit)  # the earlier names ("model", "multiple") key the same inversion as the new
+    return InversionKey.of(state.image, request.prompt, request.method, options, steps, guidance, fit), options
 
 
 def model_methods(model: Model) -> list[str]:
@@ -383,18 +380,17 @@ def edit(model: Model, state: SessionState, inversion: InvertRequest, request: E
     key, options = checked
     spec = edit_spec(request, mask, _whole_number(request.start_step, "start step", 0, key.steps), guidance)
     # the spec names the inversion it edits, so its record (the sidecar's "edit") reproduces the edit from the photo
-    sizing = {"fit": key.fit} if "fit" in names() else {}
-    spec = spec.replace(method=key.method, steps=key.steps, inversion_guidance=key.guidance, options=options, **sizing)
+    spec = spec.replace(method=key.method, steps=key.steps, inversion_guidance=key.guidance, options=options, fit=key.fit)
     entry, reused = _inversion(model, state, inversion, progress, checked)
     inv = entry.inversion
     sample = unsample.edit(model, inv, spec, output="result", progress=progress, unknown_words="checked")
     assert state.image is not None and sample.image is not None
     # the photo's round trip is one decode of the inversion's latent, against the photo as the model works on it
-    working = working_image(model, state.image, inversion.fit)
+    working = working_image(model, state.image, key.fit)
     fidelity = input_fidelity(model, model.image_to_tensor(working), latent=inv.image_latent) if spec.fidelity \
         else None
     # before / after: the photo and the edit at one size (the photo's own, unless the spec asked for the working size)
-    before = _at_size_of(model, state.image, sample.image, inversion.fit)
+    before = _at_size_of(model, state.image, sample.image, key.fit)
     # the page's overlay is on the photo (EditSample's is on the autoencoder's reconstruction)
     mask_view = None if sample.mask is None else overlay(before, sample.mask, min_side=DISPLAY_MIN_SIDE)
     png = state.next_path("edit", ".png")
@@ -409,7 +405,7 @@ def edit(model: Model, state: SessionState, inversion: InvertRequest, request: E
         "inversion": inv.metadata(), "edit": spec.to_json(),
         "check": sample.check.to_json() if sample.check is not None else None,
         FIDELITY_KEY: fidelity.to_json() if fidelity is not None else None,
-        "paste": sample.paste.to_json() if sample.paste is not None else None,
+        "paste": sample.paste.to_json() if sample.paste is not None else None, "sizes": sample.sizes,
         "ladder": sample.ladder.to_json() if sample.ladder is not None else None,
     }
     sidecar = write_png_with_sidecar(sample.image, png, record)
