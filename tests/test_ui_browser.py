@@ -163,6 +163,8 @@ def _upload(page: Any, png: Path, source: str | None = SOURCE) -> None:
 
 def _natural_sizes(page: Any) -> list[tuple[int, int]]:
     """The slider's images as served (before the browser scales them for the screen)."""
+    page.wait_for_function("() => { const els = [...document.querySelectorAll('#result img')]; "
+                           "return els.length === 2 && els.every(e => e.complete && e.naturalWidth > 0); }")
     sizes = page.eval_on_selector_all("#result img", "els => els.map(e => [e.naturalWidth, e.naturalHeight])")
     return [(int(w), int(h)) for w, h in sizes]
 
@@ -194,9 +196,6 @@ def test_the_simple_page_edits_with_one_button(page: Any, red_circle_png: Path, 
     assert _share(after, "green") > 0.03 and _share(after, "red") < 0.01, verdict  # the edit: a green circle
     assert ".png" in _text(page, "#downloads") and ".json" in _text(page, "#downloads")
     assert _downloaded_png(page).size == (64, 64)
-    shot = _screenshot("ui_simple.png", tmp_path)
-    page.screenshot(path=str(shot), full_page=True)
-    assert shot.stat().st_size > 10_000
 
     blue = _edit(page, "a large blue circle on a plain gray background", 2)
     assert "inversion reused (no new model calls)" in blue and "inverted first" not in blue
@@ -244,6 +243,9 @@ def test_a_non_square_photo_comes_back_at_its_own_shape_and_size(page: Any, red_
     assert _natural_sizes(page) == [(96, 64), (96, 64)]  # shown at the photo's own shape and size
     assert _downloaded_png(page).size == (96, 64)  # and written so
     assert _share(_slider_images(page)[1], "green") > 0.02
+    shot = _screenshot("ui_simple.png", tmp_path)  # the simple page, a 3:2 photo edited at its own size
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
 
 
 def test_a_text_file_uploaded_as_an_image_gets_a_message_in_the_page(page: Any, tmp_path: Path) -> None:
