@@ -11,7 +11,9 @@ module loads no gradio.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from unsample.editing.ladder import rung_names
@@ -27,7 +29,7 @@ generated control (`setting_control`), so a new setting appears on the page from
 INVERSION_SETTINGS = frozenset({"fit"})
 """Generated settings that decide the inversion (the working image's size): they sit with the
 inversion's controls, and changing one inverts again (`unsample.ui.session.InversionKey`)."""
-OFFERED_CHOICES: dict[str, tuple[str, ...]] = {"fit": FITS}
+OFFERED_CHOICES: Mapping[str, tuple[str, ...]] = MappingProxyType({"fit": FITS})
 """Choices a generated dropdown offers when the setting accepts more (fit's earlier names "model"
 and "multiple" stay accepted by the API but are not offered twice)."""
 LADDER_CHOICE = "the ladder (escalate until the check says the edit took)"
