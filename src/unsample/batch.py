@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 import unsample
 from unsample.api import prepare_image
+from unsample.api.quiet import PhaseProgress
 from unsample.backends.lockstep import Lockstep
 from unsample.core.bounds import Bounds, check_kind
 from unsample.editing.fidelity import FIDELITY_KEY, input_fidelity
@@ -375,9 +375,9 @@ def run_batch(
     done = recorded(out)
     result = BatchResult(skipped=sum(j.id in done for j in jobs))
     begin = time.perf_counter()
-    bar = None
+    bar, finished = None, False
     if progress:
-        bar = tqdm(total=len(jobs), initial=result.skipped, desc="batch", unit="job")
+        bar = PhaseProgress(len(jobs), "batch", unit="job", initial=result.skipped, leave=True)
     try:
         for group in groups:
             members = [every[i] for i in group]
@@ -414,8 +414,9 @@ def run_batch(
                     bar.update(1)
             if fail_fast and first_failure is not None:
                 raise InputError(f"job {first_failure[0]!r} failed: {first_failure[1]}") from None
+        finished = True
     finally:
         if bar is not None:
-            bar.close()
+            bar.close(finished)
     result.seconds = time.perf_counter() - begin
     return result

@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from unsample.api.quiet import PhaseProgress
 from unsample.backends.base import Model
 from unsample.backends.vocabulary import UnknownWordsWarning, prompt_problems
 from unsample.core.classifier import ClassifierGuidance
@@ -111,15 +111,18 @@ def latent_size(latent: torch.Tensor) -> tuple[int, int]:
 
 @contextmanager
 def progress_bar(enabled: bool, total: int, desc: str) -> Iterator[StepCallback | None]:
-    """A tqdm bar advanced by the sampler's step callback (None when disabled)."""
+    """A phase's progress advanced by the sampler's step callback (None when disabled): a bar on a
+    terminal, one line when the phase ends otherwise (`unsample.api.quiet.PhaseProgress`)."""
     if not enabled:
         yield None
         return
-    bar = tqdm(total=total, desc=desc, unit="step", leave=False)
+    bar = PhaseProgress(total, desc)
+    finished = False
     try:
         yield lambda i, x: bar.update(1)
+        finished = True
     finally:
-        bar.close()
+        bar.close(finished)
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from unsample.api.quiet import filter_known_warnings, library_bars
 from unsample.backends.base import Model
 from unsample.backends.registry import load_backend
 from unsample.embedded import EMBEDDED_MODELS, embedded_model_path
@@ -18,10 +19,11 @@ def load(
     local_files_only: bool | None = None,
     variant: str | None = None,
     config: str | None = None,
+    progress: bool = False,
 ) -> Model:
     """Load a diffusers pipeline (hub id or local folder); None loads the embedded default.
 
-    The embedded models load by name too: "embedded" (the default) and "embedded-pixel".
+    The embedded models load by name too: "embedded" (the default), "embedded-pixel" and "embedded-flow".
 
     ``variant`` picks weight files such as ``diffusion_pytorch_model.fp16.safetensors``; with
     None a local folder loads its plain weights, or its "fp16" ones when it has no plain ones
@@ -34,19 +36,24 @@ def load(
     The backend follows the folder's model_index.json ``_class_name``: Stable Diffusion 1.x/2.x,
     SDXL, Stable Diffusion 3 or Flux (`unsample.backends.registry.BACKENDS`); any other class
     is refused with the list of supported ones.
+
+    Loading is quiet: diffusers' and transformers' loading bars show only with ``progress=True``, and
+    the libraries' known noise (`unsample.api.quiet.KNOWN_NOISE`) is filtered; their other warnings show.
     """
+    filter_known_warnings()
     if model is None or model in EMBEDDED_MODELS:
-        return _load_embedded(model or "embedded", device, dtype)
-    return load_backend(model, device=device, dtype=dtype, local_files_only=local_files_only, variant=variant,
-                        config=config)
+        return _load_embedded(model or "embedded", device, dtype, progress)
+    with library_bars(progress):
+        return load_backend(model, device=device, dtype=dtype, local_files_only=local_files_only, variant=variant,
+                            config=config)
 
 
-def _load_embedded(name: str, device: str, dtype: str | torch.dtype | None) -> Model:
+def _load_embedded(name: str, device: str, dtype: str | torch.dtype | None, progress: bool) -> Model:
     """An embedded model by name, from the package's own folder (never the hub)."""
     folder = embedded_model_path(name)
     if not (folder / "model_index.json").is_file():
         raise InputError(f"the {name} model is not installed in {folder}; pass a model (hub id or folder) "
                          f"or train it with '{EMBEDDED_MODELS[name][1]}'")
-    loaded = load(str(folder), device=device, dtype=dtype, local_files_only=True)
+    loaded = load(str(folder), device=device, dtype=dtype, local_files_only=True, progress=progress)
     loaded.name = name
     return loaded

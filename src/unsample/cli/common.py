@@ -9,8 +9,6 @@ input error too.
 
 from __future__ import annotations
 
-import logging
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -22,6 +20,7 @@ import click
 import typer
 
 import unsample
+from unsample.api import quiet
 from unsample.backends.noisy_classifier import NoisyClassifier
 from unsample.backends.vocabulary import prompt_problems
 from unsample.core.classifier import ClassifierGuidance
@@ -34,7 +33,7 @@ ModelConfigOpt = Annotated[str | None, typer.Option("--model-config", help="For 
                                                     "folder of the same architecture that gives its configs.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto|cpu|cuda|mps")]
 DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="Model dtype: float32|float16|bfloat16|float64 (inversion math stays float32+).")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress (no bars on a terminal, no phase lines elsewhere).")]
 ClassifierOpt = Annotated[Path | None, typer.Option("--classifier", help="A noise-aware classifier (.safetensors) for "
                                                     "classifier guidance.")]
 ClassLabelOpt = Annotated[str | None, typer.Option("--class-label", help="The class the classifier guides toward "
@@ -50,10 +49,20 @@ class UserError(InputError):
     """A problem with the command line's input: printed as one line, exit code 2."""
 
 
-def _debugging() -> bool:
-    """``unsample --debug`` was given (kept on the root click context, not in module state)."""
+def _root_flag(name: str) -> bool:
+    """A flag of the root command (``unsample --debug``, ``--verbose``), kept on the root click context."""
     ctx = click.get_current_context(silent=True)
-    return bool(ctx is not None and isinstance(ctx.find_root().obj, dict) and ctx.find_root().obj.get("debug"))
+    return bool(ctx is not None and isinstance(ctx.find_root().obj, dict) and ctx.find_root().obj.get(name))
+
+
+def _debugging() -> bool:
+    """``unsample --debug`` was given."""
+    return _root_flag("debug")
+
+
+def verbose() -> bool:
+    """``unsample --verbose`` was given: the libraries' warnings and loading bars shown."""
+    return _root_flag("verbose")
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -90,26 +99,18 @@ def _warning_line(message: Warning | str, category: type[Warning], filename: str
 
 
 def quiet_libraries() -> None:
-    """transformers' and diffusers' warnings and loading bars off (the CLI has its own progress)."""
-    # heavy libraries: imported by the commands that load a model, not by the CLI's --help
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    for name in ("transformers", "diffusers"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    diffusers_logging.disable_progress_bar()
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
+    """Other packages' warnings and loading bars off for this process, unless ``unsample --verbose``
+    (`unsample.api.quiet.quiet_libraries`; the commands keep their own progress)."""
+    quiet.quiet_libraries(verbose())
 
 
 def load_model(model: str | None, device: str, dtype: str | None, config: str | None = None) -> Any:
-    """The model the command's --model, --device, --dtype and --model-config name."""
+    """The model the command's --model, --device, --dtype and --model-config name (quietly, unless
+    ``unsample --verbose``: `unsample.api.quiet.quiet_libraries`)."""
     quiet_libraries()
     if config is not None and model is None:
         raise UserError("--model-config is for a single-file --model; give the .safetensors file with --model")
-    return unsample.load(model, device=device, dtype=dtype, config=config)
+    return unsample.load(model, device=device, dtype=dtype, config=config, progress=verbose())
 
 
 def check_output(path: Path, suffix: str) -> None:

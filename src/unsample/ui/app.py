@@ -15,7 +15,6 @@ launching needs no network. Nothing here is module state: a built app carries it
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import shutil
 import signal
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import unsample
+from unsample.api.quiet import quiet_libraries
 from unsample.backends.base import Model as ModelBase
 from unsample.editing.spec import setting_info
 from unsample.errors import InputError
@@ -64,18 +64,6 @@ def app_workdir(app: gr.Blocks) -> Path | None:
     """The temporary folder of an app `build_app` made (None once `close_app` removed it)."""
     found = getattr(app, WORKDIR_ATTRIBUTE, None)
     return found if isinstance(found, Path) else None
-
-
-def _quiet_libraries() -> None:
-    """transformers', diffusers' and httpx's warnings and notices off while the page is served
-    (the libraries' own calls: they hold whether or not the library was imported before)."""
-
-    from diffusers.utils import logging as diffusers_logging  # heavy: imported when the page is served
-    from transformers.utils import logging as transformers_logging  # heavy: imported when the page is served
-
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.set_verbosity_error()
-    logging.getLogger("httpx").setLevel(logging.ERROR)
 
 
 def _load_model(model: str | Model | None, model_config: str | None, device: str) -> Model:
@@ -305,14 +293,15 @@ def gradio_cache_in(folder: Path) -> Iterator[None]:
 
 
 def serve(model: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
-          model_config: str | None = None, device: str = "auto") -> None:
+          model_config: str | None = None, device: str = "auto", verbose: bool = False) -> None:
     """``unsample ui``: load ``model`` (None: the embedded default), serve the page on
     ``host:port`` until Ctrl+C or SIGTERM, then remove the temporary folder.
 
-    The process's entry point: it quiets the libraries' logging, and gradio's cache (uploads,
+    The process's entry point: it quiets the libraries' logging (`quiet_libraries`, unless
+    ``verbose``), and gradio's cache (uploads,
     shown images) goes under the app's folder (`gradio_cache_in`), removed with it."""
     print(f"unsample ui: loading {model or 'the embedded model'} ...", flush=True)
-    _quiet_libraries()
+    quiet_libraries(verbose)
     m = _load_model(model, model_config, device)  # a bad model fails before anything is created
     root = Path(tempfile.mkdtemp(prefix="unsample-ui-"))
     atexit.register(shutil.rmtree, root, True)
