@@ -226,7 +226,7 @@ def test_serve_says_where_gradio_keeps_uploads_and_gives_the_environment_back(
         seen.update(model=model, workdir=workdir, temp=os.environ.get("GRADIO_TEMP_DIR"))
         return "the app"
 
-    monkeypatch.setattr(page, "_quiet_libraries", lambda: None)
+    monkeypatch.setattr(page, "quiet_libraries", lambda verbose=False: None)
     monkeypatch.setattr(page, "_load_model", lambda model, config, device: embedded_model)
     monkeypatch.setattr(page, "build_app", build)
     monkeypatch.setattr(page, "_stop_on_sigterm", lambda: None)
