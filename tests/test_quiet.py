@@ -134,3 +134,28 @@ def test_library_bars_are_put_back_as_they_were() -> None:
     with quiet.library_bars(True):
         assert diffusers_logging.is_progress_bar_enabled() and transformers_logging.is_progress_bar_enabled()
     assert (diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()) == before
+
+
+@pytest.mark.subprocess
+@pytest.mark.model
+@needs_embedded
+def test_verbose_shows_the_loading_bars() -> None:
+    r = subprocess.run([sys.executable, "-m", "unsample.cli", "--verbose", "vocabulary"], capture_output=True, text=True,
+                       env=_env(), timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "Loading pipeline components" in r.stderr
+
+
+def test_the_root_flags_reach_the_commands(tmp_path: Path) -> None:
+    """``unsample --debug`` (and so ``--verbose``, read the same way) is seen inside a command: typer runs
+    commands in its own copy of click, so the flags are read from that context."""
+    from typer.testing import CliRunner
+
+    from unsample.cli import build_app
+    from unsample.errors import InputError
+
+    args = ["invert", str(tmp_path / "missing.png"), "--prompt", "a circle", "-o", str(tmp_path / "x.safetensors")]
+    plain = CliRunner().invoke(build_app(), args)
+    assert plain.exit_code == 2 and "does not exist" in plain.output
+    debug = CliRunner().invoke(build_app(), ["--debug", *args])
+    assert isinstance(debug.exception, InputError)

@@ -16,7 +16,6 @@ from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 import unsample
@@ -25,6 +24,11 @@ from unsample.backends.noisy_classifier import NoisyClassifier
 from unsample.backends.vocabulary import prompt_problems
 from unsample.core.classifier import ClassifierGuidance
 from unsample.errors import InputError, SizeWarning, UnsampleError
+
+try:  # typer >= 0.2x runs commands in its own copy of click, whose context stack is not click's
+    from typer._click.globals import get_current_context
+except ImportError:  # pragma: no cover - an older typer, on click itself
+    from click import get_current_context
 
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Hub id, local diffusers folder, single .safetensors file "
                                              "(with --model-config) or an embedded model's name: embedded (the default), "
@@ -51,7 +55,7 @@ class UserError(InputError):
 
 def _root_flag(name: str) -> bool:
     """A flag of the root command (``unsample --debug``, ``--verbose``), kept on the root click context."""
-    ctx = click.get_current_context(silent=True)
+    ctx = get_current_context(silent=True)
     return bool(ctx is not None and isinstance(ctx.find_root().obj, dict) and ctx.find_root().obj.get(name))
 
 
