@@ -49,11 +49,11 @@ def test_outside_the_mask_the_edit_is_the_input_byte_for_byte(tiny_model: Any, t
 
 
 def test_the_input_is_pasted_at_the_working_size(tiny_model: Any) -> None:
-    """A 24 x 16 image is edited at 16 x 16 (shorter side to the resolution, centre crop): what is
-    pasted back is that crop."""
+    """With ``fit="crop"`` a 24 x 16 image is edited at 16 x 16 (shorter side to the resolution,
+    centre crop): what is pasted back is that crop (tests/test_sizing.py has the default fit)."""
     rng = np.random.default_rng(3)
     wide = Image.fromarray((rng.random((16, 24, 3)) * 255).astype(np.uint8))
-    res = _edit(tiny_model, wide)
+    res = _edit(tiny_model, wide, fit="crop")
     working = np.asarray(fit_image(wide, 16, tiny_model.size_multiple, "model"))
     assert working.shape == (16, 16, 3)
     assert np.array_equal(np.asarray(res.image)[~PIXELS], working[~PIXELS])

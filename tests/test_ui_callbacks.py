@@ -235,6 +235,7 @@ def test_an_edit_is_one_spec_its_prompts_checked_once(embedded_model, red_circle
     assert (spec.target_prompt, spec.control, spec.reweight, spec.blend_words) == \
         (TARGET, "reweight", {"green": 2.0, "circle": 0.5}, ("green", "circle"))
     assert (spec.cross_steps, spec.self_steps, spec.guidance, spec.start_step, spec.mask) == (0.6, 0.2, 3.0, 0, "noise")
+    assert (spec.method, spec.steps, spec.inversion_guidance, spec.options) == ("ddim", 4, 1.0, {})  # the inversion's
     assert sorted(checked) == sorted([SOURCE, TARGET])  # each prompt once: the page checks, the API trusts it
     record = json.loads(view.files[1].read_text())
     assert record["edit"] == spec.to_json() and EditSpec.from_json(record["edit"]) == spec
@@ -277,11 +278,38 @@ def test_a_drawn_mask_confines_the_edit(embedded_model, red_circle: SessionState
     view = cb.edit(embedded_model, red_circle, cb.InvertRequest(SOURCE, "ddim", steps=4),
                    cb.EditRequest(TARGET, mask=cb.DRAWN_MASK, drawn_mask=drawn, guidance=1.0, settings={"escalate": False}))
     assert view.mask_overlay is not None
-    assert view.mask_overlay.size == view.before.size == (256, 256)  # on the input, shown enlarged
+    assert view.mask_overlay.size == (256, 256)  # on the photo, enlarged so the mask's cells show
+    assert view.before.size == view.after.size == (64, 64)  # the photo and its edit at the photo's own size
     record = json.loads(view.files[1].read_text())
     assert record["mask"] == cb.DRAWN_MASK and record["edit"]["mask"] == "user" and 0 < record["mask_area"] < 1
     mask = cb.mask_from_drawing(drawn)
     assert mask is not None and mask.size == (256, 256) and np.asarray(mask)[128, 128] == 255
+
+
+@pytest.mark.model
+def test_a_non_square_photo_is_kept_as_uploaded_and_edited_back_at_its_own_size(embedded_model,
+                                                                              state: SessionState) -> None:
+    photo = Image.new("RGB", (96, 64), (128, 128, 128))
+    photo.paste(cb.scene_image(SOURCE, embedded_model.resolution), (16, 0))
+    view = cb.set_image(embedded_model, state, photo, "wide.png")
+    assert state.image is not None and state.image.size == (96, 64) and "96 x 64 px" in view.note
+    request = cb.InvertRequest(SOURCE, "ddim", steps=4)
+    assert request.fit == setting_info("fit").default
+    edited = cb.edit(embedded_model, state, request, cb.EditRequest(TARGET, settings={"escalate": False}))
+    assert edited.before.size == edited.after.size == (96, 64)  # the slider: the photo's own size
+    with Image.open(edited.files[0]) as png:
+        assert png.size == (96, 64)  # and the file written
+    assert state.last_key is not None and state.last_key.fit == request.fit
+    # another fit is another working image: the next edit inverts again; a fit the spec does not know is refused
+    again = cb.edit(embedded_model, state, cb.InvertRequest(SOURCE, "ddim", steps=4, fit="crop"),
+                    cb.EditRequest(TARGET, settings={"escalate": False, "fit": "crop"}))
+    assert not again.inversion_reused and len(state.cache) == 2
+    assert again.before.size == again.after.size == (64, 64)  # a crop's edit is the crop, beside the crop
+    assert cb.invert(embedded_model, state, cb.InvertRequest(SOURCE, "ddim", steps=4, fit="model")).reused  # crop's old name
+    _raises("fit='squash' is not supported", cb.invert, embedded_model, state,
+            cb.InvertRequest(SOURCE, "ddim", steps=4, fit="squash"))
+    record = json.loads(edited.files[1].read_text())
+    assert record["sizes"] == {"fit": "area", "input": [96, 64], "working": [80, 48], "output": [96, 64]}
 
 
 # ---------------------------------------------------------------- controls: the configs' own defaults and bounds
@@ -343,5 +371,5 @@ def test_a_generated_setting_reaches_the_edit_and_its_record(embedded_model, red
     view = cb.edit(embedded_model, red_circle, request, cb.EditRequest(TARGET, settings={"check": True}))
     record = json.loads(view.files[1].read_text())
     assert record["edit"]["check"] is True and isinstance(record["check"]["edit_took"], bool)
-    assert "Check: " in view.cost
+    assert view.verdict.startswith(("Check: ", "**Warning: ")) and "Check: " not in view.cost
 

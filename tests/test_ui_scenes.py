@@ -23,9 +23,9 @@ from PIL import Image
 
 from unsample.editing.spec import setting_info
 from unsample.errors import InputError
+from unsample.ui import advanced, scenes, session
 from unsample.ui import app as page
 from unsample.ui import callbacks as cb
-from unsample.ui import scenes, session
 from unsample.ui.session import SessionState
 from unsample.ui.settings import CACHE_CLEANUP
 
@@ -164,11 +164,35 @@ def test_the_edit_controls_carry_the_specs_defaults_ranges_and_help(built: tuple
     assert controls["inversion-guidance"].value == setting_info("inversion_guidance").default
     assert controls["method"].value == setting_info("method").default
     # every on-page setting without a hand-laid control gets a generated one, from its declaration alone
-    generated = page.generated_settings()
+    generated = advanced.generated_settings()
     assert "check" in [info.name for info in generated]
     for info in generated:
         control = controls["setting-" + info.name.replace("_", "-")]
         assert control.value == info.default and control.info == info.setting.help, info.name
+
+
+def test_the_simple_page_has_one_edit_button_and_the_lab_bench_is_under_advanced(
+        built: tuple[Any, dict[str, str], Path]) -> None:
+    controls = _elements(built[0])
+
+    def in_advanced(elem_id: str | Any) -> bool:
+        block = (controls[elem_id] if isinstance(elem_id, str) else elem_id).parent
+        while block is not None and getattr(block, "elem_id", None) != "advanced":
+            block = block.parent
+        return block is not None
+
+    assert controls["advanced"].open is False  # closed until opened
+    simple = ["upload", "input-preview", "source-prompt", "target-prompt", "edit", "edit-verdict", "edit-cost", "result",
+              "downloads", "status"]
+    assert not [elem_id for elem_id in simple if in_advanced(elem_id)]
+    bench = ["method", "option-edict-p", "option-edict-leapfrog", "option-edict-precision", "steps", "inversion-guidance",
+             "invert", "reconstruction", "control", "mask-source", "mask-drawing", "reweight", "start-step",
+             "edit-guidance", "recipe", "mask-overlay"] + \
+        ["setting-" + info.name.replace("_", "-") for info in advanced.generated_settings()]
+    assert [elem_id for elem_id in bench if not in_advanced(elem_id)] == []
+    buttons = [b for b in built[0].blocks.values() if type(b).__name__ == "Button" and not in_advanced(b)]
+    assert [b.elem_id for b in buttons] == ["edit"]  # the simple page's one button
+    assert advanced.recipe_value(advanced.LADDER_CHOICE) is None and advanced.recipe_value("no-mask") == "no-mask"
 
 
 # ---------------------------------------------------------------- no module state, no environment writes
@@ -180,7 +204,7 @@ def test_the_app_carries_its_folder_and_building_it_writes_no_environment(built:
     assert app.analytics_enabled is False and app.delete_cache == CACHE_CLEANUP
     assert page.app_workdir(app) == workdir and workdir.is_dir()
     mutable = (dict, list, set, weakref.WeakKeyDictionary, weakref.WeakValueDictionary)
-    for module in (page, cb, scenes, session):
+    for module in (page, advanced, cb, scenes, session):
         assert isinstance(module, ModuleType)
         state = [name for name, value in vars(module).items() if not name.startswith("__") and isinstance(value, mutable)]
         assert not state, f"{module.__name__} keeps module state: {state}"
@@ -202,7 +226,7 @@ def test_serve_says_where_gradio_keeps_uploads_and_gives_the_environment_back(
         seen.update(model=model, workdir=workdir, temp=os.environ.get("GRADIO_TEMP_DIR"))
         return "the app"
 
-    monkeypatch.setattr(page, "_quiet_libraries", lambda: None)
+    monkeypatch.setattr(page, "quiet_libraries", lambda verbose=False: None)
     monkeypatch.setattr(page, "_load_model", lambda model, config, device: embedded_model)
     monkeypatch.setattr(page, "build_app", build)
     monkeypatch.setattr(page, "_stop_on_sigterm", lambda: None)

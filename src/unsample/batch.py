@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 import unsample
 from unsample.api import prepare_image
+from unsample.api.quiet import PhaseProgress
 from unsample.backends.lockstep import Lockstep
 from unsample.core.bounds import Bounds, check_kind
 from unsample.core.rows import check_max_rows
@@ -52,7 +52,7 @@ from unsample.editing.fidelity import FIDELITY_KEY, input_fidelity
 from unsample.editing.masks import MASK_SOURCES
 from unsample.editing.spec import GUIDANCE_BOUNDS, EditSpec, settings
 from unsample.errors import InputError, UnsampleError
-from unsample.images import load_image, tensor_to_pil
+from unsample.images import canonical_fit, load_image, tensor_to_pil
 from unsample.methods.registry import available_methods, get_method
 
 DONE_FILE = "manifest.done.jsonl"
@@ -106,7 +106,7 @@ def launched_process(device: str = "auto") -> LaunchedProcess:
 
 JOBS = ("invert", "reconstruct", "edit")
 _COMMON_KEYS = {"id", "job", "image"}
-_INVERSION_KEYS = {"prompt", "source_prompt", "target_prompt", "method", "steps", "guidance", "options", "seed"}
+_INVERSION_KEYS = {"prompt", "source_prompt", "target_prompt", "method", "steps", "guidance", "options", "seed", "fit"}
 """An invert or reconstruct job's keys beyond `_COMMON_KEYS` (a target prompt is allowed and unused, so
 one manifest can list a file's jobs alike); an edit job's are every `EditSpec`
 setting by its manifest key (`edit_manifest_keys`), and "prompt" for its source prompt."""
@@ -133,6 +133,8 @@ class Job:
     guidance: float = 1.0
     options: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    fit: str = "area"
+    """The sizing rule (`unsample.images`); an edit job's is its spec's."""
     edit: EditSpec | None = None
 
     def outputs(self) -> list[str]:
@@ -170,13 +172,14 @@ def _job_from(item: Any, where: str) -> Job:
         return _edit_job(item, job_id, prompt, where)
     values: dict[str, Any] = {"method": item.get("method", "ddim"), "steps": item.get("steps", 50),
                               "guidance": item.get("guidance", 1.0), "options": item.get("options", {}),
-                              "seed": item.get("seed", 0)}
+                              "seed": item.get("seed", 0), "fit": item.get("fit", "area")}
     try:
         for name, kinds in (("method", (str,)), ("steps", (int,)), ("guidance", (int, float)), ("options", (dict,)),
-                            ("seed", (int,))):
+                            ("seed", (int,)), ("fit", (str,))):
             check_kind(repr(name), values[name], kinds)
         Bounds(1, None, integer=True).check("'steps'", values["steps"])
         GUIDANCE_BOUNDS.check("'guidance'", values["guidance"])
+        values["fit"] = canonical_fit(values["fit"])
     except InputError as err:
         raise InputError(f"{where}: {err}") from None
     return Job(id=job_id, job=kind, image=item["image"], prompt=prompt, **values)
@@ -191,7 +194,7 @@ def _edit_job(item: dict[str, Any], job_id: str, prompt: str, where: str) -> Job
     settings_ = {fields_by_key[k]: v for k, v in item.items() if k in fields_by_key}
     spec = EditSpec.from_json(settings_ | {"source_prompt": prompt}, where)
     return Job(id=job_id, job="edit", image=item["image"], prompt=prompt, method=spec.method, steps=spec.steps,
-               guidance=spec.inversion_guidance, options=dict(spec.options), seed=spec.seed, edit=spec)
+               guidance=spec.inversion_guidance, options=dict(spec.options), seed=spec.seed, fit=spec.fit, edit=spec)
 
 
 def read_manifest(path: str | Path) -> list[Job]:
@@ -260,8 +263,8 @@ def run_job(model: Any, job: Job, base: Path, out: Path, write_png: Callable[...
     if job.edit is not None:
         return _run_edit(model, job, job.edit, picture, base, out, write_png)
     inv = unsample.invert(model, picture, job.prompt, method=job.method, steps=job.steps, guidance=job.guidance,
-                          seed=job.seed, unknown_words="refuse", **job.options)
-    pixels = prepare_image(model, picture)
+                          seed=job.seed, fit=job.fit, unknown_words="refuse", **job.options)  # type: ignore[arg-type]
+    pixels = prepare_image(model, picture, job.fit)  # type: ignore[arg-type]
     if job.job == "invert":
         inv.stats[FIDELITY_KEY] = input_fidelity(model, pixels, latent=inv.image_latent).to_json()
         inv.save(out / f"{job.id}.safetensors")
@@ -287,7 +290,7 @@ def _run_edit(model: Any, job: Job, spec: EditSpec, picture: Any, base: Path, ou
               "check": res.check.to_json() if res.check is not None else None,
               FIDELITY_KEY: res.input_fidelity.to_json() if res.input_fidelity is not None else None,
               "paste": res.paste.to_json() if res.paste is not None else None,
-              "ladder": res.ladder.to_json() if res.ladder is not None else None}
+              "ladder": res.ladder.to_json() if res.ladder is not None else None, "sizes": res.sizes}
     # without a mask, the mask file shows the autoencoder's reconstruction of the source
     mask_image = res.mask_overlay if res.mask_overlay is not None else \
         tensor_to_pil(model.decode_latent(res.inversion.image_latent.float()))
@@ -384,9 +387,9 @@ def run_batch(
     done = recorded(out)
     result = BatchResult(skipped=sum(j.id in done for j in jobs))
     begin = time.perf_counter()
-    bar = None
+    bar, finished = None, False
     if progress:
-        bar = tqdm(total=len(jobs), initial=result.skipped, desc="batch", unit="job")
+        bar = PhaseProgress(len(jobs), "batch", unit="job", initial=result.skipped, leave=True)
     try:
         for group in groups:
             members = [every[i] for i in group]
@@ -423,8 +426,9 @@ def run_batch(
                     bar.update(1)
             if fail_fast and first_failure is not None:
                 raise InputError(f"job {first_failure[0]!r} failed: {first_failure[1]}") from None
+        finished = True
     finally:
         if bar is not None:
-            bar.close()
+            bar.close(finished)
     result.seconds = time.perf_counter() - begin
     return result

@@ -10,7 +10,7 @@ Every class is also a ``ValueError``, so code that caught ``ValueError`` before 
 
 from __future__ import annotations
 
-__all__ = ["UnsampleError", "InputError", "ModelLoadError", "InversionFileError", "NonFiniteError"]
+__all__ = ["UnsampleError", "InputError", "ModelLoadError", "InversionFileError", "NonFiniteError", "SizeWarning"]
 
 
 class UnsampleError(ValueError):
@@ -41,3 +41,8 @@ class NonFiniteError(UnsampleError):
     def __init__(self, message: str, time_label: float | None = None) -> None:
         super().__init__(message)
         self.time_label = time_label
+
+
+class SizeWarning(UserWarning):
+    """An image edited at a working size far above the model's native area (``fit="native"`` on a
+    large photo): the work goes on, the model may repeat objects (`unsample.images.size_warning`)."""

@@ -1,20 +1,32 @@
 """Reading user images and turning tensors back into images.
 
-Sizing rule (``fit``):
-- ``"model"`` (default): scale so the shorter side equals the model's resolution (Lanczos),
-  then crop the centre to a square of that side. This is what the model was trained on.
-- ``"multiple"``: keep the aspect ratio and scale, round each side down to the nearest
-  multiple of the model's ``size_multiple`` (VAE factor times UNet downsampling; 64 for SD),
-  never below one multiple. Nothing is cropped.
+Sizing rule (``fit``), with ``R`` the model's resolution and ``m`` its ``size_multiple`` (the
+VAE factor times the network's downsampling: 64 for SD 1.x/2.x, 32 for SDXL, 16 for SD3 and Flux):
+- ``"area"`` (default): keep the aspect ratio and scale the image to about the model's native
+  pixel count ``R x R``: with ``s = R / sqrt(W * H)``, each side becomes ``round(side * s / m) * m``
+  (never below ``m``), Lanczos. Nothing is cropped, small images are scaled up, large ones down.
+  Examples, a 3:2 photo (3000 x 2000): 640 x 448 on SD 1.5 (R 512, m 64; 109% of 512^2),
+  960 x 640 on SD 2.x (R 768; 104%), 1248 x 832 on SDXL (R 1024, m 32; 99%) and on SD3 and Flux
+  (R 1024, m 16; 99%), 80 x 48 on the embedded model (R 64, m 16; 94%).
+- ``"crop"`` (formerly ``"model"``, still accepted): scale so the shorter side equals ``R``
+  (Lanczos), then crop the centre to a square of that side: what the model was trained on, but a
+  non-square photo loses its edges.
+- ``"native"`` (formerly ``"multiple"``, still accepted): keep the image's own size, each side
+  rounded down to a multiple of ``m`` (never below one). Nothing is cropped, but a photo far
+  larger than ``R x R`` is outside what the model knows (it repeats objects) and costs memory:
+  `size_warning` says so above `NATIVE_AREA_WARNING` times the native area.
+An edit of a whole-image fit (area, native) is written back at the input's own size
+(`unsample.EditSpec.output_size`); a crop's edit is the crop.
 EXIF orientation is applied first, and every image is converted to 8-bit RGB without changing what
 it shows: 16-bit and float images are rescaled, transparent pixels are composited onto white.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -22,7 +34,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from unsample.errors import InputError
 
-Fit = Literal["model", "multiple"]
+Fit = Literal["area", "crop", "native", "model", "multiple"]
+"""A sizing rule; "model" and "multiple" are the earlier names of "crop" and "native"."""
+FITS = ("area", "crop", "native")
+FIT_ALIASES = {"model": "crop", "multiple": "native"}
+NATIVE_AREA_WARNING = 2.0
+"""``fit="native"`` warns when the working size exceeds this many times the model's native area."""
 
 
 MAX_PIXELS = 64_000_000
@@ -115,20 +132,52 @@ def load_image(source: str | Path | Image.Image | np.ndarray | torch.Tensor) -> 
     return _to_rgb(ImageOps.exif_transpose(image))
 
 
-def fit_image(image: Image.Image, resolution: int, multiple: int, fit: Fit = "model") -> Image.Image:
-    """Resize (and for ``fit="model"`` centre-crop) an image by the module's sizing rule."""
+def canonical_fit(fit: Any) -> str:
+    """The sizing rule ``fit`` names ("area", "crop" or "native"; the old names map to the new)."""
+    if not isinstance(fit, str) or fit not in (*FITS, *FIT_ALIASES):
+        raise InputError(f"fit={fit!r} is not supported; use area (keep the aspect ratio at about the model's pixel "
+                         "count), crop (centre square) or native (the image's own size)")
+    return FIT_ALIASES.get(fit, fit)
+
+
+def working_size(width: int, height: int, resolution: int, multiple: int, fit: Fit = "area") -> tuple[int, int]:
+    """The (width, height) an image of ``width`` x ``height`` is edited at, by the module's rule."""
+    fit = canonical_fit(fit)
+    if width < 1 or height < 1:
+        raise InputError(f"an image of {width} x {height} pixels has nothing to edit")
+    if fit == "crop":
+        return resolution, resolution
+    if fit == "native":
+        return max(multiple, width // multiple * multiple), max(multiple, height // multiple * multiple)
+    scale = resolution / math.sqrt(width * height)
+    return (max(multiple, round(width * scale / multiple) * multiple),
+            max(multiple, round(height * scale / multiple) * multiple))
+
+
+def size_warning(size: tuple[int, int], resolution: int) -> str | None:
+    """One line when a working ``size`` (width, height) is over `NATIVE_AREA_WARNING` times the
+    model's native area (None otherwise)."""
+    ratio = size[0] * size[1] / resolution**2
+    if ratio <= NATIVE_AREA_WARNING:
+        return None
+    return (f"the image is edited at {size[0]} x {size[1]} pixels, {ratio:.1f}x the model's native {resolution} x "
+            f"{resolution}: the model may repeat objects and needs more memory; fit='area' edits at about "
+            f"{resolution} x {resolution} and writes the result at the image's own size")
+
+
+def fit_image(image: Image.Image, resolution: int, multiple: int, fit: Fit = "area") -> Image.Image:
+    """Resize (and for ``fit="crop"`` centre-crop) an image by the module's sizing rule."""
+    fit = canonical_fit(fit)
     w, h = image.size
-    if fit == "model":
+    if fit == "crop":
         scale = resolution / min(w, h)
         nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
         if (nw, nh) != (w, h):
             image = image.resize((nw, nh), Image.Resampling.LANCZOS)
         left, top = (nw - resolution) // 2, (nh - resolution) // 2
         return image.crop((left, top, left + resolution, top + resolution))
-    if fit == "multiple":
-        nw, nh = max(multiple, w // multiple * multiple), max(multiple, h // multiple * multiple)
-        return image if (nw, nh) == (w, h) else image.resize((nw, nh), Image.Resampling.LANCZOS)
-    raise InputError(f"fit={fit!r} is not supported; use model or multiple")
+    nw, nh = working_size(w, h, resolution, multiple, fit)
+    return image if (nw, nh) == (w, h) else image.resize((nw, nh), Image.Resampling.LANCZOS)
 
 
 def tensor_to_pil(image: torch.Tensor) -> Image.Image:

@@ -2,7 +2,9 @@
 
 A file is one ``.safetensors`` holding the tensors (``trajectory``, ``image_latent``, the
 method's ``extra.*`` tensors and, when known, ``pixels``: the inverted image at the working size
-as uint8, which an edit pastes back outside its mask; files written before it load without) and,
+as uint8, which an edit pastes back outside its mask; files written before it load without; and
+``original``: the input at its own size when that differs from the working size, so an edit is
+written back at the photo's own size) and,
 under the metadata key ``"unsample"``, a JSON object with every parameter, the cost and a
 SHA-256 of the tensor bytes and of that metadata (so an edited prompt is caught like an edited
 tensor). Loading never unpickles; it checks the format name and version, the digest and the
@@ -26,6 +28,7 @@ from safetensors.torch import save_file
 
 from unsample.core.schedule import TimestepGrid
 from unsample.errors import InputError, InversionFileError
+from unsample.images import MAX_PIXELS
 from unsample.methods.registry import get_method
 
 FORMAT = "unsample.inversion"
@@ -61,12 +64,28 @@ class Inversion:
     pixels: torch.Tensor | None = None
     """[B, 3, H, W] uint8: the image that was inverted, at the working size (``image_size``), or
     None (a file written before it was kept); an edit pastes it back outside its mask."""
+    original: torch.Tensor | None = None
+    """[1, 3, H0, W0] uint8: the input at its own size, kept when the sizing rule kept the whole
+    image at another size (``fit`` "area" or "native", `unsample.images`); an edit is written
+    back at this size, and outside its mask takes these pixels. None otherwise."""
 
     def __post_init__(self) -> None:
         if self.pixels is not None:
             problem = _pixels_problem(self.pixels, self.image_latent, self.image_size)
             if problem:
                 raise InputError(f"an inversion's pixels {problem}")
+        if self.original is not None:
+            problem = _original_problem(self.original)
+            if problem:
+                raise InputError(f"an inversion's original {problem}")
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the input image: the original's when kept, else the working size."""
+        if self.original is not None:
+            return int(self.original.shape[-2]), int(self.original.shape[-1])
+        recorded = self.stats.get("sizing", {}).get("input")
+        return (int(recorded[1]), int(recorded[0])) if recorded else tuple(self.image_size)  # type: ignore[return-value]
 
     @property
     def noise(self) -> torch.Tensor:
@@ -75,7 +94,7 @@ class Inversion:
 
     def metadata(self) -> dict[str, Any]:
         """Every field but the tensors, JSON-able."""
-        meta = {k: v for k, v in asdict(self).items() if k not in ("trajectory", "image_latent", "extras", "pixels")}
+        meta = {k: v for k, v in asdict(self).items() if k not in ("trajectory", "image_latent", "extras", "pixels", "original")}
         meta["image_size"] = list(self.image_size)
         return meta
 
@@ -111,6 +130,8 @@ class Inversion:
         tensors.update({f"extra.{k}": v for k, v in self.extras.items()})
         if self.pixels is not None:
             tensors["pixels"] = self.pixels
+        if self.original is not None:
+            tensors["original"] = self.original
         return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
 
     def save(self, path: str | Path) -> Path:
@@ -181,8 +202,13 @@ class Inversion:
             problem = _pixels_problem(pixels, tensors["image_latent"], fields_["image_size"])
             if problem:
                 raise InversionFileError(f"{str(path)!r}: its tensor 'pixels' {problem}; the file is damaged")
+        original = tensors.get("original")
+        if original is not None:
+            problem = _original_problem(original)
+            if problem:
+                raise InversionFileError(f"{str(path)!r}: its tensor 'original' {problem}; the file is damaged")
         inv = cls(trajectory=tensors["trajectory"], image_latent=tensors["image_latent"], extras=extras, pixels=pixels,
-                  **fields_)
+                  original=original, **fields_)
         if inv.trajectory.shape[0] != inv.steps + 1:
             raise InversionFileError(f"{str(path)!r}: trajectory has {inv.trajectory.shape[0]} states for {inv.steps} steps; damaged file")
         return inv
@@ -222,6 +248,19 @@ def _pixels_problem(pixels: Any, image_latent: torch.Tensor, image_size: tuple[i
     want = (int(image_latent.shape[0]), 3, *image_size)
     if pixels.dtype != torch.uint8 or tuple(pixels.shape) != want:
         return f"are {pixels.dtype} of shape {list(pixels.shape)}, not torch.uint8 of shape {list(want)}"
+    return ""
+
+
+def _original_problem(original: Any) -> str:
+    """What is wrong with an inversion's ``original`` (empty: nothing): a uint8 [1, 3, H0, W0]
+    tensor of at most `unsample.images.MAX_PIXELS` pixels."""
+    if not isinstance(original, torch.Tensor):
+        return f"must be a tensor, got {type(original).__name__}"
+    shape = tuple(original.shape)
+    if original.dtype != torch.uint8 or len(shape) != 4 or shape[:2] != (1, 3) or 0 in shape:
+        return f"is {original.dtype} of shape {list(shape)}, not torch.uint8 of shape [1, 3, height, width]"
+    if shape[2] * shape[3] > MAX_PIXELS:
+        return f"holds {shape[3]} x {shape[2]} pixels, more than the {MAX_PIXELS:,} images may have"
     return ""
 
 

@@ -5,18 +5,20 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from unsample.api.quiet import PhaseProgress
 from unsample.backends.base import Model
 from unsample.backends.vocabulary import UnknownWordsWarning, prompt_problems
 from unsample.core.classifier import ClassifierGuidance
 from unsample.core.schedule import TimestepGrid
 from unsample.editing.spec import GUIDANCE_BOUNDS, MAX_GUIDANCE
-from unsample.errors import InputError, NonFiniteError
-from unsample.images import Fit, fit_image, load_image
+from unsample.errors import InputError, NonFiniteError, SizeWarning
+from unsample.images import Fit, canonical_fit, fit_image, load_image, size_warning
 from unsample.inversion import Inversion
 from unsample.methods.base import StepCallback
 
@@ -68,10 +70,39 @@ def check_prompts(model: Model, prompts: list[str | None], unknown_words: Unknow
         check_prompt_words(model, text, allow=unknown_words == "warn")
 
 
-def prepare_image(model: Model, image: ImageSource, fit: Fit = "model") -> torch.Tensor:
+def prepare_image(model: Model, image: ImageSource, fit: Fit = "area") -> torch.Tensor:
     """A user image -> [1, 3, H, W] in [0, 1], sized by `unsample.images`' rule."""
-    pil = fit_image(load_image(image), model.resolution, model.size_multiple, fit)
-    return model.image_to_tensor(pil)
+    return prepare_input(model, image, fit, warn=False).pixels
+
+
+@dataclass(frozen=True)
+class PreparedInput:
+    """A user image as an inversion takes it: the pixels at the working size, the input at its
+    own size when the sizing kept the whole image at another size, and the sizes."""
+
+    pixels: torch.Tensor
+    """[1, 3, H, W] in [0, 1] at the working size."""
+    original: torch.Tensor | None
+    """[1, 3, H0, W0] uint8: the input at its own size (fit "area" or "native" and a size that
+    differs from the working size), else None."""
+    sizing: dict[str, Any]
+    """{"fit": rule, "input": [W0, H0], "working": [W, H]} (width, height)."""
+
+
+def prepare_input(model: Model, image: ImageSource, fit: Fit = "area", *, warn: bool = True) -> PreparedInput:
+    """A user image sized by `unsample.images`' rule, with what an edit needs to write it back at
+    its own size; a working size far above the model's native area warns (`SizeWarning`)."""
+    rule = canonical_fit(fit)
+    pil = load_image(image)
+    fitted = fit_image(pil, model.resolution, model.size_multiple, rule)
+    message = size_warning(fitted.size, model.resolution)
+    if warn and message is not None:
+        warnings.warn(message, SizeWarning, stacklevel=3)
+    original = None
+    if rule != "crop" and fitted.size != pil.size:
+        original = torch.from_numpy(np.asarray(pil, dtype=np.uint8).copy()).permute(2, 0, 1)[None].contiguous()
+    return PreparedInput(model.image_to_tensor(fitted), original,
+                         {"fit": rule, "input": list(pil.size), "working": list(fitted.size)})
 
 
 def latent_size(latent: torch.Tensor) -> tuple[int, int]:
@@ -80,15 +111,18 @@ def latent_size(latent: torch.Tensor) -> tuple[int, int]:
 
 @contextmanager
 def progress_bar(enabled: bool, total: int, desc: str) -> Iterator[StepCallback | None]:
-    """A tqdm bar advanced by the sampler's step callback (None when disabled)."""
+    """A phase's progress advanced by the sampler's step callback (None when disabled): a bar on a
+    terminal, one line when the phase ends otherwise (`unsample.api.quiet.PhaseProgress`)."""
     if not enabled:
         yield None
         return
-    bar = tqdm(total=total, desc=desc, unit="step", leave=False)
+    bar = PhaseProgress(total, desc)
+    finished = False
     try:
         yield lambda i, x: bar.update(1)
+        finished = True
     finally:
-        bar.close()
+        bar.close(finished)
 
 
 @contextmanager

@@ -14,11 +14,11 @@ from unsample.api.common import (
     UnknownWords,
     check_prompts,
     naming_the_step,
-    prepare_image,
+    prepare_input,
     progress_bar,
 )
 from unsample.api.inverting import invert_pixels, method_config
-from unsample.api.results import EditSample, decode_and_paste, encode_pil, present
+from unsample.api.results import EditSample, decode_and_paste, encode_pil, present, to_output_size
 from unsample.backends.base import Model
 from unsample.core.classifier import ClassifierGuidance
 from unsample.core.denoiser import CallCounter
@@ -62,9 +62,11 @@ def edit(
 
     ``output="pil"`` gives the edited image, ``"latent"`` the edited latent, ``"result"`` an
     `EditSample` with both, the mask and its overlay, the inversion and the whole cost (the noise
-    mask's evaluations included). With a mask and ``paste_back`` (the default) the image takes the
-    input's own pixels outside the mask over a feathered seam of ``paste_seam`` pixels
-    (`unsample.editing.paste`); the latent is the model's, and `EditSample.paste` says whether it
+    mask's evaluations included). An image is sized by ``spec.fit`` (`unsample.images`: by default
+    its aspect ratio kept at about the model's native pixel count) and the edit is written back at
+    the input's own size (``spec.output_size``; `EditSample.sizes` says all three). With a mask and
+    ``paste_back`` (the default) the image takes the input's own pixels outside the mask over a
+    feathered seam of ``paste_seam`` pixels (`unsample.editing.paste`); the latent is the model's, and `EditSample.paste` says whether it
     was applied and why not (no mask, or an inversion file that holds no pixels). ``classifier_guidance`` steers the edit toward its class (one
     branch; the mask defaults to "none"). ``on_step(i, latent)`` is called after each sampling step
     with the target branch's state ([1, C, h, w], the model's latent space).
@@ -113,6 +115,8 @@ def edit(
     sample.earlier_evaluations = spent - sample.network_evaluations
     if spec.fidelity:
         sample.input_fidelity = _fidelity(model, pixels, inversion, sample.edit_result, source_prompt, sample.spec)
+    if output != "latent":
+        to_output_size(sample)
     return present(model, sample, output)
 
 
@@ -212,9 +216,10 @@ def _inversion_of(model: Model, source: Inversion | ImageSource, spec: EditSpec,
         raise InputError(f"start_step={spec.start_step} is outside 0..{spec.steps} for {spec.steps} steps")
     config = method_config(model, spec.method, spec.options, spec.steps, spec.inversion_guidance)
     check_prompts(model, [spec.target_prompt, spec.source_prompt, spec.negative_prompt], unknown_words)
-    pixels = prepare_image(model, source)
+    prepared = prepare_input(model, source, spec.fit)
+    pixels = prepared.pixels
     # the image is inverted without a negative prompt; the spec's applies to the edit
-    inversion, grid = invert_pixels(model, pixels, spec.source_prompt, spec.method, config, steps=spec.steps,
+    inversion, grid = invert_pixels(model, prepared, spec.source_prompt, spec.method, config, steps=spec.steps,
                                     guidance=spec.inversion_guidance, negative_prompt="", seed=spec.seed,
                                     progress=progress, classifier_guidance=steer)
     return inversion, grid, pixels

@@ -16,8 +16,9 @@ from unsample.api.common import (
     check_prompts,
     classifier_record,
     latent_size,
+    PreparedInput,
     naming_the_step,
-    prepare_image,
+    prepare_input,
     progress_bar,
 )
 from unsample.api.results import Sample, present
@@ -42,7 +43,7 @@ def invert(
     guidance: float = 1.0,
     negative_prompt: str = "",
     seed: int = 0,
-    fit: Fit = "model",
+    fit: Fit = "area",
     progress: bool = False,
     classifier_guidance: ClassifierGuidance | None = None,
     unknown_words: UnknownWords = "warn",
@@ -50,15 +51,17 @@ def invert(
 ) -> Inversion:
     """Find the noise that ``method``'s sampler turns back into ``image``.
 
-    ``classifier_guidance`` guides the inversion's sampler with a noise-aware classifier toward a
+    ``fit`` sizes the image (`unsample.images`: "area" keeps the aspect ratio at about the model's
+    native pixel count); the inversion keeps the input at its own size when that differs, so its
+    edits are written back at that size. ``classifier_guidance`` guides the inversion's sampler with a noise-aware classifier toward a
     class (`unsample.core.classifier`); the inversion records its scale and labels, and its
     replay and edits need a classifier passed again (the file holds no code). ``unknown_words``
     says what to do with words the model does not know (warn, refuse, or "checked" by the caller).
     """
     config = method_config(model, method, method_options, steps, guidance)
     check_prompts(model, [prompt, negative_prompt], unknown_words)
-    pixels = prepare_image(model, image, fit)
-    return invert_pixels(model, pixels, prompt, method, config, steps=steps, guidance=guidance,
+    prepared = prepare_input(model, image, fit)
+    return invert_pixels(model, prepared, prompt, method, config, steps=steps, guidance=guidance,
                          negative_prompt=negative_prompt, seed=seed, progress=progress,
                          classifier_guidance=classifier_guidance)[0]
 
@@ -75,10 +78,11 @@ def method_config(model: Model, method: str, options: dict[str, Any], steps: Any
 
 
 def invert_pixels(
-    model: Model, pixels: torch.Tensor, prompt: str, method: str, config: MethodConfig, *, steps: int,
+    model: Model, prepared: PreparedInput, prompt: str, method: str, config: MethodConfig, *, steps: int,
     guidance: float, negative_prompt: str, seed: int, progress: bool, classifier_guidance: ClassifierGuidance | None,
 ) -> tuple[Inversion, TimestepGrid]:
-    """The inversion of checked pixels, and the grid it walked (an edit goes on with the same grid)."""
+    """The inversion of a prepared image, and the grid it walked (an edit goes on with the same grid)."""
+    pixels = prepared.pixels
     counter = CallCounter()
     denoiser = model.denoiser(prompt, guidance=guidance, negative_prompt=negative_prompt, dtype=config.dtype,
                               counter=counter, classifier=classifier_guidance)
@@ -95,7 +99,8 @@ def invert_pixels(
         guidance=float(guidance), steps=steps, seed=seed, options=config.to_dict(), model_name=model.name,
         model_fingerprint=model.fingerprint, image_size=(int(pixels.shape[-2]), int(pixels.shape[-1])),
         nfe=counter.nfe, model_calls=counter.calls, seconds=time.perf_counter() - start, extras=out.extras,
-        stats=out.stats | classifier_record(classifier_guidance), pixels=pixels_uint8(pixels),
+        stats=out.stats | classifier_record(classifier_guidance) | {"sizing": prepared.sizing},
+        pixels=pixels_uint8(pixels), original=prepared.original,
     )
     return inversion, grid
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from unsample.api.quiet import filter_known_warnings, library_bars
 from unsample.backends.base import Model
 from unsample.backends.registry import load_backend
 from unsample.embedded import EMBEDDED_MODELS, embedded_model_path
@@ -18,12 +19,13 @@ def load(
     local_files_only: bool | None = None,
     variant: str | None = None,
     config: str | None = None,
+    progress: bool = False,
     offload: str = "none",
     vae_tiling: bool | None = None,
 ) -> Model:
     """Load a diffusers pipeline (hub id or local folder); None loads the embedded default.
 
-    The embedded models load by name too: "embedded" (the default) and "embedded-pixel".
+    The embedded models load by name too: "embedded" (the default), "embedded-pixel" and "embedded-flow".
 
     ``variant`` picks weight files such as ``diffusion_pytorch_model.fp16.safetensors``; with
     None a local folder loads its plain weights, or its "fp16" ones when it has no plain ones
@@ -37,6 +39,9 @@ def load(
     SDXL, Stable Diffusion 3 or Flux (`unsample.backends.registry.BACKENDS`); any other class
     is refused with the list of supported ones.
 
+    Loading is quiet: diffusers' and transformers' loading bars show only with ``progress=True``, and
+    the libraries' known noise (`unsample.api.quiet.KNOWN_NOISE`) is filtered; their other warnings show.
+
     Memory (docs/memory.md): ``offload`` "model" keeps the weights in main memory and moves each
     part to the accelerator while it runs, "sequential" each layer (least memory, slowest); both
     need ``device`` "cuda" or "mps". ``vae_tiling`` True / False forces the VAE's tiled encode and
@@ -45,21 +50,23 @@ def load(
     """
     if vae_tiling not in (None, True, False):
         raise InputError(f"vae_tiling={vae_tiling!r} must be True, False or None (automatic)")
+    filter_known_warnings()
     if model is None or model in EMBEDDED_MODELS:
-        loaded = _load_embedded(model or "embedded", device, dtype, offload)
+        loaded = _load_embedded(model or "embedded", device, dtype, progress, offload)
     else:
-        loaded = load_backend(model, device=device, dtype=dtype, local_files_only=local_files_only, variant=variant,
-                              config=config, offload=offload)
+        with library_bars(progress):
+            loaded = load_backend(model, device=device, dtype=dtype, local_files_only=local_files_only, variant=variant,
+                                  config=config, offload=offload)
     loaded.vae_tiling = vae_tiling
     return loaded
 
 
-def _load_embedded(name: str, device: str, dtype: str | torch.dtype | None, offload: str = "none") -> Model:
+def _load_embedded(name: str, device: str, dtype: str | torch.dtype | None, progress: bool, offload: str = "none") -> Model:
     """An embedded model by name, from the package's own folder (never the hub)."""
     folder = embedded_model_path(name)
     if not (folder / "model_index.json").is_file():
         raise InputError(f"the {name} model is not installed in {folder}; pass a model (hub id or folder) "
                          f"or train it with '{EMBEDDED_MODELS[name][1]}'")
-    loaded = load(str(folder), device=device, dtype=dtype, local_files_only=True, offload=offload)
+    loaded = load(str(folder), device=device, dtype=dtype, local_files_only=True, progress=progress, offload=offload)
     loaded.name = name
     return loaded

@@ -4,6 +4,7 @@ the inversion it started from and its spec."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,12 @@ class EditSample(Sample):
     """The decoded latent before paste-back (``image`` is this one when paste-back was not applied)."""
     ladder: LadderResult | None = None
     """The recipes the edit tried (`unsample.editing.ladder`), the one that took, the budget and the spend."""
+    sizes: dict[str, Any] | None = None
+    """{"fit": rule, "input": [W, H], "working": [W, H], "output": [W, H]} (width, height): the
+    input image's size, the size the model edited it at and the size of ``image``."""
+    working_image: Image.Image | None = None
+    """The edit at the working size, pasted back (what the check judged); ``image`` is this one
+    unless the edit was written back at the input's own size."""
     earlier_evaluations: int = 0
     """Network evaluations of the ladder's earlier attempts (counted in ``network_evaluations``)."""
     edit_result: EditResult | None = field(default=None, repr=False)
@@ -161,3 +168,29 @@ def _no_paste_reason(sample: EditSample) -> str:
     if pixels.shape[0] != 1:
         return f"the inversion holds {pixels.shape[0]} images: paste-back takes one"
     return ""
+
+
+def to_output_size(sample: EditSample) -> None:
+    """The edit at the size ``spec.output_size`` asks: at the input's own size ("input") when the
+    inversion kept the input at another size (the decoded edit resized by Lanczos, then the input's
+    own pixels pasted back outside the mask, the seam scaled with the image), else as edited.
+    Records the three sizes in ``sample.sizes``."""
+    assert sample.image is not None and sample.inversion is not None and sample.spec is not None
+    inversion, spec = sample.inversion, sample.spec
+    sample.working_image = sample.image
+    working = list(sample.image.size)
+    sizing = inversion.stats.get("sizing", {})
+    original = inversion.original
+    if spec.output_size == "input" and original is not None and original.shape[0] == 1:
+        target = (int(original.shape[-1]), int(original.shape[-2]))
+        decoded = sample.decoded if sample.decoded is not None else sample.image
+        enlarged = decoded.resize(target, Image.Resampling.LANCZOS)
+        if sample.paste is not None and sample.paste.applied and sample.mask is not None:
+            seam = round(spec.paste_seam * math.sqrt(target[0] * target[1] / (working[0] * working[1])))
+            source = original[0].permute(1, 2, 0).numpy()
+            sample.image = Image.fromarray(paste_back(np.asarray(enlarged), source, sample.mask, seam))
+            sample.paste = PasteBack(applied=True, seam=seam)
+        else:
+            sample.image = enlarged
+    sample.sizes = {"fit": sizing.get("fit"), "input": list(sizing.get("input", working)), "working": working,
+                    "output": list(sample.image.size)}

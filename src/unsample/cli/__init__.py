@@ -26,9 +26,11 @@ COMMANDS_GROUP = "unsample.commands"
 def _options(
     ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an input error too (for bug reports).")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show the libraries' warnings and loading bars "
+                                          "(diffusers, transformers), hidden by default.")] = False,
 ) -> None:
     """Invert diffusion models and edit real images with text."""
-    ctx.obj = {"debug": debug}
+    ctx.obj = {"debug": debug, "verbose": verbose}
 
 
 def build_app() -> typer.Typer:

@@ -9,22 +9,26 @@ input error too.
 
 from __future__ import annotations
 
-import logging
-import os
 import time
+import warnings
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 import unsample
+from unsample.api import quiet
 from unsample.backends.noisy_classifier import NoisyClassifier
 from unsample.backends.vocabulary import prompt_problems
 from unsample.core.classifier import ClassifierGuidance
-from unsample.errors import InputError, UnsampleError
+from unsample.errors import InputError, SizeWarning, UnsampleError
+
+try:  # typer >= 0.2x runs commands in its own copy of click, whose context stack is not click's
+    from typer._click.globals import get_current_context
+except ImportError:  # pragma: no cover - an older typer, on click itself
+    from click import get_current_context
 
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Hub id, local diffusers folder, single .safetensors file "
                                              "(with --model-config) or an embedded model's name: embedded (the default), "
@@ -36,7 +40,7 @@ OffloadOpt = Annotated[str, typer.Option("--offload", help="none|model|sequentia
                                          "and move each part (model) or layer (sequential) to the GPU while it runs; "
                                          "needs --device cuda or mps.")]
 DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="Model dtype: float32|float16|bfloat16|float64 (inversion math stays float32+).")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress (no bars on a terminal, no phase lines elsewhere).")]
 ClassifierOpt = Annotated[Path | None, typer.Option("--classifier", help="A noise-aware classifier (.safetensors) for "
                                                     "classifier guidance.")]
 ClassLabelOpt = Annotated[str | None, typer.Option("--class-label", help="The class the classifier guides toward "
@@ -44,14 +48,28 @@ ClassLabelOpt = Annotated[str | None, typer.Option("--class-label", help="The cl
 ClassifierScaleOpt = Annotated[float, typer.Option("--classifier-scale", help="Classifier guidance scale.")]
 
 
+_show_warning = warnings.showwarning
+"""Python's own way of showing a warning (the CLI shows its project's warnings as lines)."""
+
+
 class UserError(InputError):
     """A problem with the command line's input: printed as one line, exit code 2."""
 
 
+def _root_flag(name: str) -> bool:
+    """A flag of the root command (``unsample --debug``, ``--verbose``), kept on the root click context."""
+    ctx = get_current_context(silent=True)
+    return bool(ctx is not None and isinstance(ctx.find_root().obj, dict) and ctx.find_root().obj.get(name))
+
+
 def _debugging() -> bool:
-    """``unsample --debug`` was given (kept on the root click context, not in module state)."""
-    ctx = click.get_current_context(silent=True)
-    return bool(ctx is not None and isinstance(ctx.find_root().obj, dict) and ctx.find_root().obj.get("debug"))
+    """``unsample --debug`` was given."""
+    return _root_flag("debug")
+
+
+def verbose() -> bool:
+    """``unsample --verbose`` was given: the libraries' warnings and loading bars shown."""
+    return _root_flag("verbose")
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -60,7 +78,9 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _warning_line  # restored on exit
+                return fn(*args, **kwargs)
         except (UnsampleError, OSError) as err:
             if _debugging():
                 raise
@@ -75,28 +95,30 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def quiet_libraries() -> None:
-    """transformers' and diffusers' warnings and loading bars off (the CLI has its own progress)."""
-    # heavy libraries: imported by the commands that load a model, not by the CLI's --help
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                  line: str | None = None) -> None:
+    """The project's own warnings (a working size far above the model's) as one ``warning:`` line;
+    any other warning as Python shows it."""
+    if issubclass(category, SizeWarning):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
 
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    for name in ("transformers", "diffusers"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    diffusers_logging.disable_progress_bar()
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
+
+def quiet_libraries() -> None:
+    """Other packages' warnings and loading bars off for this process, unless ``unsample --verbose``
+    (`unsample.api.quiet.quiet_libraries`; the commands keep their own progress)."""
+    quiet.quiet_libraries(verbose())
 
 
 def load_model(model: str | None, device: str, dtype: str | None, config: str | None = None,
                offload: str = "none") -> Any:
-    """The model the command's --model, --device, --dtype, --model-config and --offload name."""
+    """The model the command's --model, --device, --dtype, --model-config and --offload name (quietly,
+    unless ``unsample --verbose``: `unsample.api.quiet.quiet_libraries`)."""
     quiet_libraries()
     if config is not None and model is None:
         raise UserError("--model-config is for a single-file --model; give the .safetensors file with --model")
-    return unsample.load(model, device=device, dtype=dtype, config=config, offload=offload)
+    return unsample.load(model, device=device, dtype=dtype, config=config, progress=verbose(), offload=offload)
 
 
 def check_output(path: Path, suffix: str) -> None:

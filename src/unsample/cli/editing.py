@@ -33,7 +33,7 @@ from unsample.cli.common import (
 from unsample.editing.ladder import verdict_line
 from unsample.editing.masks import MASK_SOURCES
 from unsample.editing.spec import SettingInfo, settings, spec_from_text
-from unsample.images import load_image
+from unsample.images import canonical_fit, load_image
 from unsample.outputs import atomic_write, write_png_with_sidecar
 
 EDIT_HELP = """Edit an image or a saved inversion with a new prompt: masked blending with the inversion,
@@ -125,6 +125,7 @@ def edit(
         "input_fidelity": res.input_fidelity.to_json() if res.input_fidelity is not None else None,
         "paste": res.paste.to_json() if res.paste is not None else None,
         "ladder": res.ladder.to_json() if res.ladder is not None else None,
+        "sizes": res.sizes,
     }
     written = [output.name]
     if res.mask_overlay is not None:
@@ -169,6 +170,10 @@ def flowedit(
     allow_unknown_words: Annotated[bool, typer.Option(
         "--allow-unknown-words", help="Edit even if a prompt has words the model's tokenizer does not know.")] = False,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    fit: Annotated[str, typer.Option("--fit", help="area (keep the aspect ratio at about the model's pixel count) | "
+                                     "crop (centre square) | native (own size).")] = "area",
+    output_size: Annotated[str, typer.Option("--output-size", help="input (the image's own size) | working.")]
+    = "input",
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
     device: DeviceOpt = "auto",
@@ -179,6 +184,9 @@ def flowedit(
     """Edit an image by FlowEdit: no inversion; the image moves along the difference of the two
     prompts' predictions (Kulikov et al. 2024; defaults: the paper's for SD3). Every family."""
     check_output(output, ".png")
+    canonical_fit(fit)  # a bad --fit fails before the model loads
+    if output_size not in ("input", "working"):
+        raise UserError(f"--output-size {output_size!r} is not input or working")
     if start_step >= steps:
         raise UserError(f"--start-step {start_step} leaves no step of the {steps}; give 0..{steps - 1}")
     picture = load_image(image)
@@ -187,12 +195,13 @@ def flowedit(
     start = time.perf_counter()
     sample = unsample.flowedit(m, picture, source_prompt, target_prompt, steps=steps, start_step=start_step,
                                source_guidance=source_guidance, target_guidance=target_guidance, draws=draws,
-                               negative_prompt=negative_prompt, seed=seed, output="result", progress=not quiet,
-                               unknown_words="checked")
+                               negative_prompt=negative_prompt, seed=seed, fit=fit,  # type: ignore[arg-type]
+                               output_size=output_size, output="result",  # type: ignore[arg-type]
+                               progress=not quiet, unknown_words="checked")
     record = {
         **sample_record(sample, m, start, "flowedit", str(image)),
         "source_prompt": source_prompt, "source_guidance": source_guidance, "steps": steps, "draws": draws,
-        "seed": seed,
+        "seed": seed, "sizes": sample.sizes,
     }
     sidecar = write_png_with_sidecar(sample.image, output, record)
     typer.echo(f"wrote {output.name} and {sidecar.name} (NFE {sample.network_evaluations}, {sample.seconds:.2f} s)")

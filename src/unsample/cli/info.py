@@ -15,6 +15,7 @@ from unsample.cli.common import (
     friendly,
     load_model,
     quiet_libraries,
+    verbose,
 )
 from unsample.methods.options import describe_options
 from unsample.methods.registry import available_methods, get_method
@@ -71,4 +72,4 @@ def ui(
     quiet_libraries()
     from unsample.ui.app import serve  # gradio is heavy: loaded only when the page is served
 
-    serve(model, host, port, model_config=model_config, device=device, offload=offload)
+    serve(model, host, port, model_config=model_config, device=device, verbose=verbose(), offload=offload)

@@ -33,7 +33,7 @@ from unsample.cli.common import (
     sample_record,
 )
 from unsample.editing.fidelity import FIDELITY_KEY, input_fidelity
-from unsample.images import load_image
+from unsample.images import FIT_ALIASES, FITS, load_image
 from unsample.methods.base import MethodOutput
 from unsample.methods.options import parse_options
 from unsample.methods.registry import get_method
@@ -50,7 +50,8 @@ def invert(
     steps: Annotated[int, typer.Option("--steps", min=1)] = 50,
     guidance: Annotated[float, typer.Option("--guidance", help="CFG scale; 1 = no guidance.")] = 1.0,
     option: Annotated[list[str] | None, typer.Option("--option", help="Method option KEY=VALUE (repeatable).")] = None,
-    fit: Annotated[str, typer.Option("--fit", help="model (resize+centre-crop) | multiple (keep aspect).")] = "model",
+    fit: Annotated[str, typer.Option("--fit", help="area (keep the aspect ratio at about the model's pixel count) | "
+                                     "crop (centre square; alias model) | native (own size; alias multiple).")] = "area",
     seed: Annotated[int, typer.Option("--seed")] = 0,
     allow_unknown_words: Annotated[bool, typer.Option(
         "--allow-unknown-words", help="Invert even if the prompt has words the model's tokenizer does not know.")] = False,
@@ -67,8 +68,8 @@ def invert(
     """Invert IMAGE into the noise the sampler turns back into it."""
     check_output(output, ".safetensors")
     options = parse_options(get_method(method).config, option or [], method)
-    if fit not in ("model", "multiple"):
-        raise UserError(f"--fit {fit!r} is not model or multiple")
+    if fit not in (*FITS, *FIT_ALIASES):
+        raise UserError(f"--fit {fit!r} is not one of {', '.join(FITS)} (or the old names {', '.join(FIT_ALIASES)})")
 
     picture = load_image(image)  # a missing or unreadable image fails before the model loads
     steer = classifier_guidance_from(classifier, class_label, classifier_scale)

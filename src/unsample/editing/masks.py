@@ -164,7 +164,8 @@ def user_mask(
     """A user's mask -> [h, w] bool at latent resolution.
 
     Accepted: a path or PIL image (white = may change, fitted to the image like the image itself
-    by ``fit(pil) -> pil``), a bool / 0-1 array or tensor of the image's size or the latent's size.
+    by ``fit(pil) -> pil``), a bool / 0-1 array or tensor of the image's size or the latent's size
+    (or, with ``fit``, of another size, such as the input's own before sizing: fitted like an image).
     """
 
     if isinstance(mask, (str, Path)):
@@ -188,6 +189,8 @@ def user_mask(
         return torch.from_numpy(arr.copy())
     if tuple(arr.shape) == tuple(image_hw):
         return pool_to_latent(arr, latent_hw)
+    if fit is not None:  # another size (the input's own, before sizing): fitted like the image
+        return user_mask(Image.fromarray(arr.astype(np.uint8) * 255), image_hw, latent_hw, fit)
     raise InputError(f"a mask of shape {arr.shape} fits neither the image {image_hw} nor the latent {latent_hw}")
 
 

@@ -10,7 +10,8 @@ Latent Diffusion", SIGGRAPH 2023, discuss the autoencoder's imperfect background
 blend as its simplest remedy), here with a seam feathered *inward*, so that not one pixel outside
 the mask changes.
 
-In one formula, with ``x`` the input's pixels at the working size, ``x_hat`` the decoded edit
+In one formula, with ``x`` the input's pixels (at the working size, or at the input's own size
+when the edit is written back there, the decoded edit enlarged to it first), ``x_hat`` the decoded edit
 (both 8-bit, [H, W, 3]), ``M`` the edit mask brought from latent cells to pixels (a pixel may
 change when its cell may), ``d(p)`` the Euclidean distance from pixel ``p`` to the nearest pixel
 outside ``M`` (0 outside ``M``; the image's own border is no border of the mask) and ``s >= 0``
@@ -56,14 +57,18 @@ class PasteBack:
 
 def pixel_mask(mask: torch.Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The edit mask ([h, w] bool, latent cells, True = may change) as pixels ([H, W] bool) of an
-    image of ``size`` = (H, W): each cell covers an (H / h) x (W / w) block."""
+    image of ``size`` = (H, W): pixel (y, x) takes cell (floor(y h / H), floor(x w / W)); at the
+    working size each cell covers an (H / h) x (W / w) block, at another size (an edit written
+    back at the input's own size) the nearest cell."""
     m = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)
     if m.ndim != 2 or m.dtype != bool:
         raise InputError(f"an edit mask must be a 2-D bool array of latent cells, got {m.dtype} of shape {m.shape}")
     (h, w), (height, width) = m.shape, size
-    if height % h or width % w:
-        raise InputError(f"a {h} x {w} mask does not tile an image of {height} x {width} pixels")
-    return np.repeat(np.repeat(m, height // h, axis=0), width // w, axis=1)
+    if height < h or width < w:
+        raise InputError(f"a {h} x {w} mask cannot be drawn on an image of {height} x {width} pixels")
+    rows = np.arange(height) * h // height
+    cols = np.arange(width) * w // width
+    return m[rows[:, None], cols[None, :]]
 
 
 def seam_weight(mask: torch.Tensor | np.ndarray, size: tuple[int, int], seam: int) -> np.ndarray:

@@ -5,9 +5,11 @@ blend) and the blend with the inversion. The rule that picks the default mask is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from PIL import Image
 
 from unsample.backends.base import Model
 from unsample.core.denoiser import CallCounter
@@ -55,8 +57,7 @@ def plan_edit(model: Model, inversion: Inversion, spec: EditSpec, source_prompt:
         fixed, plan.mask_nfe, plan.mask_calls = _noise_mask(model, inversion, spec, source_prompt)
     elif kind == "user":
         latent_hw = (int(inversion.trajectory.shape[-2]), int(inversion.trajectory.shape[-1]))
-        fixed = user_mask(mask, tuple(inversion.image_size), latent_hw,
-                          fit=lambda pil: fit_image(pil, model.resolution, model.size_multiple, "model"))
+        fixed = user_mask(mask, tuple(inversion.image_size), latent_hw, fit=_fitted_like(model, inversion))
     if spec.control != "none" or attends or spec.reweight:
         plan.attention = AttentionControl(
             mode="refine" if spec.control == "none" else spec.control,
@@ -86,3 +87,15 @@ def _noise_mask(model: Model, inversion: Inversion, spec: EditSpec, source_promp
     # the counter counts a batched call as one evaluation per CFG half; the mask's batch is 2K
     nfe = 2 * settings.draws * (2 if den.guided else 1)
     return fixed, nfe, counter.calls
+
+
+def _fitted_like(model: Model, inversion: Inversion) -> Callable[[Image.Image], Image.Image]:
+    """A user's mask image sized like the inversion's input: kept when at the working size, else
+    fitted by the inversion's sizing rule (files made before it was recorded were centre-cropped)."""
+    working = (int(inversion.image_size[1]), int(inversion.image_size[0]))
+    rule = inversion.stats.get("sizing", {}).get("fit", "crop")
+
+    def fit(pil: Image.Image) -> Image.Image:
+        return pil if pil.size == working else fit_image(pil, model.resolution, model.size_multiple, rule)
+
+    return fit

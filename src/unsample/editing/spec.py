@@ -26,6 +26,7 @@ from unsample.core.bounds import BOUNDS_KEY, Bounds, bounds_of, check_kind
 from unsample.editing.ladder import DEFAULT_BUDGET, rung_names
 from unsample.editing.masks import MASK_SOURCES, NoiseMaskConfig
 from unsample.errors import InputError
+from unsample.images import Fit, canonical_fit
 from unsample.methods.options import parse_options
 from unsample.methods.registry import get_method
 
@@ -35,6 +36,7 @@ GUIDANCE_BOUNDS = Bounds(0.0, MAX_GUIDANCE, note="1 means no classifier-free gui
 """The range of every guidance scale (the edit's, the inversion's, FlowEdit's)."""
 
 Control = Literal["none", "replace", "refine", "reweight"]
+OutputSize = Literal["input", "working"]
 MaskRule = Literal["otsu", "diffedit"]
 Text = Literal["plain", "csv", "pairs", "repeat"]
 """How a setting's text (a CLI option, a page box) parses: as its type, a comma-separated list,
@@ -121,12 +123,17 @@ class EditSpec:
                           on_page=False)
     fidelity: bool = setting(True, "Say when the model cannot represent the input image (its autoencoder's round "
                                    "trip, one decode; unsample.editing.fidelity).")
-    paste_back: bool = setting(True, "Outside the mask, take the input's own pixels (at the working size) over a "
+    paste_back: bool = setting(True, "Outside the mask, take the input's own pixels (at the output size) over a "
                                      "feathered seam, so the background is exact (unsample.editing.paste); "
                                      "--no-paste-back keeps the decoded pixels.")
     paste_seam: int = setting(defaults.PASTE_SEAM, "Paste-back's seam width in pixels, feathered inside the mask "
                                                    "(0 = a hard cut).", low=0, high=defaults.PASTE_SEAM_MAX,
                               on_page=False, label="paste seam")
+    fit: Fit = setting("area", "How an image is sized for the model: area (keep the aspect ratio at about the "
+                       "model's native pixel count), crop (centre square; alias model), native (its own size; alias "
+                       "multiple). See unsample.images.")
+    output_size: OutputSize = setting("input", "input: the edit is written at the input image's own size (area, "
+                                      "native); working: at the size the model edited it.")
     method: str = setting(defaults.EDIT_METHOD, "Inversion method when the source is an image.", on_page=False)
     steps: int = setting(defaults.EDIT_STEPS, "Steps when the source is an image.", low=1, on_page=False)
     inversion_guidance: float = setting(defaults.INVERSION_GUIDANCE, "CFG of the inversion when the source is an "
@@ -147,6 +154,7 @@ class EditSpec:
         if self.recipe is not None and self.recipe not in rung_names():
             raise InputError(f"recipe={self.recipe!r} is not a rung of the ladder; use one of {', '.join(rung_names())}")
         object.__setattr__(self, "blend_words", tuple(self.blend_words))
+        object.__setattr__(self, "fit", canonical_fit(self.fit))
 
     # ------------------------------------------------------------ the rules that read settings
 

@@ -1,7 +1,10 @@
 """The page: a gr.Blocks layout over `unsample.ui.callbacks`, and the server that runs it.
 
-``build_app(model)`` loads the model and lays out the page, its edit controls made from
-`EditSpec`'s settings (default, range, help line); ``serve(model, host, port)`` (the ``unsample
+``build_app(model)`` loads the model and lays out the page: the simple view (a photo, what is in
+it, what it should become, one Edit button, the before / after slider, the edit check's verdict
+and warnings, the downloads) above a closed "Advanced" section (`unsample.ui.advanced`: the
+method, its options, masks, prompt-to-prompt, the ladder's recipes, every other edit setting made
+from `EditSpec`'s declaration, and an Invert button); ``serve(model, host, port)`` (the ``unsample
 ui`` command, the process's entry point) launches it on this machine only unless told otherwise,
 prints the URL and, when it stops, removes its temporary folder (uploads, edits, inversion
 files). Gradio is imported here, inside the functions, so ``import unsample`` stays light;
@@ -12,7 +15,6 @@ launching needs no network. Nothing here is module state: a built app carries it
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import shutil
 import signal
@@ -25,11 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import unsample
+from unsample.api.quiet import quiet_libraries
 from unsample.backends.base import Model as ModelBase
-from unsample.editing.spec import SettingInfo, setting_info, settings
+from unsample.editing.spec import setting_info
 from unsample.errors import InputError
 from unsample.ui import callbacks as cb
-from unsample.ui.controls import method_controls
+from unsample.ui.advanced import INVERSION_SETTINGS, advanced_section, from_spec, recipe_value
 from unsample.ui.scenes import SceneProvider, installed_scenes
 from unsample.ui.session import SessionState, close_session
 from unsample.ui.settings import (
@@ -49,8 +52,10 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from unsample.backends.base import Model
-    from unsample.ui.controls import OptionControl
 
+PAGE_CSS = ".pixels img { image-rendering: pixelated; }"
+"""The photo and the before / after are served at their own size and scaled by the browser: a small
+image (the embedded model's 64 px) shows its pixels instead of a blur (downscaling is unaffected)."""
 WORKDIR_ATTRIBUTE = "unsample_workdir"
 """The attribute of a built app (its gr.Blocks) that holds the app's temporary folder (`app_workdir`)."""
 
@@ -59,18 +64,6 @@ def app_workdir(app: gr.Blocks) -> Path | None:
     """The temporary folder of an app `build_app` made (None once `close_app` removed it)."""
     found = getattr(app, WORKDIR_ATTRIBUTE, None)
     return found if isinstance(found, Path) else None
-
-
-def _quiet_libraries() -> None:
-    """transformers', diffusers' and httpx's warnings and notices off while the page is served
-    (the libraries' own calls: they hold whether or not the library was imported before)."""
-
-    from diffusers.utils import logging as diffusers_logging  # heavy: imported when the page is served
-    from transformers.utils import logging as transformers_logging  # heavy: imported when the page is served
-
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.set_verbosity_error()
-    logging.getLogger("httpx").setLevel(logging.ERROR)
 
 
 def _load_model(model: str | Model | None, model_config: str | None, device: str, offload: str = "none") -> Model:
@@ -83,43 +76,6 @@ def _load_model(model: str | Model | None, model_config: str | None, device: str
 
 def _status(text: str, error: bool = False) -> str:
     return f"**Error:** {text}" if error else text
-
-
-def _from_spec(name: str) -> dict[str, Any]:
-    """A control's value and help line: the edit setting ``name``'s default and help (`setting_info`)."""
-    info = setting_info(name)
-    return {"value": info.default, "info": info.setting.help}
-
-
-LAID_OUT = frozenset({"target_prompt", "source_prompt", "control", "mask", "start_step", "guidance", "reweight",
-                      "blend_words", "cross_steps", "self_steps"})
-"""The edit settings the page lays out by hand; every other setting the spec marks ``on_page`` gets a
-generated control (`_setting_control`), so a new setting appears on the page from its declaration."""
-
-
-def generated_settings() -> list[SettingInfo]:
-    """The on-page edit settings without a hand-laid control, in the spec's order."""
-    return [info for info in settings() if info.setting.on_page and info.name not in LAID_OUT]
-
-
-def _setting_control(gr: Any, info: SettingInfo) -> Any:
-    """A control for one edit setting, from its type, default, choices and help."""
-    common = {"label": info.name.replace("_", " ").capitalize(), "info": info.setting.help,
-              "elem_id": "setting-" + info.name.replace("_", "-")}
-    if info.choices:
-        return gr.Dropdown(list(info.choices), value=info.default, **common)
-    if isinstance(info.default, bool):
-        return gr.Checkbox(value=info.default, **common)
-    if isinstance(info.default, (int, float)):
-        return gr.Number(value=info.default, precision=0 if isinstance(info.default, int) else None, **common)
-    return gr.Textbox(value="" if info.default is None else str(info.default), **common)
-
-
-def _range(name: str) -> tuple[float, float]:
-    """A slider's ends: the edit setting ``name``'s declared bounds."""
-    bounds = setting_info(name).bounds
-    assert bounds is not None and bounds.low is not None and bounds.high is not None, name
-    return bounds.low, bounds.high
 
 
 def build_app(model: str | Model | None = None, workdir: Path | None = None, *, model_config: str | None = None,
@@ -152,73 +108,36 @@ def build_app(model: str | Model | None = None, workdir: Path | None = None, *, 
     # itself); delete_cache: gradio removes the files it cached for this app (uploads, shown images) on close
     with gr.Blocks(title="unsample", analytics_enabled=False, delete_cache=CACHE_CLEANUP) as app:
         state = gr.State(None, delete_callback=close_session)
-        gr.Markdown(f"## unsample: invert once, edit many times\nModel: `{m.name}` ({m.resolution} px). "
-                    "Invert an image with a prompt that describes it, then edit it with prompts that "
-                    "describe the change: every edit of the same inversion reuses it.")
+        gr.Markdown(f"## unsample: edit a photo with words\nDrop a photo, say what is in it and what it should "
+                    "become, press **Edit**. The first edit of a photo inverts it (finds the noise the model would "
+                    "turn back into it); the next edits reuse that, so they cost only the edit. The edited photo "
+                    f"comes back at its own size. Model: `{m.name}` ({m.resolution} px).")
         status = gr.Markdown("", elem_id="status")
         with gr.Row():
             with gr.Column():
-                upload = gr.File(label="Upload an image", type="filepath", elem_id="upload")
+                upload = gr.File(label="Drop a photo (PNG, JPEG, WebP; any shape)", type="filepath", elem_id="upload",
+                                 height=120)
                 scene = gr.Dropdown(list(provider.captions), value=None, label="... or a built-in scene", elem_id="scene",
                                     visible=bool(provider.captions))
-                preview = gr.Image(label="Input, as the model sees it", type="pil", format="png", interactive=False,
-                                   elem_id="input-preview")
+                preview = gr.Image(label="Your photo", type="pil", format="png", interactive=False,
+                                   elem_id="input-preview", elem_classes=["pixels"])
             with gr.Column():
-                prompt = gr.Textbox(label="Source prompt (describes the image)", elem_id="source-prompt")
-                method = gr.Dropdown(methods, value=default_method, label="Inversion method", elem_id="method")
-                groups, option_inputs, option_names = [], [], []
-                for name in methods:
-                    with gr.Group(visible=name == default_method) as group:
-                        for control in method_controls(name):
-                            option_inputs.append(_option_component(gr, control))
-                            option_names.append((name, control.name))
-                    groups.append(group)
-                with gr.Row():
-                    steps = gr.Number(value=setting_info("steps").default, precision=0, label="Steps", elem_id="steps")
-                    guidance = gr.Number(value=setting_info("inversion_guidance").default, label="Inversion guidance",
-                                         info="1 = no classifier-free guidance", elem_id="inversion-guidance")
-                invert_button = gr.Button("Invert", variant="primary", elem_id="invert")
-            with gr.Column():
-                reconstruction = gr.Image(label="Reconstruction", type="pil", format="png", interactive=False,
-                                          elem_id="reconstruction")
-                invert_cost = gr.Markdown("", elem_id="invert-cost")
-                inversion_file = gr.File(label="Inversion (.safetensors, for the CLI or Python)", interactive=False,
-                                         elem_id="inversion-file")
-        with gr.Row():
-            with gr.Column():
+                prompt = gr.Textbox(label="What is in it (the source prompt)", elem_id="source-prompt",
+                                    info="Describes the photo as it is.")
                 # each edit control: its default, range and help line from EditSpec's setting
-                target = gr.Textbox(**_from_spec("target_prompt"), label="Target prompt (describes the edit)",
+                target = gr.Textbox(**from_spec("target_prompt"), label="What it should become (the target prompt)",
                                     elem_id="target-prompt")
-                control = gr.Dropdown(controls, **_from_spec("control"), label="Control", elem_id="control")
-                # the mask's help line is the CLI's (FILE.png, --blend-words); the page's choices say it
-                mask = gr.Radio(masks, value=cb.DEFAULT_MASK, label="Mask (where the edit may change the image)",
-                                elem_id="mask-source")
-                with gr.Accordion("Draw a mask (mask: drawn mask)", open=False):
-                    drawing = gr.ImageEditor(type="numpy", sources=(), transforms=(), layers=False, label="Paint what may change",
-                                             elem_id="mask-drawing", brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))
-                with gr.Accordion("Upload a mask (mask: uploaded mask; white = may change)", open=False):
-                    mask_file = gr.File(label="Mask image", type="filepath", elem_id="mask-file")
-                with gr.Accordion("Prompt-to-prompt and attention masks", open=False):
-                    reweight = gr.Textbox(label="Reweight (WORD=SCALE, ...; control: reweight)",
-                                          info=setting_info("reweight").setting.help, elem_id="reweight")
-                    blend_words = gr.Textbox(label="Blend words for the attention mask (default: the words that differ)",
-                                             info=setting_info("blend_words").setting.help, elem_id="blend-words")
-                    cross_steps = gr.Slider(*_range("cross_steps"), **_from_spec("cross_steps"),
-                                            label="Cross-attention steps (fraction)", elem_id="cross-steps")
-                    self_steps = gr.Slider(*_range("self_steps"), **_from_spec("self_steps"),
-                                           label="Self-attention steps (fraction)", elem_id="self-steps")
-                with gr.Row():
-                    start_step = gr.Number(**_from_spec("start_step"), precision=0, label="Start step", elem_id="start-step")
-                    edit_guidance = gr.Number(**_from_spec("guidance"), label="Edit guidance", elem_id="edit-guidance")
-                extra = [_setting_control(gr, info) for info in generated_settings()]
                 edit_button = gr.Button("Edit", variant="primary", elem_id="edit")
-            with gr.Column():
-                result = gr.ImageSlider(label="Before / after", type="pil", format="png", elem_id="result")
-                mask_view = gr.Image(label="Mask (tinted: allowed to change)", type="pil", format="png",
-                                     interactive=False, elem_id="mask-overlay")
+                verdict = gr.Markdown("", elem_id="edit-verdict")
                 edit_cost = gr.Markdown("", elem_id="edit-cost")
-                downloads = gr.File(label="Edited PNG and its JSON sidecar", file_count="multiple", interactive=False,
-                                    elem_id="downloads")
+            with gr.Column():
+                result = gr.ImageSlider(label="Before / after", type="pil", format="png", elem_id="result",
+                                        elem_classes=["pixels"])
+                downloads = gr.File(label="The edited photo (PNG) and its settings (JSON)", file_count="multiple",
+                                    interactive=False, elem_id="downloads")
+        with gr.Accordion("Advanced: the method, its options, masks, prompt-to-prompt, the ladder's recipes",
+                          open=False, elem_id="advanced"):
+            adv = advanced_section(gr, methods, default_method, masks, controls)
 
         def show_image(current: Any, image_of: Callable[[Any], tuple[Image.Image, str]], source: Any) -> tuple[Any, ...]:
             state_now = session(current)
@@ -242,14 +161,23 @@ def build_app(model: str | Model | None = None, workdir: Path | None = None, *, 
             return show_image(current, lambda c: (cb.scene_image(c, m.resolution, provider=provider), f"scene '{c}'"),
                               caption)
 
+        # the handlers take their inputs positionally: these names, then the method options (adv.option_inputs)
+        inversion_settings = [name for name in adv.generated if name in INVERSION_SETTINGS]
+        invert_inputs = [state, prompt, adv.method, adv.steps, adv.guidance] + [adv.generated[n] for n in inversion_settings]
+        invert_names = ["state", "prompt", "method", "steps", "guidance"] + inversion_settings
+        edit_settings = [name for name in adv.generated if name not in INVERSION_SETTINGS]
+        edit_inputs = invert_inputs + [target, adv.control, adv.mask, adv.drawing, adv.mask_file, adv.start_step,
+                                       adv.edit_guidance, adv.reweight, adv.blend_words, adv.cross_steps,
+                                       adv.self_steps, adv.recipe] + [adv.generated[n] for n in edit_settings]
+        edit_names = invert_names + ["target", "control", "mask", "drawing", "mask_file", "start_step", "edit_guidance",
+                                     "reweight", "blend_words", "cross_steps", "self_steps", "recipe"] + edit_settings
+
         def invert_request(values: dict[str, Any]) -> cb.InvertRequest:
             chosen = values["method"]
-            options = {opt: value for (owner, opt), value in zip(option_names, values["options"]) if owner == chosen}
+            options = {opt: value for (owner, opt), value in zip(adv.option_names, values["options"]) if owner == chosen}
+            sizing = {"fit": values["fit"]} if values.get("fit") is not None else {}
             return cb.InvertRequest(prompt=values["prompt"] or "", method=chosen, option_values=options,
-                                    steps=values["steps"], guidance=values["guidance"])
-
-        invert_inputs = [state, prompt, method, steps, guidance]
-        invert_names = ["state", "prompt", "method", "steps", "guidance"]
+                                    steps=values["steps"], guidance=values["guidance"], **sizing)
 
         def unpack(names: list[str], values: tuple[Any, ...]) -> dict[str, Any]:
             named = dict(zip(names, values[:len(names)]))
@@ -264,14 +192,10 @@ def build_app(model: str | Model | None = None, workdir: Path | None = None, *, 
             except Exception as err:  # noqa: BLE001
                 return state_now, gr.skip(), gr.skip(), gr.skip(), _status(cb.error_text(err), error=True)
             done = "inversion reused" if view.reused else f"inverted with {view.entry.inversion.method}"
-            return state_now, view.reconstruction, view.cost, str(view.entry.file), _status(f"{done}; now edit it below")
-
-        edit_names = invert_names + ["target", "control", "mask", "drawing", "mask_file", "start_step", "edit_guidance",
-                                     "reweight", "blend_words", "cross_steps", "self_steps"]
-        extra_names = [info.name for info in generated_settings()]
+            return state_now, view.reconstruction, view.cost, str(view.entry.file), _status(f"{done}; now edit it")
 
         def on_edit(progress: Any = gr.Progress(track_tqdm=True), *values: Any) -> tuple[Any, ...]:
-            got = unpack(edit_names + extra_names, values)
+            got = unpack(edit_names, values)
             state_now = session(got["state"])
             try:
                 request = cb.EditRequest(
@@ -279,43 +203,29 @@ def build_app(model: str | Model | None = None, workdir: Path | None = None, *, 
                     mask_file=got["mask_file"], start_step=got["start_step"], guidance=got["edit_guidance"],
                     reweight=got["reweight"] or "", blend_words=got["blend_words"] or "",
                     cross_steps=float(got["cross_steps"]), self_steps=float(got["self_steps"]),
-                    settings={name: got[name] for name in extra_names})
+                    recipe=recipe_value(got["recipe"]),
+                    settings={name: got[name] for name in inversion_settings + edit_settings})
                 view = cb.edit(m, state_now, invert_request(got), request, progress=True)
             except Exception as err:  # noqa: BLE001
                 skip = gr.skip()
-                return state_now, skip, skip, skip, skip, skip, _status(cb.error_text(err), error=True)
-            return (state_now, (view.before, view.after), view.mask_overlay, view.cost, [str(p) for p in view.files],
-                    str(view.inversion_file), _status(f"edited: '{request.prompt}'"))
+                return state_now, skip, skip, skip, skip, skip, skip, _status(cb.error_text(err), error=True)
+            return (state_now, (view.before, view.after), view.mask_overlay, view.verdict, view.cost,
+                    [str(p) for p in view.files], str(view.inversion_file), _status(f"edited: '{request.prompt}'"))
 
         page = {"concurrency_limit": PAGE_CONCURRENCY, "concurrency_id": "page"}
         model_job = {"concurrency_limit": MODEL_CONCURRENCY, "concurrency_id": "model"}
-        image_outputs = [state, preview, drawing, prompt, status]
+        image_outputs = [state, preview, adv.drawing, prompt, status]
         upload.change(on_upload, [state, upload], image_outputs, **page)
         scene.change(on_scene, [state, scene], image_outputs, **page)
-        method.change(lambda chosen: [gr.update(visible=name == chosen) for name in methods], method, groups, **page)
-        invert_button.click(on_invert, invert_inputs + option_inputs,
-                            [state, reconstruction, invert_cost, inversion_file, status], **model_job)
-        edit_inputs = invert_inputs + [target, control, mask, drawing, mask_file, start_step, edit_guidance, reweight,
-                                       blend_words, cross_steps, self_steps]
-        edit_button.click(on_edit, edit_inputs + extra + option_inputs,
-                          [state, result, mask_view, edit_cost, downloads, inversion_file, status], **model_job)
+        adv.method.change(lambda chosen: [gr.update(visible=name == chosen) for name in methods], adv.method,
+                          adv.groups, **page)
+        adv.invert_button.click(on_invert, invert_inputs + adv.option_inputs,
+                                [state, adv.reconstruction, adv.invert_cost, adv.inversion_file, status], **model_job)
+        edit_outputs = [state, result, adv.mask_view, verdict, edit_cost, downloads, adv.inversion_file, status]
+        edit_button.click(on_edit, edit_inputs + adv.option_inputs, edit_outputs, **model_job)
     app.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=MODEL_CONCURRENCY)
     setattr(app, WORKDIR_ATTRIBUTE, root)  # the app carries its folder: launch allows it, close_app removes it
     return app
-
-
-def _option_component(gr: Any, control: OptionControl) -> Any:
-    """The gradio control for one method option (`unsample.ui.controls.OptionControl`)."""
-    label, common = control.name, {"info": control.info, "elem_id": control.elem_id}
-    if control.widget == "dropdown":
-        return gr.Dropdown(list(control.choices), value=control.default, label=label, **common)
-    if control.widget == "checkbox":
-        return gr.Checkbox(value=bool(control.default), label=label, **common)
-    if control.widget == "integer":
-        return gr.Number(value=control.default, precision=0, label=label, **common)
-    if control.widget == "number":
-        return gr.Number(value=control.default, label=label, **common)
-    return gr.Textbox(value="" if control.default is None else str(control.default), label=label, **common)
 
 
 def _theme() -> Any:
@@ -334,7 +244,7 @@ def launch(app: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *
         _, url, _ = app.launch(server_name=host, server_port=port, share=False, inbrowser=False, quiet=True,
                                prevent_thread_lock=True, show_error=False, max_file_size=MAX_UPLOAD_SIZE,
                                allowed_paths=[str(root)] if root is not None else None, footer_links=[],
-                               theme=_theme(), ssr_mode=False, enable_monitoring=False, run_history=False)
+                               theme=_theme(), css=PAGE_CSS, ssr_mode=False, enable_monitoring=False, run_history=False)
     except OSError as err:  # gradio: "Cannot find empty port in range", or an address this machine does not have
         close_app(app)
         raise InputError(f"cannot listen on {host}:{port} ({str(err).split('.')[0]}); the port may be in use: "
@@ -383,14 +293,15 @@ def gradio_cache_in(folder: Path) -> Iterator[None]:
 
 
 def serve(model: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
-          model_config: str | None = None, device: str = "auto", offload: str = "none") -> None:
+          model_config: str | None = None, device: str = "auto", verbose: bool = False, offload: str = "none") -> None:
     """``unsample ui``: load ``model`` (None: the embedded default), serve the page on
     ``host:port`` until Ctrl+C or SIGTERM, then remove the temporary folder.
 
-    The process's entry point: it quiets the libraries' logging, and gradio's cache (uploads,
+    The process's entry point: it quiets the libraries' logging (`quiet_libraries`, unless
+    ``verbose``), and gradio's cache (uploads,
     shown images) goes under the app's folder (`gradio_cache_in`), removed with it."""
     print(f"unsample ui: loading {model or 'the embedded model'} ...", flush=True)
-    _quiet_libraries()
+    quiet_libraries(verbose)
     m = _load_model(model, model_config, device, offload)  # a bad model fails before anything is created
     root = Path(tempfile.mkdtemp(prefix="unsample-ui-"))
     atexit.register(shutil.rmtree, root, True)

@@ -26,7 +26,7 @@ from unsample.editing.ladder import verdict_line
 from unsample.editing.masks import MASK_SOURCES, overlay
 from unsample.editing.spec import EditSpec, setting_info, spec_from_text
 from unsample.errors import InputError, UnsampleError
-from unsample.images import fit_image, load_image, psnr
+from unsample.images import canonical_fit, fit_image, load_image, psnr
 from unsample.outputs import write_png_with_sidecar
 from unsample.ui import scenes
 from unsample.ui.controls import methods_for, options_from_values
@@ -48,6 +48,9 @@ CONTROL_CHOICES: tuple[tuple[str, str], ...] = (
 """(label, `EditSpec.control`)."""
 DEFAULT_MASK: str = EditSpec().mask_source()
 """The mask an edit without blend words gets by default (`EditSpec.mask_source`)."""
+DEFAULT_FIT: str = setting_info("fit").default
+"""How the photo is sized for the model (`EditSpec.fit`): the page keeps the photo as it was
+uploaded and the API fits it; an edit comes back at the photo's own size."""
 
 
 def spec_default(name: str) -> Any:
@@ -98,10 +101,22 @@ def read_upload(path: str | Path | None, what: str = "an image") -> Image.Image:
 
 
 def fit_for_model(model: Model, image: Image.Image) -> Image.Image:
-    """The image as the model sees it (`unsample.images`' "model" fit: shorter side to the
-    resolution, centre crop): the input the reconstruction and the edit are compared with."""
+    """The image at the model's own square (shorter side to the resolution, centre crop): what a
+    scene provider reads to suggest a source prompt (its scenes are square)."""
 
     return fit_image(image.convert("RGB"), model.resolution, model.size_multiple, "model")
+
+
+def working_image(model: Model, image: Image.Image, fit: str) -> Image.Image:
+    """``image`` as the model works on it under ``fit`` (`unsample.images.fit_image`): what its
+    inversion encodes, and what the inversion's round trip is compared with."""
+
+    return fit_image(image.convert("RGB"), model.resolution, model.size_multiple, fit)  # type: ignore[arg-type]
+
+
+def _at_size_of(model: Model, image: Image.Image, other: Image.Image, fit: str) -> Image.Image:
+    """``image`` (the photo as uploaded) at ``other``'s size: itself, or as the model works on it."""
+    return image if image.size == other.size else working_image(model, image, fit)
 
 
 def _provider(given: SceneProvider | None) -> SceneProvider:
@@ -132,15 +147,16 @@ class ImageView:
 
 def set_image(model: Model, state: SessionState, image: Image.Image, name: str,
               provider: SceneProvider | None = None) -> ImageView:
-    """Make ``image`` the session's input (fitted to the model) and offer a source prompt (``provider``'s
-    suggestion; default: the installed scene provider's)."""
-    fitted = fit_for_model(model, image)
-    state.image, state.image_name = fitted, name
-    suggestion = suggested_prompt(model, fitted, provider)
-    note = f"{name}: {image.width} x {image.height} px, fitted to {fitted.width} x {fitted.height} for the model"
+    """Make ``image`` the session's input, as it is (the API sizes it for the model, and an edit comes
+    back at its own size), and offer a source prompt (``provider``'s suggestion; default: the
+    installed scene provider's)."""
+    photo = image.convert("RGB")
+    state.image, state.image_name = photo, name
+    suggestion = suggested_prompt(model, photo, provider)
+    note = f"{name}: {image.width} x {image.height} px; its edits come back at this size"
     if suggestion is not None:
         note += "; the source prompt is the detected scene's caption (correct it if it is wrong)"
-    return ImageView(preview=for_display(fitted), suggestion=suggestion, note=note)
+    return ImageView(preview=for_display(photo), suggestion=suggestion, note=note)
 
 
 def for_display(image: Image.Image, min_side: int = DISPLAY_MIN_SIDE) -> Image.Image:
@@ -154,13 +170,16 @@ def for_display(image: Image.Image, min_side: int = DISPLAY_MIN_SIDE) -> Image.I
 
 @dataclass(frozen=True)
 class InvertRequest:
-    """The inversion the page asks for: prompt, method, its option values, steps and guidance."""
+    """The inversion the page asks for: prompt, method, its option values, steps, guidance and how
+    the photo is sized for the model."""
 
     prompt: str
     method: str
     option_values: dict[str, Any] = field(default_factory=dict)
     steps: int = spec_default("steps")
     guidance: float = spec_default("inversion_guidance")
+    fit: str = DEFAULT_FIT
+    """`EditSpec.fit`: one of its choices."""
 
 
 @dataclass
@@ -202,7 +221,8 @@ def _checked_key(model: Model, state: SessionState, request: InvertRequest) -> t
     steps = _whole_number(request.steps, "steps", 1, MAX_STEPS)
     guidance = _guidance(request.guidance, "inversion guidance", "inversion_guidance")
     check_prompt_words(model, request.prompt, allow=False)
-    return InversionKey.of(state.image, request.prompt, request.method, options, steps, guidance), options
+    fit = canonical_fit(request.fit)  # the earlier names ("model", "multiple") key the same inversion as the new
+    return InversionKey.of(state.image, request.prompt, request.method, options, steps, guidance, fit), options
 
 
 def model_methods(model: Model) -> list[str]:
@@ -222,8 +242,9 @@ def _inversion(model: Model, state: SessionState, request: InvertRequest, progre
         return found, True
     assert state.image is not None
     # the prompt's words were checked by _checked_key: the API need not check them again
+    # the photo as uploaded: the API fits it (key.fit) and keeps its own size for the edits
     inv = unsample.invert(model, state.image, request.prompt, method=request.method, steps=key.steps,
-                          guidance=key.guidance, progress=progress, unknown_words="checked", **options)
+                          guidance=key.guidance, fit=key.fit, progress=progress, unknown_words="checked", **options)
     entry = CachedInversion(inversion=inv, file=inv.save(state.next_path("inversion", ".safetensors")))
     state.store(key, entry)
     state.last_key = key
@@ -243,7 +264,7 @@ def invert(model: Model, state: SessionState, request: InvertRequest, progress: 
         sample = unsample.reconstruct(model, entry.inversion, output="result", progress=progress)
         entry.reconstruction = sample.image
         assert state.image is not None
-        entry.psnr_db = psnr(state.image, entry.reconstruction)
+        entry.psnr_db = psnr(_at_size_of(model, state.image, entry.reconstruction, request.fit), entry.reconstruction)
         entry.reconstruction_nfe, entry.reconstruction_seconds = sample.nfe, sample.seconds
     made = "inversion reused from this session (no new model calls); it cost " if reused else "inversion: "
     cost = (f"{made}{_inversion_cost(entry.inversion)}. Reconstruction: PSNR {entry.psnr_db:.2f} dB against the input "
@@ -274,17 +295,22 @@ class EditRequest:
     """``word, word`` (`EditSpec.blend_words`' text)."""
     cross_steps: float = spec_default("cross_steps")
     self_steps: float = spec_default("self_steps")
+    recipe: str | None = spec_default("recipe")
+    """A rung of the ladder to pin (`EditSpec.recipe`); None: the ladder, escalating as the check says."""
     settings: dict[str, Any] = field(default_factory=dict)
-    """The values of the page's generated controls (`unsample.ui.app.generated_settings`), by setting name."""
+    """The values of the page's generated controls (`unsample.ui.advanced.generated_settings`), by setting name."""
 
 
 @dataclass
 class EditView:
-    """An edit as the page shows it: before / after, the mask overlay, the cost and the files."""
+    """An edit as the page shows it: before / after (at the photo's own size, or the working size
+    when asked for), the mask overlay, the check's verdict and warnings, the cost and the files."""
 
     before: Image.Image
     after: Image.Image
     mask_overlay: Image.Image | None
+    verdict: str
+    """The edit check's verdict and the warnings (the model cannot represent the photo), one per line; or ""."""
     cost: str
     files: list[Path]
     """The edited PNG and its JSON sidecar."""
@@ -329,7 +355,7 @@ def edit_spec(request: EditRequest, mask: Any, start_step: int, guidance: float)
     return spec_from_text(generated | {
         "target_prompt": request.prompt, "control": request.control, "mask": mask, "start_step": start_step,
         "guidance": guidance, "reweight": request.reweight, "blend_words": request.blend_words,
-        "cross_steps": request.cross_steps, "self_steps": request.self_steps,
+        "cross_steps": request.cross_steps, "self_steps": request.self_steps, "recipe": request.recipe,
     })
 
 
@@ -351,16 +377,22 @@ def edit(model: Model, state: SessionState, inversion: InvertRequest, request: E
     guidance = _guidance(request.guidance, "edit guidance", "guidance")
     mask = _mask_spec(request)
     checked = _checked_key(model, state, inversion)
-    spec = edit_spec(request, mask, _whole_number(request.start_step, "start step", 0, checked[0].steps), guidance)
+    key, options = checked
+    spec = edit_spec(request, mask, _whole_number(request.start_step, "start step", 0, key.steps), guidance)
+    # the spec names the inversion it edits, so its record (the sidecar's "edit") reproduces the edit from the photo
+    spec = spec.replace(method=key.method, steps=key.steps, inversion_guidance=key.guidance, options=options, fit=key.fit)
     entry, reused = _inversion(model, state, inversion, progress, checked)
     inv = entry.inversion
     sample = unsample.edit(model, inv, spec, output="result", progress=progress, unknown_words="checked")
     assert state.image is not None and sample.image is not None
-    # the page keeps the input as the model sees it: its round trip is one decode of the inversion's latent
-    fidelity = input_fidelity(model, model.image_to_tensor(state.image), latent=inv.image_latent) if spec.fidelity \
+    # the photo's round trip is one decode of the inversion's latent, against the photo as the model works on it
+    working = working_image(model, state.image, key.fit)
+    fidelity = input_fidelity(model, model.image_to_tensor(working), latent=inv.image_latent) if spec.fidelity \
         else None
-    # the page's overlay is on the input as the model sees it (EditSample's is on the autoencoder's reconstruction)
-    mask_view = None if sample.mask is None else overlay(state.image, sample.mask, min_side=DISPLAY_MIN_SIDE)
+    # before / after: the photo and the edit at one size (the photo's own, unless the spec asked for the working size)
+    before = _at_size_of(model, state.image, sample.image, key.fit)
+    # the page's overlay is on the photo (EditSample's is on the autoencoder's reconstruction)
+    mask_view = None if sample.mask is None else overlay(before, sample.mask, min_side=DISPLAY_MIN_SIDE)
     png = state.next_path("edit", ".png")
     record = {
         "command": "ui edit", "model": model.name, "source": state.image_name, "prompt": spec.target_prompt,
@@ -373,7 +405,7 @@ def edit(model: Model, state: SessionState, inversion: InvertRequest, request: E
         "inversion": inv.metadata(), "edit": spec.to_json(),
         "check": sample.check.to_json() if sample.check is not None else None,
         FIDELITY_KEY: fidelity.to_json() if fidelity is not None else None,
-        "paste": sample.paste.to_json() if sample.paste is not None else None,
+        "paste": sample.paste.to_json() if sample.paste is not None else None, "sizes": sample.sizes,
         "ladder": sample.ladder.to_json() if sample.ladder is not None else None,
     }
     sidecar = write_png_with_sidecar(sample.image, png, record)
@@ -386,11 +418,11 @@ def edit(model: Model, state: SessionState, inversion: InvertRequest, request: E
     else:
         cost += (f"inverted first: {_inversion_cost(inv)} (total NFE {sample.network_evaluations + inv.nfe}); "
                  "the next edit reuses it")
+    lines = []
     if sample.check is not None:
         c = sample.check
         line = verdict_line(c.edit_took, c.score, c.stderr, c.threshold, sample.ladder)
-        cost += f". {line[0].upper()}{line[1:]}" if c.edit_took else f". **{line[0].upper()}{line[1:]}**"
-    for line in fidelity.warnings() if fidelity is not None else []:
-        cost += f". **{line[0].upper()}{line[1:]}**"
-    return EditView(before=for_display(state.image), after=for_display(sample.image), mask_overlay=mask_view,
-                    cost=cost, files=[png, sidecar], inversion_file=entry.file, inversion_reused=reused)
+        lines.append(f"{line[0].upper()}{line[1:]}" if c.edit_took else f"**{line[0].upper()}{line[1:]}**")
+    lines += [f"**{line[0].upper()}{line[1:]}**" for line in (fidelity.warnings() if fidelity is not None else [])]
+    return EditView(before=before, after=sample.image, mask_overlay=mask_view, verdict="\n\n".join(lines), cost=cost,
+                    files=[png, sidecar], inversion_file=entry.file, inversion_reused=reused)

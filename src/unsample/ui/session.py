@@ -1,7 +1,7 @@
 """One browser session's state: its image, its folder of outputs, and its cache of inversions.
 
-The cache is keyed by what decides an inversion: the image's pixels (as the model sees them,
-after fitting), the prompt, the method and its options, the steps and the guidance. An edit of a
+The cache is keyed by what decides an inversion: the photo's pixels (as uploaded), the prompt,
+the method and its options, the steps, the guidance and how the photo is sized for the model. An edit of a
 cached inversion runs the edit only.
 """
 
@@ -37,11 +37,14 @@ class InversionKey:
     options: tuple[tuple[str, Any], ...]
     steps: int
     guidance: float
+    fit: str
+    """How the photo is sized for the model (`EditSpec.fit`): another fit is another working image."""
 
     @classmethod
     def of(cls, image: Image.Image, prompt: str, method: str, options: dict[str, Any], steps: int,
-           guidance: float) -> InversionKey:
-        return cls(image_digest(image), prompt, method, tuple(sorted(options.items())), int(steps), float(guidance))
+           guidance: float, fit: str) -> InversionKey:
+        return cls(image_digest(image), prompt, method, tuple(sorted(options.items())), int(steps), float(guidance),
+                   fit)
 
 
 @dataclass

@@ -8,7 +8,8 @@ DEFAULT_PORT = 7860
 
 MAX_IMAGE_PIXELS = 4096 * 4096
 """Largest upload (width x height) the page takes; a bigger image is refused before its pixels
-are decoded. Images are fitted to the model's resolution anyway (64 px for the embedded model)."""
+are decoded. The model works on about its native pixel count anyway (`EditSpec.fit`; 64 x 64 for the
+embedded model), and the edit is written back at the photo's own size."""
 MAX_UPLOAD_SIZE = "25mb"
 """Largest upload gradio accepts at all (bytes on the wire; its own message beyond it)."""
 MAX_STEPS = 1000
@@ -29,5 +30,5 @@ CACHE_CLEANUP: tuple[int, int] = (3600, 86400)
 """gradio's ``delete_cache`` (frequency, age in seconds): every hour it deletes the files it cached for
 the page (uploads, the images it showed) older than a day, and all of them when the server stops."""
 DISPLAY_MIN_SIDE = 256
-"""Images are shown enlarged (nearest neighbour) to at least this many pixels a side; downloads
-keep the model's resolution."""
+"""The photo's preview, the reconstruction and the mask overlay are shown enlarged (nearest neighbour)
+to at least this many pixels a side; the before / after and the downloads are at the photo's own size."""

@@ -30,7 +30,7 @@ from unsample import defaults
 from unsample.editing.spec import EditSpec
 from unsample.editing.tokens import changed_words
 from unsample.errors import InputError
-from unsample.images import load_image
+from unsample.images import fit_image, load_image
 from unsample.methods.registry import get_method
 from unsample_lab.bench.check_calibration import calibration_table, check_calibration, ladder_table
 from unsample_lab.bench.paste import PASTE_KEYS, paste_figures, paste_table
@@ -87,6 +87,8 @@ class EditBench:
     """Escalate through the recipe ladder (`unsample.editing.ladder`) when the check says an edit did not take."""
     paste_seam: int = defaults.PASTE_SEAM
     """Paste-back's seam width in pixels (`unsample.editing.paste`)."""
+    fit: str = "area"
+    """How a folder's images are sized (`unsample.images`); the shapes world is square at the model's size."""
 
     def edit_spec(self, method: str) -> EditSpec:
         """The settings every edit row of ``method`` shares (each row adds its prompt, control and mask)."""
@@ -180,9 +182,12 @@ def background_cases(pairs: list[Any], variant: str, seed: int) -> list[EditCase
     return out
 
 
-def folder_cases(images_dir: Path, prompts_file: Path, resolution: int) -> list[EditCase]:
+def folder_cases(images_dir: Path, prompts_file: Path, resolution: int, multiple: int = 16,
+                 fit: str = "area") -> list[EditCase]:
     """Real images: JSONL lines {"image", "source_prompt", "target_prompt", optional "mask", "kind"}.
 
+    Each image (and its mask) is sized by ``fit`` (`unsample.images`; "area" keeps its aspect
+    ratio at about the model's pixel count), so its edit comes back at the same size.
     The mask is an image whose white pixels may change; without one the whole image counts as
     background (a structure-preservation score). There is no exact target or judge.
     """
@@ -195,11 +200,12 @@ def folder_cases(images_dir: Path, prompts_file: Path, resolution: int) -> list[
             name, src, tgt = item["image"], item["source_prompt"], item["target_prompt"]
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise InputError(f"{prompts_file}:{n}: expected {{\"image\", \"source_prompt\", \"target_prompt\"}} ({err})") from None
-        image = np.asarray(load_image(images_dir / name).convert("RGB").resize((resolution, resolution), Image.Resampling.BICUBIC))
+        picture = fit_image(load_image(images_dir / name), resolution, multiple, fit)  # type: ignore[arg-type]
+        image = np.asarray(picture)
         mask = np.zeros(image.shape[:2], dtype=bool)
         if item.get("mask"):
-            m = load_image(images_dir / item["mask"]).convert("L").resize((resolution, resolution), Image.Resampling.NEAREST)
-            mask = np.asarray(m) >= 128
+            m = fit_image(load_image(images_dir / item["mask"]), resolution, multiple, fit)  # type: ignore[arg-type]
+            mask = np.asarray(m.convert("L").resize(picture.size, Image.Resampling.NEAREST)) >= 128
         removed, added = changed_words(src, tgt)
         cases.append(EditCase(name=name, kind=str(item.get("kind", "real")), source=image, source_caption=src,
                               target_caption=tgt, mask=mask, blend_words=tuple(dict.fromkeys(removed + added))))
@@ -208,11 +214,11 @@ def folder_cases(images_dir: Path, prompts_file: Path, resolution: int) -> list[
     return cases
 
 
-def load_cases(bench: EditBench, resolution: int) -> list[EditCase]:
+def load_cases(bench: EditBench, resolution: int, multiple: int = 16) -> list[EditCase]:
     if bench.images_dir or bench.prompts_file:
         if not (bench.images_dir and bench.prompts_file):
             raise InputError("--images and --prompts go together: a folder and a JSONL of source/target prompts")
-        return folder_cases(Path(bench.images_dir), Path(bench.prompts_file), resolution)
+        return folder_cases(Path(bench.images_dir), Path(bench.prompts_file), resolution, multiple, bench.fit)
     return shapes_cases(bench, resolution)
 
 
@@ -295,7 +301,7 @@ def run(model: Any, bench: EditBench, progress: bool = True, gallery: int = 4) -
     bench, skipped = runnable_on(model, bench)
     if skipped and progress:
         print(f"note: {skipped}", flush=True)
-    cases = load_cases(bench, model.resolution)
+    cases = load_cases(bench, model.resolution, model.size_multiple)
     floors = [autoencoder_floor(model, case) for case in cases]
     rows: list[dict[str, Any]] = []
     shown: dict[str, list[tuple[np.ndarray, ...]]] = defaultdict(list)

@@ -23,6 +23,7 @@ from unsample.cli.common import (
     friendly,
     load_model,
 )
+from unsample.images import canonical_fit
 
 BenchOptionOpt = Annotated[list[str] | None, typer.Option(
     "--option", help="METHOD:KEY=VALUE for one method, repeatable (e.g. edict:precision=float64).")]
@@ -144,6 +145,8 @@ def bench_edit(
     paste_seam: Annotated[int, typer.Option("--paste-seam", min=0, help="Paste-back's seam width in pixels (every "
                                              "masked edit is scored with paste-back and without).")]
     = edit_defaults.PASTE_SEAM,
+    fit: Annotated[str, typer.Option("--fit", help="How --images are sized: area (keep the aspect ratio at about the "
+                                     "model's pixel count) | crop | native (unsample.images).")] = "area",
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
     device: DeviceOpt = "auto",
@@ -194,7 +197,7 @@ def bench_edit(
         steps=20 if quick else steps, inversion_guidance=inversion_guidance, edit_guidance=edit_guidance,
         start_step=start_step, seed=seed, images_dir=str(images) if images else None,
         prompts_file=str(prompts) if prompts else None, options=_bench_options(option, names), check=check, ladder=ladder,
-        paste_seam=paste_seam,
+        paste_seam=paste_seam, fit=canonical_fit(fit),
     )
     _check_report_folder(out)
     from unsample.api import _check_guidance  # the api loads torch: registration stays cheap
