@@ -113,7 +113,8 @@ def _non_default_values() -> dict[str, Any]:
         "cross_steps": 0.5, "self_steps": 0.25, "direct": True, "mask": "intersect", "mask_dilate": 2,
         "blend_start": 0.3, "mask_rule": "diffedit", "mask_smooth": 0, "mask_strength": 0.6, "mask_draws": 4,
         "mask_ratio": 2.5, "mask_threshold": 0.4, "check": False, "recipe": "no-mask", "escalate": False,
-        "budget": 300, "paste_back": False, "paste_seam": 5, "fidelity": False, "method": "ddim", "steps": 12, "inversion_guidance": 2.0, "options": {"precision": "float64"}, "seed": 7,
+        "budget": 300, "paste_back": False, "paste_seam": 5, "fidelity": False, "fit": "native", "output_size": "working",
+        "method": "ddim", "steps": 12, "inversion_guidance": 2.0, "options": {"precision": "float64"}, "seed": 7,
     }
     assert sorted(values) == sorted(names()), "a new setting needs a value here"
     return values
