@@ -1,18 +1,23 @@
 """``unsample bench scale``: one row of the scale bench, measured (normally in a process of its own).
 
 A row is one family (the real architecture, `unsample_lab.bench.scale_models`) and one of: the bare
-forward pass of its denoiser ("bare"), a method ("method": the default edit of an image, inverted by
-that method), or an edit recipe of the ladder ("recipe": the default edit, EDICT-inverted, pinned to
-that rung, no escalation). Each edit goes through ``unsample.edit`` on a PIL image, so its time holds
-everything a user's edit pays: the VAE encode, the inversion, the noise mask, the edit, the check, the
-VAE decode and paste-back. Measured:
+forward pass of its denoiser ("bare"); a method ("method": ``unsample.invert`` of a PIL image by that
+method, then ``unsample.reconstruct`` of it, at the default inversion guidance 1; null-text at the edit
+guidance 5, since without guidance it optimises nothing), so its time holds the VAE encode, the
+inversion, the replay and the VAE decode; or an edit recipe of the ladder ("recipe": ``unsample.edit``
+of the image, the default edit (EDICT) pinned to that rung, no escalation), whose time holds everything
+a user's edit pays: the VAE encode, the inversion, the noise mask, the edit, the check, the VAE decode
+and paste-back. Measured:
 
-* seconds per network evaluation: the edit's wall time / its network evaluations as the API reports
-  them (``Inversion.nfe + EditSample.network_evaluations``);
+* seconds per network evaluation: the row's wall time / its network evaluations as the API reports
+  them (``Inversion.nfe`` + the replay's or the edit's ``network_evaluations``);
 * the bare pass: the model's denoiser callable (``Model.model_fn``) timed alone at every batch size the
-  edit called it with, twice before the edit and twice after it (so machine load falls on both alike);
-  the ratio is the edit's wall time over the bare time of the same calls (sum over the edit's calls of
-  the bare seconds at that call's batch): 1.00 means the edit costs nothing beyond its network;
+  row called it with, before the row (batch 1, after one warm-up pass) and after it (every batch it
+  used), so machine load falls on both alike;
+  the ratio is the row's wall time over the bare time of the same calls (sum over its calls of the
+  bare seconds at that call's batch): 1.00 means the row costs nothing beyond its network;
+* the seconds of the VAE's encode and decode (``Model.encode_image``, ``Model.decode_latent``), so the
+  ratio can be given without them too;
 * peak memory: on CPU the process's peak resident set (VmHWM, reset after the model is built, so the
   build's transients do not count) above the resident set after the build; on CUDA
   ``torch.cuda.max_memory_allocated`` above the allocation after the build;
@@ -40,6 +45,7 @@ import torch
 from PIL import Image
 
 from unsample.backends.base import Model
+from unsample.defaults import EDIT_GUIDANCE, INVERSION_GUIDANCE
 from unsample.errors import UnsampleError
 from unsample_lab.bench.scale_models import (
     block_counts,
@@ -120,6 +126,33 @@ class NetworkTimer:
         self.sync()
         self.calls.append((int(x.shape[0]), time.perf_counter() - begin))
         return out
+
+
+class VaeTimer:
+    """Stands in for ``model.encode_image`` and ``model.decode_latent`` (instance attributes): their seconds."""
+
+    def __init__(self, model: Model, sync: Callable[[], None]) -> None:
+        self.model, self.sync, self.seconds = model, sync, 0.0
+        self.inner = {name: getattr(model, name) for name in ("encode_image", "decode_latent")}
+
+    def __enter__(self) -> Self:
+        for name, fn in self.inner.items():
+            setattr(self.model, name, self._timed(fn))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.inner:
+            delattr(self.model, name)
+
+    def _timed(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        def timed(x: torch.Tensor) -> torch.Tensor:
+            self.sync()
+            begin = time.perf_counter()
+            out = fn(x)
+            self.sync()
+            self.seconds += time.perf_counter() - begin
+            return out
+        return timed
 
 
 class BlockTimer:
@@ -274,8 +307,7 @@ def run_row(row: Row) -> dict[str, Any]:
         latent = model.encode_image(model.image_to_tensor(image))  # also the VAE's warm-up
     bare = Bare(model, latent, row.steps, sync, blocks)
     bare.time(1, repeats=1, record=False)  # warm-up
-    for batch in (1, 2):
-        bare.time(batch)
+    bare.time(1, repeats=1)
     result: dict[str, Any] = {
         "key": row.key, **asdict(row), "label": row.label, "build_seconds": build_seconds,
         "weights_bytes": parts, "denoiser_parameters": sum(p.numel() for p in net.parameters()),
@@ -286,19 +318,32 @@ def run_row(row: Row) -> dict[str, Any]:
     }
     if row.kind == "bare":
         result["peak_bytes"] = memory.peak()
-        for batch in (1, 2):
-            bare.time(batch)
+        for batch in (2, 2, 1):
+            bare.time(batch, repeats=1)
         result["bare"] = {str(b): bare.mean(b) for b in (1, 2)}
         return result
     timer = NetworkTimer(model, sync)
+    vae = VaeTimer(model, sync)
     if blocks is not None:
         blocks.take()
-    with timer:
+    with timer, vae:
         sync()
         begin = time.perf_counter()
         try:
-            sample = unsample.edit(model, image, TARGET, source_prompt=SOURCE, method=row.method, steps=row.steps,
-                                   recipe=row.recipe, escalate=False, output="result", unknown_words="checked")
+            if row.kind == "method":
+                guidance = EDIT_GUIDANCE if row.method == "null-text" else INVERSION_GUIDANCE
+                inversion = unsample.invert(model, image, SOURCE, method=row.method, steps=row.steps,
+                                            guidance=guidance, unknown_words="checked")
+                replay = unsample.reconstruct(model, inversion, output="result")
+                evaluations = replay.network_evaluations
+            else:
+                sample = unsample.edit(model, image, TARGET, source_prompt=SOURCE, method=row.method,
+                                       steps=row.steps, recipe=row.recipe, escalate=False, output="result",
+                                       unknown_words="checked")
+                assert sample.inversion is not None
+                inversion, evaluations = sample.inversion, sample.network_evaluations
+                result.update(check=None if sample.check is None else bool(sample.check.edit_took),
+                              mask_area=sample.mask_area)
         except UnsampleError as err:  # the method or recipe does not run on this family: say so
             return {**result, "refused": str(err)}
         sync()
@@ -306,17 +351,13 @@ def run_row(row: Row) -> dict[str, Any]:
     result["peak_bytes"] = memory.peak()
     result["method_blocks"] = blocks.take() if blocks is not None else {}
     batches = Counter(b for b, _ in timer.calls)
-    for batch in sorted(batches):
-        bare.time(batch)
-    assert sample.inversion is not None
+    for batch in sorted(set(batches) | {1}):
+        bare.time(batch, repeats=1)
     result.update(
-        wall_seconds=wall, api_seconds=sample.seconds, inversion_nfe=sample.inversion.nfe,
-        edit_evaluations=sample.network_evaluations, nfe=sample.inversion.nfe + sample.network_evaluations,
-        calls=len(timer.calls), batches={str(b): n for b, n in sorted(batches.items())},
-        network_seconds=sum(s for _, s in timer.calls), evaluated=sum(b for b, _ in timer.calls),
-        bare={str(b): bare.mean(b) for b in sorted(set(batches) | {1, 2})},
-        check=None if sample.check is None else bool(sample.check.edit_took),
-        mask_area=sample.mask_area,
+        wall_seconds=wall, inversion_nfe=inversion.nfe, later_evaluations=evaluations, nfe=inversion.nfe + evaluations,
+        guidance=inversion.guidance, calls=len(timer.calls), batches={str(b): n for b, n in sorted(batches.items())},
+        network_seconds=sum(s for _, s in timer.calls), vae_seconds=vae.seconds, evaluated=sum(b for b, _ in timer.calls),
+        bare={str(b): bare.mean(b) for b in sorted(set(batches) | {1})},
     )
     return result
 

@@ -30,8 +30,8 @@ from unsample_lab.bench.scale_models import FAMILIES, load_config
 
 GB = 1024**3
 FLOW_FAMILIES = ("sd3", "flux")
-RECIPES = ("no-mask", "p2p")
-"""The ladder's rungs measured beside the default edit (the as-asked rung, the ``edict`` method row)."""
+RECIPES = ("as-asked", "no-mask", "p2p")
+"""The ladder's rungs measured (the first is the default edit)."""
 CPU_RESOLUTION = 256
 CUDA_RESOLUTION = {"sd15": 512, "sdxl": 1024, "sd3": 1024, "flux": 1024}
 CPU_BLOCKS = 1
@@ -70,10 +70,12 @@ def plan(families: Iterable[str], methods: Iterable[str], *, steps: int, resolut
         bare = Row(family=family, kind="bare", steps=steps, resolution=res, blocks=k, device=device, dtype=dtype,
                    tiny=tiny)
         rows.append(bare)
-        rows += [replace(bare, kind="method", method=m) for m in methods if applies(m, family)]
+        ran = [m for m in methods if applies(m, family)]
+        rows += [replace(bare, kind="method", method=m) for m in ran if m != "null-text"]
         # prompt-to-prompt needs a UNet's cross-attention: the transformer families do not take it
         rows += [replace(bare, kind="recipe", method="edict", recipe=r)
                  for r in recipes if family not in FLOW_FAMILIES or not get_rung(r).needs_attention_control]
+        rows += [replace(bare, kind="method", method="null-text")] if "null-text" in ran else []  # the slowest: last
     return rows
 
 
@@ -136,7 +138,7 @@ def derived(rec: dict[str, Any]) -> dict[str, Any]:
         return extrapolate(seconds, blocks, built, full) if extrapolated else seconds
 
     out["bare_s_per_nfe"] = bare_full("1")
-    out["bare_s_per_nfe_batch2"] = bare_full("2") / 2
+    out["bare_s_per_nfe_batch2"] = bare_full("2") / 2 if "2" in rec["bare"] else None
     bytes_per = {"float32": 4, "float16": 2, "bfloat16": 2}[rec["dtype"]]
     parts = rec["weights_bytes"]
     den = parts.get("unet", parts.get("transformer", 0))
@@ -155,11 +157,15 @@ def derived(rec: dict[str, Any]) -> dict[str, Any]:
     expected = sum(n * bare_full(b) for b, n in rec["batches"].items())
     out.update(wall_full_seconds=wall, s_per_nfe=wall / rec["nfe"], bare_same_calls_seconds=expected,
                ratio=wall / expected, network_share=rec["network_seconds"] / rec["wall_seconds"])
+    out["network_ratio"] = rec["network_seconds"] / sum(n * rec["bare"][b][0] for b, n in rec["batches"].items())
+    if "vae_seconds" in rec:  # the VAE runs outside the blocks: not scaled
+        out["ratio_without_vae"] = (wall - rec["vae_seconds"]) / expected
     return out
 
 
 HEADER = ("| family | row | blocks | NFE (calls) | s / NFE | bare s / NFE (batch 1 / 2) | ratio to bare, same calls "
-          "| network share | peak GB | above model GB | weights GB |\n|---|---|---|---|---|---|---|---|---|---|---|")
+          "| ratio without the VAE | VAE s | network share | peak GB | above model GB | weights GB |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def _blocks(rec: dict[str, Any]) -> str:
@@ -170,14 +176,23 @@ def _blocks(rec: dict[str, Any]) -> str:
     return f"{built} of {full}, extrapolated" if rec.get("extrapolated") else full
 
 
+def _num(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
 def _line(rec: dict[str, Any]) -> str:
     name = f"{rec['family']} | {rec['label']}"
     if "error" in rec or "refused" in rec:
-        return f"| {name} | | | {rec.get('refused') or rec.get('error')} | | | | | | |"
+        return f"| {name} | | | {rec.get('refused') or rec.get('error')} | | | | | | | | |"
     share = f"{100 * rec['network_share']:.0f}%" if "network_share" in rec else "100%"
     nfe = f"{rec['nfe']} ({rec['calls']})"
     return (f"| {name} | {_blocks(rec)} | {nfe} | {rec['s_per_nfe']:.3f} | "
-            f"{rec['bare_s_per_nfe']:.3f} / {rec['bare_s_per_nfe_batch2']:.3f} | {rec['ratio']:.2f}x | {share} | "
+            f"{rec['bare_s_per_nfe']:.3f} / {_num(rec['bare_s_per_nfe_batch2'])} | {rec['ratio']:.2f}x | "
+            f"{_times(rec.get('ratio_without_vae'))} | {_num(rec.get('vae_seconds'), 1)} | {share} | "
             f"{rec['peak_gb']:.2f} | {rec['peak_above_model_gb']:.2f} | {rec['weights_full_gb']:.2f} |")
 
 
@@ -191,6 +206,7 @@ def tables(results: list[dict[str, Any]]) -> str:
                  + HEADER + "\n" + "\n".join(_line(r) for r in null))
     first = next((r for r in results if "steps" in r), None)
     if first is not None:
-        text += (f"\n\n{first['steps']} steps, {first['device']} {first['dtype']}; s / NFE includes the VAE encode and "
-                 "decode, the mask, the check and paste-back of the default edit.")
+        text += (f"\n\n{first['steps']} steps, {first['device']} {first['dtype']}. A method row is invert + reconstruct "
+                 "(VAE encode and decode included); a recipe row is the whole edit (VAE, inversion, mask, edit, check, "
+                 "paste-back).")
     return text

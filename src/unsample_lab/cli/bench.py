@@ -264,13 +264,14 @@ def bench_scale(
     dtype: Annotated[str, typer.Option("--dtype", help="float32|float16|bfloat16")] = "float32",
     out: Annotated[Path, typer.Option("--out", help="Results folder (rows.jsonl: a rerun skips the rows done).")]
     = Path("out/bench-scale"),
-    recipes: Annotated[str, typer.Option("--recipes", help="Ladder rungs measured beside the default edit.")] = "no-mask,p2p",
+    recipes: Annotated[str, typer.Option("--recipes", help="Ladder rungs measured (the first is the default edit).")] = "as-asked,no-mask,p2p",
     inline: Annotated[bool, typer.Option("--inline", help="Run the rows in this process (tests; peak memory then "
                                          "includes earlier rows').")] = False,
     tiny: Annotated[bool, typer.Option("--tiny", hidden=True, help="Toy widths, same block structure (tests).")] = False,
 ) -> None:
-    """Peak memory, seconds per network evaluation and the ratio to a bare forward pass, per method and
-    edit recipe, on the real SD 1.5, SDXL, SD3-medium and Flux.1-dev architectures with random weights."""
+    """Peak memory, seconds per network evaluation and the ratio to a bare forward pass, per method
+    (invert + reconstruct) and edit recipe (the whole edit), on the real SD 1.5, SDXL, SD3-medium and
+    Flux.1-dev architectures with random weights (docs/scale.md)."""
     from unsample.methods.registry import available_methods, get_method  # registration stays cheap
     from unsample_lab.bench.scale_models import FAMILIES
     from unsample_lab.bench.scale_report import plan, run, tables
