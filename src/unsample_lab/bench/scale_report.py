@@ -160,12 +160,14 @@ def derived(rec: dict[str, Any]) -> dict[str, Any]:
     out["network_ratio"] = rec["network_seconds"] / sum(n * rec["bare"][b][0] for b, n in rec["batches"].items())
     if "vae_seconds" in rec:  # the VAE runs outside the blocks: not scaled
         out["ratio_without_vae"] = (wall - rec["vae_seconds"]) / expected
+        # what the method adds besides its network and the VAE, against its own network time (load cancels)
+        out["outside_share"] = (rec["wall_seconds"] - rec["vae_seconds"] - rec["network_seconds"]) / rec["network_seconds"]
     return out
 
 
 HEADER = ("| family | row | blocks | NFE (calls) | s / NFE | bare s / NFE (batch 1 / 2) | ratio to bare, same calls "
-          "| ratio without the VAE | VAE s | network share | peak GB | above model GB | weights GB |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| ratio without the VAE | VAE s | rest / network | network share | peak GB | above model GB | weights GB |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def _blocks(rec: dict[str, Any]) -> str:
@@ -180,6 +182,10 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
 def _times(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
@@ -187,12 +193,13 @@ def _times(value: float | None) -> str:
 def _line(rec: dict[str, Any]) -> str:
     name = f"{rec['family']} | {rec['label']}"
     if "error" in rec or "refused" in rec:
-        return f"| {name} | | | {rec.get('refused') or rec.get('error')} | | | | | | | | |"
+        return f"| {name} | | | {rec.get('refused') or rec.get('error')} | | | | | | | | | |"
     share = f"{100 * rec['network_share']:.0f}%" if "network_share" in rec else "100%"
     nfe = f"{rec['nfe']} ({rec['calls']})"
     return (f"| {name} | {_blocks(rec)} | {nfe} | {rec['s_per_nfe']:.3f} | "
             f"{rec['bare_s_per_nfe']:.3f} / {_num(rec['bare_s_per_nfe_batch2'])} | {rec['ratio']:.2f}x | "
-            f"{_times(rec.get('ratio_without_vae'))} | {_num(rec.get('vae_seconds'), 1)} | {share} | "
+            f"{_times(rec.get('ratio_without_vae'))} | {_num(rec.get('vae_seconds'), 1)} | "
+            f"{_pct(rec.get('outside_share'))} | {share} | "
             f"{rec['peak_gb']:.2f} | {rec['peak_above_model_gb']:.2f} | {rec['weights_full_gb']:.2f} |")
 
 
