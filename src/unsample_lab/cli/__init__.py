@@ -30,4 +30,5 @@ def register(app: typer.Typer) -> None:
     group.command("edit")(bench.bench_edit)
     group.command("edit-path")(bench.bench_edit_path)
     group.command("fidelity")(bench.bench_fidelity)
+    group.command("scale")(bench.bench_scale)
     app.add_typer(group, name="bench")

@@ -250,3 +250,49 @@ def bench_fidelity(
     typer.echo(table(rows))
     if reconstruction:
         typer.echo(gap_table(reconstruction_gaps(m, bench, rows)))
+
+
+@friendly
+def bench_scale(
+    families: Annotated[str, typer.Option("--families", help="Comma-separated: sd15,sdxl,sd3,flux.")] = "sd15,sdxl,sd3,flux",
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated, default every registered method "
+                                         "(each family runs those its schedule takes).")] = "",
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Steps of each edit.")] = 4,
+    resolution: Annotated[int | None, typer.Option("--resolution", min=64, help="Image side in pixels (default: "
+                                                   "256 on CPU; 512 for SD 1.5 and 1024 for the others on CUDA).")] = None,
+    blocks: Annotated[int | None, typer.Option("--blocks", min=1, help="Transformer blocks of each kind built for "
+                                               "SD3 and Flux; the time is extrapolated per block (default: 1 on CPU, "
+                                               "all on CUDA). The UNets are always whole.")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu|cuda")] = "cpu",
+    dtype: Annotated[str, typer.Option("--dtype", help="float32|float16|bfloat16")] = "float32",
+    out: Annotated[Path, typer.Option("--out", help="Results folder (rows.jsonl: a rerun skips the rows done).")]
+    = Path("out/bench-scale"),
+    recipes: Annotated[str, typer.Option("--recipes", help="Ladder rungs measured (the first is the default edit).")] = "as-asked,no-mask,p2p",
+    inline: Annotated[bool, typer.Option("--inline", help="Run the rows in this process (tests; peak memory then "
+                                         "includes earlier rows').")] = False,
+    tiny: Annotated[bool, typer.Option("--tiny", hidden=True, help="Toy widths, same block structure (tests).")] = False,
+) -> None:
+    """Peak memory, seconds per network evaluation and the ratio to a bare forward pass, per method
+    (invert + reconstruct) and edit recipe (the whole edit), on the real SD 1.5, SDXL, SD3-medium and
+    Flux.1-dev architectures with random weights (docs/scale.md)."""
+    from unsample.methods.registry import available_methods, get_method  # registration stays cheap
+    from unsample_lab.bench.scale_models import FAMILIES
+    from unsample_lab.bench.scale_report import plan, run, tables
+
+    fams = csv_values(families, str)
+    for fam in fams:
+        if fam not in FAMILIES:
+            raise UserError(f"family {fam!r} is not one of {', '.join(FAMILIES)}")
+    names = csv_values(methods, str) or tuple(available_methods())
+    for name in names:
+        get_method(name)
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise UserError(f"--dtype {dtype!r} is not one of float32, float16, bfloat16")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise UserError(f"--device {device!r} is not cpu or cuda")
+    _check_report_folder(out)
+    rows = plan(fams, names, steps=steps, resolution=resolution, blocks=blocks, device=device, dtype=dtype,
+                recipes=csv_values(recipes, str), tiny=tiny)
+    results = run(rows, out, isolate=not inline, echo=typer.echo)
+    typer.echo(tables(results))
+    typer.echo(f"rows: {out / 'rows.jsonl'}; table: {out / 'table.md'}")
