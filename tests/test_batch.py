@@ -235,8 +235,8 @@ def test_a_partly_done_group_reruns_with_its_companions(tiny_pipeline_dir: Path,
 
 
 def test_max_rows_splits_every_call_and_keeps_the_outputs(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
-    """Default edits (noise mask: calls of 2 x 20 draws; the check's of 2 x 2 x 6) at batch size 2
-    with the cap at 1, 3 and none: no network call is larger than the cap, the outputs agree. (No
+    """Default edits with 4 noise-mask draws (calls of 2 prompts x 4 draws; the check's of 2 x 2 x 6)
+    at batch size 2 with the cap at 5 and none: no network call is larger than the cap, the outputs agree. (No
     escalation: the ladder's prompt-to-prompt rung needs its 4 rows in one call, which a cap below 4
     refuses, and a batched job's rung meets its companion's calls; docs/memory.md.)"""
     import unsample
@@ -245,11 +245,11 @@ def test_max_rows_splits_every_call_and_keeps_the_outputs(tiny_pipeline_dir: Pat
 
     Image.fromarray((np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)).save(tmp_path / "a.png")
     jobs = [{"id": f"e{i}", "job": "edit", "image": "a.png", "prompt": "a red cat", "target_prompt": "a green cat",
-             "steps": 3, "seed": i, "escalate": False} for i in range(2)]
+             "steps": 3, "seed": i, "escalate": False, "mask_draws": 4} for i in range(2)]
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("\n".join(json.dumps(j) for j in jobs) + "\n")
     outputs: dict[int | None, dict[str, np.ndarray]] = {}
-    for cap in (None, 3, 1):
+    for cap in (None, 5):
         model = unsample.load(str(tiny_pipeline_dir), device="cpu")
         rows: list[int] = []
         network = model.model_fn
@@ -262,9 +262,9 @@ def test_max_rows_splits_every_call_and_keeps_the_outputs(tiny_pipeline_dir: Pat
         out = tmp_path / f"cap{cap}"
         res = run_batch(model, manifest, out, progress=False, write_png=write_png, batch_size=2, max_rows=cap)
         assert res.done == 2 and res.failed == 0
-        assert max(rows) == (80 if cap is None else cap)  # uncapped: both jobs' noise-mask calls in one
+        assert max(rows) == (48 if cap is None else cap)  # uncapped: both jobs' check calls (2 x 24 rows) in one
         outputs[cap] = {p.name: np.asarray(Image.open(p), dtype=np.int16) for p in sorted(out.glob("*.png"))}
-    assert sorted(outputs[None]) == sorted(outputs[1]) == sorted(outputs[3])
-    for cap in (1, 3):
+    assert sorted(outputs[None]) == sorted(outputs[5])
+    for cap in (5,):
         for name, pixels in outputs[None].items():
             assert int(np.abs(pixels - outputs[cap][name]).max()) <= 1, (cap, name)

@@ -128,3 +128,19 @@ def test_a_later_rung_that_cannot_run_on_these_prompts_is_skipped_and_named(tiny
     assert scripted["edits"] == 3 and len(scripted["verdicts"]) == 0  # p2p entered the loop, was refused, not judged
     assert {k: type(v) for k, v in tiny_model.pipe.unet.attn_processors.items()} == processors  # nothing left installed
     assert len(res.ladder.skipped) == 1 and res.ladder.skipped[0].startswith("p2p (") and res.ladder.untried == ()
+
+
+def test_a_batch_that_shares_the_network_skips_prompt_to_prompt_by_name(tiny_model, tiny_image, scripted) -> None:
+    """A Lockstep view cannot hook cross-attention (one job's processors would see every job's
+    rows): an escalating edit on it that no rung passes names the prompt-to-prompt rung as
+    skipped and never runs it."""
+    from unsample.backends.lockstep import Lockstep
+
+    lockstep = Lockstep(tiny_model.model_fn)
+    view = lockstep.view(tiny_model)
+    assert tiny_model.supports_attention_control and not view.supports_attention_control
+    scripted["verdicts"] = [(False, -3.0), (False, -2.0), (False, -1.0)]
+    inv = unsample.invert(tiny_model, tiny_image, "a red cat", steps=2)
+    (res,) = lockstep.run([lambda: unsample.edit(view, inv, "a green cat", output="result")])
+    assert [a.rung for a in res.ladder.attempts] == ["as-asked", "no-mask"] and scripted["edits"] == 2
+    assert len(res.ladder.skipped) == 1 and res.ladder.skipped[0].startswith("p2p (it hooks cross-attention")

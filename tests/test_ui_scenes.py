@@ -227,7 +227,7 @@ def test_serve_says_where_gradio_keeps_uploads_and_gives_the_environment_back(
         return "the app"
 
     monkeypatch.setattr(page, "quiet_libraries", lambda verbose=False: None)
-    monkeypatch.setattr(page, "_load_model", lambda model, config, device: embedded_model)
+    monkeypatch.setattr(page, "_load_model", lambda model, config, device, offload="none": embedded_model)
     monkeypatch.setattr(page, "build_app", build)
     monkeypatch.setattr(page, "_stop_on_sigterm", lambda: None)
     monkeypatch.setattr(page, "launch", lambda app, host, port: seen.update(app=app, address=(host, port)))

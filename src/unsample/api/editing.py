@@ -25,7 +25,7 @@ from unsample.core.denoiser import CallCounter
 from unsample.core.schedule import TimestepGrid
 from unsample.editing.branches import EditResult, edit_latent
 from unsample.editing.check import CheckResult, check_edit
-from unsample.editing.ladder import Attempt, LadderResult, Rung, rungs_for
+from unsample.editing.ladder import LADDER, Attempt, LadderResult, Rung, rungs_for
 from unsample.editing.fidelity import FIDELITY_KEY, InputFidelity, input_fidelity
 from unsample.editing.masks import NoiseMaskConfig
 from unsample.editing.plan import plan_edit
@@ -85,6 +85,10 @@ def edit(
     rungs = rungs_for(spec.recipe, escalate, model.supports_attention_control)
     attempts: list[tuple[Rung, EditSample]] = []
     skipped: dict[str, str] = {}  # later rungs that cannot run on these prompts, and why
+    unavailable = {  # rungs this model cannot run at all (said when the ladder would have reached them)
+        r.name: "it hooks cross-attention, which this model (or a batch that shares its network) cannot give it"
+        for r in LADDER if escalate and spec.recipe is None and r.needs_attention_control
+        and not model.supports_attention_control}
     spent = 0
     for rung in rungs:
         rung_spec = spec.replace(**rung.changes)
@@ -102,6 +106,9 @@ def edit(
         spent += sample.network_evaluations
         if sample.check is None or sample.check.edit_took:
             break
+    last = attempts[-1][1].check
+    if last is not None and not last.edit_took:
+        skipped |= unavailable
     kept = _kept(attempts)
     sample = kept[1]
     sample.spec = spec.replace(**kept[0].changes)

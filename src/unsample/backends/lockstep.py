@@ -81,11 +81,16 @@ class Lockstep:
         """``model`` whose ``model_fn`` goes through this Lockstep (valid inside `run` only).
 
         A shallow copy: the network, the autoencoder and the caches are the model's own. Its own
-        calls are not split (``max_rows`` None): the Lockstep splits the merged ones.
+        calls are not split (``max_rows`` None): the Lockstep splits the merged ones. It cannot hook
+        cross-attention (``supports_attention_control`` False): a job that asks for prompt-to-prompt
+        runs alone (`unsample.batch.runs_alone`), and the ladder's prompt-to-prompt rung is skipped
+        with its reason in the record.
         """
         proxy = copy.copy(model)
         proxy.model_fn = self._call  # type: ignore[method-assign]
         proxy.max_rows = None
+        # one job's attention processors would see every job's rows: no prompt-to-prompt in a shared call
+        proxy.supports_attention_control = False  # type: ignore[misc]
         return proxy
 
     def _call(self, x: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
