@@ -332,6 +332,15 @@ def chunks(jobs: list[Job], batch_size: int) -> list[list[int]]:
     return [members[s:s + batch_size] for members in groups.values() for s in range(0, len(members), batch_size)]
 
 
+def _unhooked(model: Any) -> Any:
+    """``model`` as a batch's shared network offers it: no cross-attention hooks (like a `Lockstep`
+    view), so a job that shares nothing still escalates through the same ladder as one that does, and
+    every batch size gives the same outputs (a job that asks for prompt-to-prompt runs alone, hooked)."""
+    view = copy.copy(model)
+    view.supports_attention_control = False
+    return view
+
+
 def _run_together(model: Any, jobs: list[Job], base: Path, outs: list[Path],
                   write_png: Callable[..., Any], max_rows: int | None = None) -> list[list[str] | BaseException]:
     """Run ``jobs`` side by side, their network calls merged by a `Lockstep` (merged calls split
@@ -400,7 +409,8 @@ def run_batch(
                 outs = [Path(discard) if j.id in done else out for j in members]
                 if len(members) == 1:
                     try:
-                        outcomes: list[list[str] | BaseException] = [run_job(model, members[0], manifest.parent, out, write_png)]
+                        alone = model if runs_alone(members[0]) else _unhooked(model)
+                        outcomes: list[list[str] | BaseException] = [run_job(alone, members[0], manifest.parent, out, write_png)]
                     except _JOB_ERRORS as err:
                         outcomes = [err]
                 else:
