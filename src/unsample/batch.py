@@ -42,7 +42,6 @@ from typing import Any
 import torch
 
 import unsample
-from unsample.api import prepare_image
 from unsample.api.quiet import PhaseProgress
 from unsample.backends.lockstep import Lockstep
 from unsample.core.bounds import Bounds, check_kind
@@ -264,7 +263,7 @@ def run_job(model: Any, job: Job, base: Path, out: Path, write_png: Callable[...
         return _run_edit(model, job, job.edit, picture, base, out, write_png)
     inv = unsample.invert(model, picture, job.prompt, method=job.method, steps=job.steps, guidance=job.guidance,
                           seed=job.seed, fit=job.fit, unknown_words="refuse", **job.options)  # type: ignore[arg-type]
-    pixels = prepare_image(model, picture, job.fit)  # type: ignore[arg-type]
+    pixels = inv.input_pixels(model.device)  # the image as it was inverted: not read and sized again
     if job.job == "invert":
         inv.stats[FIDELITY_KEY] = input_fidelity(model, pixels, latent=inv.image_latent).to_json()
         inv.save(out / f"{job.id}.safetensors")

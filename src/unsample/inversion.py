@@ -79,6 +79,11 @@ class Inversion:
             if problem:
                 raise InputError(f"an inversion's original {problem}")
 
+    def input_pixels(self, device: Any = "cpu") -> torch.Tensor | None:
+        """The inverted image at the working size as [B, 3, H, W] floats in [0, 1] (exact: each
+        kept value is k / 255), or None when the inversion keeps no pixels."""
+        return None if self.pixels is None else self.pixels.float().div(255.0).to(device)
+
     @property
     def input_size(self) -> tuple[int, int]:
         """(height, width) of the input image: the original's when kept, else the working size."""

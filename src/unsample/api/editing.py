@@ -241,7 +241,7 @@ def _fidelity(model: Model, pixels: torch.Tensor | None, inversion: Inversion, r
     pixels it keeps; one saved before inversions kept them has only what it recorded when it was made
     (``stats["input_fidelity"]``, written by ``unsample invert``), or None."""
     if pixels is None and inversion.pixels is not None and inversion.pixels.shape[0] == 1:
-        pixels = inversion.pixels.float().div(255.0).to(model.device)  # the input it kept, at the working size
+        pixels = inversion.input_pixels(model.device)  # the input it kept, at the working size
     if pixels is None:
         recorded = inversion.stats.get(FIDELITY_KEY)
         return None if recorded is None else InputFidelity.from_json(recorded)

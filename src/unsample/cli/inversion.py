@@ -11,7 +11,6 @@ import typer
 
 import unsample
 from unsample import trajectory as tv
-from unsample.api import prepare_image
 from unsample.cli.common import (
     ClassifierOpt,
     ClassifierScaleOpt,
@@ -80,7 +79,7 @@ def invert(
         seed=seed, fit=fit, progress=not quiet, classifier_guidance=steer, unknown_words="checked",
         **options,  # type: ignore[arg-type]
     )
-    fidelity = input_fidelity(m, prepare_image(m, picture, fit), latent=inv.image_latent)  # one decode
+    fidelity = input_fidelity(m, inv.input_pixels(m.device), latent=inv.image_latent)  # one decode
     inv.stats[FIDELITY_KEY] = fidelity.to_json()  # a later edit of the file says it again
     inv.save(output)
     for line in fidelity.warnings():
