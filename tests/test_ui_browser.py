@@ -214,6 +214,7 @@ def test_the_advanced_section_inverts_alone_and_a_changed_setting_inverts_again(
     page.locator("#advanced").get_by_text("Advanced:").first.click()
     page.wait_for_selector("#method", state="visible")
     page.locator("#steps input").fill(str(STEPS))
+    page.locator("#steps input").press("Tab")  # the value is committed (blur) before the click reads it
     page.locator("#invert").click()
     inverted = _wait_text(page, "#invert-cost", "PSNR")
     assert f"edict, {STEPS} steps" in inverted and f"NFE {2 * STEPS} " in inverted  # EDICT: 2 evaluations a step
@@ -224,6 +225,7 @@ def test_the_advanced_section_inverts_alone_and_a_changed_setting_inverts_again(
     page.locator("#advanced").screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
     page.locator("#steps input").fill(str(STEPS // 2))  # an inversion setting: Edit inverts again
+    page.locator("#steps input").press("Tab")
     again = _edit(page, "a large green circle on a plain gray background", 1)
     assert f"inverted first: edict, {STEPS // 2} steps" in again, again
     print(f"\npage reports: {inverted}\n  {green}\n  {again}")
